@@ -1,0 +1,206 @@
+//! `ApiError`: the one place that decides an error's HTTP status and its OpenAI-style JSON body,
+//! and `ApiJson`, the body extractor that turns every malformed input into such an error.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::gateway::{http_status_for, CoreError};
+
+/// `{"error": {"message", "type", "param", "code"}}` as OpenAI clients expect.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub param: Option<String>,
+    pub code: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub kind: &'static str,
+    pub param: Option<String>,
+    pub code: Option<&'static str>,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after_secs: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    pub fn param(mut self, param: impl Into<String>) -> Self {
+        self.param = Some(param.into());
+        self
+    }
+
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found_error", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::UnknownModel(name) => ApiError::not_found(format!(
+                "The model version `{name}` does not exist; GET /v1/models lists the configured ones."
+            ))
+            .param("model")
+            .code("model_not_found"),
+            CoreError::Provider(p) => {
+                let status =
+                    StatusCode::from_u16(http_status_for(&p)).unwrap_or(StatusCode::BAD_GATEWAY);
+                let code = match status {
+                    StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
+                    _ => "upstream_error",
+                };
+                ApiError::new(status, "upstream_error", p.to_string()).code(code)
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                message: self.message,
+                kind: self.kind.to_string(),
+                param: self.param,
+                code: self.code.map(str::to_string),
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert("retry-after", v);
+            }
+        }
+        resp
+    }
+}
+
+/// A JSON body extractor that accepts any content type (curl users forget the header) and answers
+/// every failure — too large, not JSON, wrong shape — with an `ApiError` naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+fn bytes_rejection(r: BytesRejection) -> ApiError {
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "The request body is larger than the configured limit (server.max_body_bytes).",
+        )
+        .code("body_too_large")
+    } else {
+        ApiError::bad_request(format!("Could not read the request body: {r}"))
+    }
+}
+
+/// Parses JSON with the path of the offending field in the error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(
+            ApiError::bad_request("The request body is empty; a JSON object is expected.")
+                .code("invalid_json"),
+        );
+    }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        use serde_json::error::Category;
+        match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request(format!("The request body is not valid JSON: {inner}"))
+                    .code("invalid_json")
+            }
+            Category::Data => {
+                let err = ApiError::bad_request(format!("Invalid request: {inner}"))
+                    .code("invalid_value");
+                if path.is_empty() || path == "." {
+                    err
+                } else {
+                    err.param(path)
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct T {
+        prompt: String,
+        n: u32,
+    }
+
+    #[test]
+    fn syntax_errors_and_type_errors_are_distinguished() {
+        let e = parse_json::<T>(b"{not json").unwrap_err();
+        assert_eq!(e.code, Some("invalid_json"));
+        let e = parse_json::<T>(br#"{"prompt": 5, "n": 1}"#).unwrap_err();
+        assert_eq!(e.code, Some("invalid_value"));
+        assert_eq!(e.param.as_deref(), Some("prompt"));
+        let e = parse_json::<T>(br#"{"n": 1}"#).unwrap_err();
+        assert!(
+            e.message.contains("missing field `prompt`"),
+            "{}",
+            e.message
+        );
+        let e = parse_json::<T>(b"  ").unwrap_err();
+        assert!(e.message.contains("empty"));
+    }
+}

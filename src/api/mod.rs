@@ -1,0 +1,185 @@
+//! HTTP handlers, one file per resource, and the router that ties them to the app state.
+//! Handlers parse, call the gateway core, and shape the answer; no SQL and no business rules here.
+
+pub mod chat;
+pub mod error;
+pub mod health;
+pub mod openai;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use tracing::Instrument;
+use utoipa::OpenApi;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::provider::ChatMessage;
+use crate::store::writer::WriterHandle;
+use crate::store::Store;
+use error::ApiError;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub gateway: Arc<Gateway>,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The request's id (client-supplied `x-request-id` if it is a UUID, else a new UUIDv7) and when
+/// the request arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId(pub Uuid, pub Instant);
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_OVERHEAD: HeaderName = HeaderName::from_static("x-lqo-overhead-ms");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "LLM Quality Observer", description = "An LLM gateway that logs every call and exposes latency, tokens, cost and quality per model version."),
+    paths(chat::chat, openai::chat_completions, openai::list_models, health::health, health::ready, health::metrics),
+    tags(
+        (name = "chat", description = "The original API"),
+        (name = "openai", description = "OpenAI-compatible API"),
+        (name = "ops", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.server.max_body_bytes;
+    let api = Router::new()
+        .route("/chat", post(chat::chat))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/models", get(openai::list_models))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .route_layer(middleware::from_fn(expose_matched_path))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_context,
+        ));
+    api.with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("No such route; see /docs for the API.").code("route_not_found")
+}
+
+/// Copies the matched route template to the response, where `request_context` reads it.
+async fn expose_matched_path(req: Request, next: Next) -> Response {
+    let path = req.extensions().get::<MatchedPath>().cloned();
+    let mut resp = next.run(req).await;
+    if let Some(p) = path {
+        resp.extensions_mut().insert(p);
+    }
+    resp
+}
+
+/// Request id, tracing span and the per-route HTTP counter for every request.
+async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| Uuid::parse_str(s.trim()).ok())
+        .unwrap_or_else(Uuid::now_v7);
+    req.extensions_mut().insert(RequestId(request_id, started));
+    let span = tracing::info_span!("request", %request_id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    // Route templates only, so the label set stays bounded whatever paths clients send.
+    let route = resp
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    if let Ok(v) = HeaderValue::from_str(&request_id.to_string()) {
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+    }
+    let status = resp.status();
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[&route, status.as_str()])
+        .inc();
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "handled"
+        )
+    });
+    resp
+}
+
+/// `x-lqo-overhead-ms`: what the gateway added to this request, so users see it without a benchmark.
+pub fn overhead_header(overhead_ms: f64) -> [(HeaderName, HeaderValue); 1] {
+    let v = HeaderValue::from_str(&format!("{overhead_ms:.3}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"));
+    [(X_OVERHEAD.clone(), v)]
+}
+
+/// Tags from the `x-lqo-tags` header, comma-separated.
+pub fn tags_from_headers(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("x-lqo-tags")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+pub const MAX_TAGS: usize = 32;
+pub const MAX_TAG_LEN: usize = 64;
+
+pub fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
+    if tags.len() > MAX_TAGS {
+        return Err(
+            ApiError::bad_request(format!("At most {MAX_TAGS} tags are accepted.")).param("tags"),
+        );
+    }
+    if let Some(t) = tags
+        .iter()
+        .find(|t| t.is_empty() || t.chars().count() > MAX_TAG_LEN)
+    {
+        return Err(ApiError::bad_request(format!(
+            "Tags must be 1 to {MAX_TAG_LEN} characters; got {t:?}."
+        ))
+        .param("tags"));
+    }
+    Ok(())
+}
+
+/// Rejects prompts over `limits.max_prompt_chars` before anything is sent upstream.
+pub fn check_prompt_size(config: &Config, messages: &[ChatMessage]) -> Result<(), ApiError> {
+    let chars: usize = messages.iter().map(|m| m.content.chars().count()).sum();
+    let max = config.limits.max_prompt_chars;
+    if chars > max {
+        return Err(ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The prompt has {chars} characters; at most {max} are accepted (limits.max_prompt_chars)."),
+        )
+        .code("prompt_too_long"));
+    }
+    Ok(())
+}

@@ -1,0 +1,657 @@
+//! Typed configuration: a YAML file (`LQO_CONFIG`, default `lqo.yaml` if present), then environment
+//! overrides with the original service's variable names, then validation that reports every problem.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub app_env: String,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub writer: WriterConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub models: BTreeMap<String, ModelConfig>,
+    pub default_model: String,
+    pub limits: LimitsConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most messages accepted in one chat completion request.
+    pub max_messages: usize,
+    /// Most characters of prompt text (all messages together) accepted in one request.
+    pub max_prompt_chars: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_messages: 256,
+            max_prompt_chars: 400_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Whole-request limit, upstream retries included.
+    pub request_timeout_secs: u64,
+    pub max_body_bytes: usize,
+    /// Seconds to wait for in-flight requests after SIGTERM.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` / `postgresql://…`, or `sqlite://path` / a plain file path.
+    #[serde(serialize_with = "serialize_db_url")]
+    pub url: String,
+    pub max_connections: u32,
+    pub run_migrations: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WriterConfig {
+    pub channel_capacity: usize,
+    pub batch_size: usize,
+    pub flush_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI Chat Completions (`POST {base_url}/chat/completions`), or any compatible server.
+    OpenaiChat,
+    /// OpenAI Responses API (`POST {base_url}/responses`), as the original service used.
+    OpenaiResponses,
+    /// The built-in deterministic mock model: no network at all.
+    Mock,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// Environment variable holding the API key (read at start; never printed).
+    pub api_key_env: Option<String>,
+    /// Set from the environment or a file; never read from YAML so keys stay out of config files.
+    #[serde(skip)]
+    pub api_key: Option<SecretString>,
+    /// A file whose trimmed content is the API key (e.g. a Docker secret).
+    pub api_key_file: Option<PathBuf>,
+    pub timeout_secs: u64,
+    pub connect_timeout_secs: u64,
+    pub max_retries: u32,
+    pub retry_backoff_ms: u64,
+    /// Mock only: latency before answering, in milliseconds.
+    pub mock_latency_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pricing {
+    pub input_per_1m: f64,
+    pub cached_input_per_1m: f64,
+    pub output_per_1m: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: String,
+    /// Model name sent upstream; defaults to the model version's own name.
+    #[serde(default)]
+    pub upstream_model: Option<String>,
+    #[serde(default)]
+    pub pricing: Pricing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentLogging {
+    #[default]
+    Full,
+    /// Prompts and responses are not stored; everything else is.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// tracing filter, e.g. `info` or `lqo=debug,info`.
+    pub level: String,
+    pub format: LogFormat,
+    /// What of prompts and responses is stored in `llm_logs`.
+    pub content: ContentLogging,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: "0.0.0.0".into(),
+            port: 18000,
+            request_timeout_secs: 120,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://data/lqo.db".into(),
+            max_connections: 10,
+            run_migrations: true,
+        }
+    }
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        WriterConfig {
+            channel_capacity: 10_000,
+            batch_size: 500,
+            flush_interval_ms: 100,
+        }
+    }
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        ProviderConfig {
+            kind: ProviderKind::Mock,
+            base_url: "https://api.openai.com/v1".into(),
+            api_key_env: None,
+            api_key: None,
+            api_key_file: None,
+            timeout_secs: 60,
+            connect_timeout_secs: 5,
+            max_retries: 2,
+            retry_backoff_ms: 200,
+            mock_latency_ms: 0,
+        }
+    }
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+            content: ContentLogging::Full,
+        }
+    }
+}
+
+/// The zero-setup defaults: no providers or models here; `apply_env` adds the built-in ones.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            app_env: "development".into(),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            writer: WriterConfig::default(),
+            providers: BTreeMap::new(),
+            models: BTreeMap::new(),
+            default_model: String::new(),
+            limits: LimitsConfig::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+fn serialize_db_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
+}
+
+/// Hides the password of a `scheme://user:password@host` URL.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((userinfo, host)) = rest.rsplit_once('@') {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+    }
+    url.to_string()
+}
+
+/// Prices per 1M tokens of the models the built-in defaults know (USD, list prices).
+fn known_pricing(model: &str) -> Pricing {
+    let (input, cached, output) = match model {
+        "gpt-5" => (1.25, 0.125, 10.0),
+        "gpt-5-mini" => (0.25, 0.025, 2.0),
+        "gpt-5-nano" => (0.05, 0.005, 0.4),
+        "gpt-4o" => (2.5, 1.25, 10.0),
+        "gpt-4o-mini" => (0.15, 0.075, 0.6),
+        "gpt-4.1" => (2.0, 0.5, 8.0),
+        "gpt-4.1-mini" => (0.4, 0.1, 1.6),
+        _ => (0.25, 0.025, 2.0),
+    };
+    Pricing {
+        input_per_1m: input,
+        cached_input_per_1m: cached,
+        output_per_1m: output,
+    }
+}
+
+/// Where configuration values come from besides the file; a trait-free closure keeps tests hermetic.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Reads the file (if any), applies the process environment and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let lookup = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::load_with(path, &lookup)
+    }
+
+    pub fn load_with(path: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let explicit = path
+            .map(Path::to_path_buf)
+            .or_else(|| env("LQO_CONFIG").map(PathBuf::from));
+        let mut cfg = match explicit {
+            Some(p) => Self::from_file(&p)?,
+            None if Path::new("lqo.yaml").exists() => Self::from_file(Path::new("lqo.yaml"))?,
+            None => Config::default(),
+        };
+        cfg.apply_env(env)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Config, String> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Environment overrides. The original service's names keep working.
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if let Some(v) = env("APP_ENV") {
+            self.app_env = v;
+        }
+        if self.app_env == "production" {
+            self.logging.format = LogFormat::Json;
+        }
+        if let Some(v) = env("LOG_LEVEL") {
+            self.logging.level = v.to_lowercase();
+        }
+        if let Some(v) = env("LQO_LOG_FORMAT") {
+            match v.as_str() {
+                "json" => self.logging.format = LogFormat::Json,
+                "text" => self.logging.format = LogFormat::Text,
+                other => problems.push(format!(
+                    "LQO_LOG_FORMAT must be json or text, got {other:?}"
+                )),
+            }
+        }
+        if let Some(v) = env("DATABASE_URL") {
+            self.database.url = v;
+        }
+        if let Some(v) = env("PORT") {
+            match v.parse() {
+                Ok(p) => self.server.port = p,
+                Err(_) => problems.push(format!("PORT must be a port number, got {v:?}")),
+            }
+        }
+
+        // Built-in providers when the file declares none: the original single-model setup.
+        if self.providers.is_empty() {
+            let key = env("LLM_API_KEY");
+            let main = env("OPENAI_MODEL_MAIN");
+            if key.is_some() {
+                let kind = match env("LLM_API_KIND").as_deref() {
+                    Some("chat") | Some("openai_chat") => ProviderKind::OpenaiChat,
+                    _ => ProviderKind::OpenaiResponses,
+                };
+                let mut p = ProviderConfig {
+                    kind,
+                    api_key_env: Some("LLM_API_KEY".into()),
+                    ..ProviderConfig::default()
+                };
+                if let Some(base) = env("LLM_API_BASE_URL") {
+                    p.base_url = base;
+                }
+                self.providers.insert("openai".into(), p);
+                let model = main.unwrap_or_else(|| "gpt-5-mini".into());
+                self.models.entry(model.clone()).or_insert(ModelConfig {
+                    provider: "openai".into(),
+                    upstream_model: None,
+                    pricing: known_pricing(&model),
+                });
+                if self.default_model.is_empty() {
+                    self.default_model = model;
+                }
+            } else {
+                self.providers
+                    .insert("mock".into(), ProviderConfig::default());
+                let names: Vec<String> = match main {
+                    Some(m) => vec![m],
+                    None => vec!["mock-1".into(), "mock-2".into()],
+                };
+                for name in &names {
+                    self.models.entry(name.clone()).or_insert(ModelConfig {
+                        provider: "mock".into(),
+                        upstream_model: None,
+                        pricing: known_pricing("gpt-5-mini"),
+                    });
+                }
+                if self.default_model.is_empty() {
+                    self.default_model = names[0].clone();
+                }
+            }
+        } else {
+            if let Some(base) = env("LLM_API_BASE_URL") {
+                for p in self.providers.values_mut() {
+                    if p.kind != ProviderKind::Mock {
+                        p.base_url = base.clone();
+                    }
+                }
+            }
+            if let Some(m) = env("OPENAI_MODEL_MAIN") {
+                self.default_model = m;
+            }
+        }
+
+        for (name, p) in self.providers.iter_mut() {
+            if p.kind == ProviderKind::Mock {
+                continue;
+            }
+            if let Some(file) = &p.api_key_file {
+                match std::fs::read_to_string(file) {
+                    Ok(s) => p.api_key = Some(SecretString::from(s.trim().to_string())),
+                    Err(e) => problems.push(format!(
+                        "providers.{name}.api_key_file {}: {e}",
+                        file.display()
+                    )),
+                }
+            } else {
+                let var = p
+                    .api_key_env
+                    .clone()
+                    .unwrap_or_else(|| "LLM_API_KEY".into());
+                p.api_key = env(&var).map(SecretString::from);
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Every problem, one line each, with the path of the offending value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if self.server.max_body_bytes == 0 {
+            problems.push("server.max_body_bytes must be > 0".into());
+        }
+        if self.server.request_timeout_secs == 0 {
+            problems.push("server.request_timeout_secs must be > 0".into());
+        }
+        let url = self.database.url.as_str();
+        if url.is_empty() {
+            problems.push("database.url must not be empty".into());
+        } else if url.contains("://")
+            && !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+        {
+            problems.push(format!(
+                "database.url must start with postgres://, postgresql:// or sqlite://, got {}",
+                redact_url(url)
+            ));
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections must be > 0".into());
+        }
+        if self.limits.max_messages == 0 {
+            problems.push("limits.max_messages must be > 0".into());
+        }
+        if self.limits.max_prompt_chars == 0 {
+            problems.push("limits.max_prompt_chars must be > 0".into());
+        }
+        if self.writer.channel_capacity == 0 {
+            problems.push("writer.channel_capacity must be > 0".into());
+        }
+        if self.writer.batch_size == 0 {
+            problems.push("writer.batch_size must be > 0".into());
+        }
+        if self.providers.is_empty() {
+            problems.push("providers must declare at least one provider".into());
+        }
+        for (name, p) in &self.providers {
+            if p.kind != ProviderKind::Mock {
+                if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
+                    problems.push(format!(
+                        "providers.{name}.base_url must be an http(s) URL, got {:?}",
+                        p.base_url
+                    ));
+                }
+                if p.api_key.is_none() {
+                    problems.push(format!(
+                        "providers.{name} has no API key: set {} or providers.{name}.api_key_file",
+                        p.api_key_env.as_deref().unwrap_or("LLM_API_KEY")
+                    ));
+                }
+            }
+            if p.timeout_secs == 0 {
+                problems.push(format!("providers.{name}.timeout_secs must be > 0"));
+            }
+        }
+        if self.models.is_empty() {
+            problems.push("models must declare at least one model version".into());
+        }
+        for (name, m) in &self.models {
+            if !valid_label(name) {
+                problems.push(format!(
+                    "models.{name}: a model version name may only use letters, digits and . _ - : (max 64)"
+                ));
+            }
+            if !self.providers.contains_key(&m.provider) {
+                problems.push(format!(
+                    "models.{name}.provider {:?} is not declared under providers",
+                    m.provider
+                ));
+            }
+            for (field, v) in [
+                ("input_per_1m", m.pricing.input_per_1m),
+                ("cached_input_per_1m", m.pricing.cached_input_per_1m),
+                ("output_per_1m", m.pricing.output_per_1m),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    problems.push(format!(
+                        "models.{name}.pricing.{field} must be ≥ 0, got {v}"
+                    ));
+                }
+            }
+        }
+        if self.default_model.is_empty() {
+            problems.push("default_model must be set".into());
+        } else if !self.models.contains_key(&self.default_model) {
+            problems.push(format!(
+                "default_model {:?} is not one of the configured models",
+                self.default_model
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            problems.push(format!("logging.level {:?}: {e}", self.logging.level));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.server.request_timeout_secs)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://")
+    }
+
+    /// The configuration as YAML with secrets shown only as set / not set.
+    pub fn to_redacted_yaml(&self) -> String {
+        let mut out = serde_yaml::to_string(self).unwrap_or_default();
+        out.push_str("# resolved API keys:\n");
+        for (name, p) in &self.providers {
+            if p.kind != ProviderKind::Mock {
+                let state = match &p.api_key {
+                    Some(k) if !k.expose_secret().is_empty() => "set (hidden)",
+                    _ => "not set",
+                };
+                out.push_str(&format!("#   providers.{name}: {state}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Model version names become metric label values and URL parts; keep them tame.
+pub fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn zero_setup_default_is_sqlite_and_mock() {
+        let cfg = Config::load_with(None, &env_of(&[])).unwrap();
+        assert!(!cfg.is_postgres());
+        assert_eq!(cfg.default_model, "mock-1");
+        assert_eq!(cfg.providers["mock"].kind, ProviderKind::Mock);
+        assert_eq!(cfg.server.port, 18000);
+    }
+
+    #[test]
+    fn original_env_variables_select_openai() {
+        let env = env_of(&[
+            ("LLM_API_KEY", "sk-secret-123"),
+            ("OPENAI_MODEL_MAIN", "gpt-5-mini"),
+            ("LLM_API_BASE_URL", "http://127.0.0.1:9/v1"),
+            ("DATABASE_URL", "postgresql://u:pw@db/x"),
+            ("APP_ENV", "production"),
+            ("LOG_LEVEL", "DEBUG"),
+        ]);
+        let cfg = Config::load_with(None, &env).unwrap();
+        assert_eq!(cfg.default_model, "gpt-5-mini");
+        assert_eq!(cfg.providers["openai"].kind, ProviderKind::OpenaiResponses);
+        assert_eq!(cfg.providers["openai"].base_url, "http://127.0.0.1:9/v1");
+        assert!(cfg.is_postgres());
+        assert_eq!(cfg.logging.format, LogFormat::Json);
+        assert_eq!(cfg.logging.level, "debug");
+        let shown = cfg.to_redacted_yaml();
+        assert!(!shown.contains("sk-secret-123"), "{shown}");
+        assert!(!shown.contains("pw@"), "{shown}");
+        assert!(!format!("{cfg:?}").contains("sk-secret-123"));
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = Config::from_yaml("server:\n  prot: 1\n").unwrap_err();
+        assert!(err.contains("unknown field `prot`"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let yaml = r#"
+providers:
+  up: { kind: openai_chat, base_url: "ftp://x" }
+models:
+  "bad name": { provider: nope, pricing: { input_per_1m: -1 } }
+default_model: missing
+"#;
+        let mut cfg = Config::from_yaml(yaml).unwrap();
+        cfg.apply_env(&env_of(&[])).unwrap();
+        let ConfigError::Invalid(problems) = cfg.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "providers.up.base_url",
+            "providers.up has no API key",
+            "models.bad name: a model version name",
+            "models.bad name.provider \"nope\"",
+            "models.bad name.pricing.input_per_1m must be ≥ 0",
+            "default_model \"missing\"",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn example_config_parses_and_validates() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lqo.example.yaml"))
+                .unwrap();
+        let mut cfg = Config::from_yaml(&text).unwrap();
+        cfg.apply_env(&env_of(&[("LLM_API_KEY", "k")])).unwrap();
+        cfg.validate().unwrap();
+    }
+}

@@ -1,0 +1,12 @@
+//! LLM Quality Observer: an LLM gateway that logs every call durably and exposes latency, tokens,
+//! cost and quality per model version to Prometheus.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod gateway;
+pub mod metrics;
+pub mod mock_upstream;
+pub mod provider;
+pub mod store;
+pub mod tokens;

@@ -1,0 +1,175 @@
+//! The `lqo` command line: parses arguments and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use llm_quality_observer::app::{shutdown_signal, App};
+use llm_quality_observer::config::{Config, ConfigError, LogFormat};
+use llm_quality_observer::mock_upstream::{self, MockUpstreamConfig};
+use llm_quality_observer::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(name = "lqo", version, about = "LLM Quality Observer: an LLM gateway that logs every call and exposes latency, tokens, cost and quality per model version to Prometheus.",
+    long_about = None, after_help = "With no subcommand, `lqo` runs `serve`. Configuration: a YAML file (--config, LQO_CONFIG, or ./lqo.yaml) and environment variables DATABASE_URL, LLM_API_KEY, LLM_API_BASE_URL, OPENAI_MODEL_MAIN, LOG_LEVEL, APP_ENV, PORT. See lqo.example.yaml.")]
+struct Cli {
+    /// Configuration file (YAML).
+    #[arg(long, global = true, env = "LQO_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct ServeArgs {
+    /// Port to listen on (default 18000, or the PORT environment variable).
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gateway (the default).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Validate a configuration file and print what it resolves to (secrets hidden).
+    CheckConfig {
+        /// The file to check; defaults to --config / LQO_CONFIG / ./lqo.yaml.
+        file: Option<PathBuf>,
+    },
+    /// Serve an OpenAI-compatible fake model (Chat Completions and Responses, streaming) for
+    /// demos, tests and benchmarks.
+    MockUpstream(MockUpstreamConfig),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration; an invalid one prints one line per problem and exits with 2.
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        match e {
+            ConfigError::Invalid(problems) => {
+                eprintln!("invalid configuration:");
+                for p in problems {
+                    eprintln!("  {p}");
+                }
+            }
+            other => eprintln!("error: {other}"),
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn init_tracing(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.logging.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    let _ = match cfg.logging.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Some(Command::MockUpstream(cfg)) => {
+            let _ = tracing_subscriber::fmt().with_target(false).try_init();
+            let (addr, task) = mock_upstream::spawn(cfg)
+                .await
+                .context("starting the mock upstream")?;
+            println!("mock upstream listening on http://{addr}/v1");
+            tokio::select! {
+                r = task => r.context("mock upstream stopped")?,
+                _ = shutdown_signal() => {}
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::CheckConfig { file }) => {
+            let path = file.or(cli.config);
+            let cfg = match load_config(path.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            println!("# configuration OK");
+            print!("{}", cfg.to_redacted_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Migrate) => {
+            let cfg = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_tracing(&cfg);
+            let store = Store::connect(&cfg.database.url, cfg.database.max_connections).await?;
+            store.migrate().await?;
+            println!("migrations applied to the {} database", store.backend());
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(Command::Serve(args)) => serve(cli.config, args).await,
+        None => serve(cli.config, cli.serve).await,
+    }
+}
+
+async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = match load_config(config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    if let Some(p) = args.port {
+        cfg.server.port = p;
+    }
+    init_tracing(&cfg);
+    let addr = format!("{}:{}", cfg.server.host, cfg.server.port);
+    let providers: Vec<String> = cfg
+        .models
+        .iter()
+        .map(|(name, m)| format!("{name} → {}", m.provider))
+        .collect();
+    let app = App::build(cfg).await.context("starting the gateway")?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(
+        %addr,
+        database = app.state.store.backend(),
+        default_model = app.state.gateway.default_model(),
+        models = ?providers,
+        "LLM Quality Observer listening: POST /chat, POST /v1/chat/completions, GET /metrics, GET /docs"
+    );
+    if app
+        .state
+        .config
+        .providers
+        .values()
+        .all(|p| p.kind == llm_quality_observer::config::ProviderKind::Mock)
+    {
+        tracing::info!("no LLM_API_KEY set: answers come from the built-in mock model");
+    }
+    app.serve(listener, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

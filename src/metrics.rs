@@ -1,0 +1,353 @@
+//! Every Prometheus metric the gateway exposes, defined in this one module.
+//! Rules, dashboards and docs/METRICS.md are checked against `CATALOG` and the live `/metrics`.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Name, type, labels and help of one metric, for docs and contract checks.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDesc {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+macro_rules! catalog {
+    ($($ident:ident = ($name:literal, $kind:literal, [$($label:literal),*], $help:literal);)*) => {
+        $(pub const $ident: MetricDesc = MetricDesc { name: $name, kind: $kind, labels: &[$($label),*], help: $help };)*
+        /// Every metric, in the order docs/METRICS.md lists them.
+        pub const CATALOG: &[MetricDesc] = &[$($ident),*];
+    };
+}
+
+catalog! {
+    REQUEST_DURATION = ("lqo_request_duration_seconds", "histogram", ["model_version", "endpoint", "status"],
+        "End-to-end duration of a model call through the gateway, in seconds (OTel gen_ai.client.operation.duration).");
+    TIME_TO_FIRST_TOKEN = ("lqo_time_to_first_token_seconds", "histogram", ["model_version", "endpoint"],
+        "Time from request start to the first content token of a streamed answer, in seconds (OTel gen_ai.server.time_to_first_token).");
+    TOKENS_PER_REQUEST = ("lqo_tokens_per_request", "histogram", ["model_version", "token_type"],
+        "Tokens used by one request, by token_type input|output (OTel gen_ai.client.token.usage).");
+    COST_PER_REQUEST = ("lqo_cost_per_request_usd", "histogram", ["model_version"],
+        "Cost of one request in US dollars, from the configured prices.");
+    GATEWAY_OVERHEAD = ("lqo_gateway_overhead_seconds", "histogram", ["model_version", "endpoint"],
+        "Time the gateway itself added to a request (total minus upstream time), in seconds.");
+    REQUESTS = ("lqo_requests_total", "counter", ["model_version", "endpoint", "status"],
+        "Model calls handled, by status ok|error.");
+    ERRORS = ("lqo_errors_total", "counter", ["model_version", "endpoint", "error_type"],
+        "Failed model calls, by error_type (timeout, upstream_status, connect, invalid_response).");
+    TOKENS = ("lqo_tokens_total", "counter", ["model_version", "token_type"],
+        "Tokens used, by token_type input|cached_input|output.");
+    COST = ("lqo_cost_usd_total", "counter", ["model_version"],
+        "Total cost in US dollars.");
+    UPSTREAM_RETRIES = ("lqo_upstream_retries_total", "counter", ["model_version"],
+        "Upstream calls retried after a 429, 5xx or connect error.");
+    IN_FLIGHT = ("lqo_in_flight_requests", "gauge", ["endpoint"],
+        "Model calls in progress.");
+    HTTP_REQUESTS = ("lqo_http_requests_total", "counter", ["route", "status_code"],
+        "HTTP responses by route template and status code, including rejected requests that never reached a model.");
+    WRITER_QUEUE_DEPTH = ("lqo_writer_queue_depth", "gauge", [],
+        "Log records waiting in the channel to the database writer.");
+    WRITER_BATCH_SIZE = ("lqo_writer_batch_size", "histogram", [],
+        "Records per batch written to the database.");
+    WRITER_ROWS_WRITTEN = ("lqo_writer_rows_written_total", "counter", [],
+        "Log records written to the database.");
+    WRITER_ERRORS = ("lqo_writer_errors_total", "counter", [],
+        "Failed batch writes to the database (the batch is retried).");
+    WRITER_DROPPED = ("lqo_writer_dropped_total", "counter", ["reason"],
+        "Log records that could not be queued or written at all, by reason queue_full|rejected|closed.");
+    BUILD_INFO = ("lqo_build_info", "gauge", ["version"],
+        "Always 1; the version label says which build is running.");
+}
+
+/// Request duration: 0.01 s doubling to 81.92 s (OTel GenAI recommendation).
+pub fn duration_buckets() -> Vec<f64> {
+    exponential_buckets(0.01, 2.0, 14).unwrap_or_default()
+}
+
+/// Time to first token, as the OTel GenAI conventions recommend.
+pub const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// Gateway overhead: 50 µs to ~1.6 s, for a cost that should stay under a millisecond.
+pub fn overhead_buckets() -> Vec<f64> {
+    exponential_buckets(0.00005, 2.0, 16).unwrap_or_default()
+}
+
+/// Tokens: powers of 4 from 1 to 4^10.
+pub fn token_buckets() -> Vec<f64> {
+    exponential_buckets(1.0, 4.0, 11).unwrap_or_default()
+}
+
+/// Cost in USD: 1e-6 upward by decades to 10 USD.
+pub fn cost_buckets() -> Vec<f64> {
+    exponential_buckets(1e-6, 10.0, 8).unwrap_or_default()
+}
+
+/// All gateway metrics, registered in their own registry.
+pub struct Metrics {
+    pub registry: Registry,
+    pub request_duration: HistogramVec,
+    pub time_to_first_token: HistogramVec,
+    pub tokens_per_request: HistogramVec,
+    pub cost_per_request: HistogramVec,
+    pub gateway_overhead: HistogramVec,
+    pub requests: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub tokens: IntCounterVec,
+    /// Counted in micro-dollars would lose the unit; a float counter keeps USD.
+    pub cost: prometheus::CounterVec,
+    pub upstream_retries: IntCounterVec,
+    pub in_flight: IntGaugeVec,
+    pub http_requests: IntCounterVec,
+    pub writer_queue_depth: IntGauge,
+    pub writer_batch_size: Histogram,
+    pub writer_rows_written: IntCounter,
+    pub writer_errors: IntCounter,
+    pub writer_dropped: IntCounterVec,
+    pub build_info: IntGaugeVec,
+}
+
+fn hist(d: &MetricDesc, buckets: Vec<f64>) -> HistogramVec {
+    HistogramVec::new(
+        HistogramOpts::new(d.name, d.help).buckets(buckets),
+        d.labels,
+    )
+    .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", d.name))
+}
+
+fn counter(d: &MetricDesc) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(d.name, d.help), d.labels)
+        .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", d.name))
+}
+
+fn gauge(d: &MetricDesc) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(d.name, d.help), d.labels)
+        .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", d.name))
+}
+
+impl Metrics {
+    /// Builds every metric in a fresh registry. Panics only on a programming error in this module
+    /// (a malformed name or a duplicate), which the unit tests catch.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let m = Metrics {
+            request_duration: hist(&REQUEST_DURATION, duration_buckets()),
+            time_to_first_token: hist(&TIME_TO_FIRST_TOKEN, TTFT_BUCKETS.to_vec()),
+            tokens_per_request: hist(&TOKENS_PER_REQUEST, token_buckets()),
+            cost_per_request: hist(&COST_PER_REQUEST, cost_buckets()),
+            gateway_overhead: hist(&GATEWAY_OVERHEAD, overhead_buckets()),
+            requests: counter(&REQUESTS),
+            errors: counter(&ERRORS),
+            tokens: counter(&TOKENS),
+            cost: prometheus::CounterVec::new(Opts::new(COST.name, COST.help), COST.labels)
+                .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", COST.name)),
+            upstream_retries: counter(&UPSTREAM_RETRIES),
+            in_flight: gauge(&IN_FLIGHT),
+            http_requests: counter(&HTTP_REQUESTS),
+            writer_queue_depth: IntGauge::new(WRITER_QUEUE_DEPTH.name, WRITER_QUEUE_DEPTH.help)
+                .unwrap_or_else(|e| panic!("{e}")),
+            writer_batch_size: Histogram::with_opts(
+                HistogramOpts::new(WRITER_BATCH_SIZE.name, WRITER_BATCH_SIZE.help)
+                    .buckets(exponential_buckets(1.0, 2.0, 12).unwrap_or_default()),
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            writer_rows_written: IntCounter::new(
+                WRITER_ROWS_WRITTEN.name,
+                WRITER_ROWS_WRITTEN.help,
+            )
+            .unwrap_or_else(|e| panic!("{e}")),
+            writer_errors: IntCounter::new(WRITER_ERRORS.name, WRITER_ERRORS.help)
+                .unwrap_or_else(|e| panic!("{e}")),
+            writer_dropped: counter(&WRITER_DROPPED),
+            build_info: gauge(&BUILD_INFO),
+            registry,
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(m.request_duration.clone()),
+            Box::new(m.time_to_first_token.clone()),
+            Box::new(m.tokens_per_request.clone()),
+            Box::new(m.cost_per_request.clone()),
+            Box::new(m.gateway_overhead.clone()),
+            Box::new(m.requests.clone()),
+            Box::new(m.errors.clone()),
+            Box::new(m.tokens.clone()),
+            Box::new(m.cost.clone()),
+            Box::new(m.upstream_retries.clone()),
+            Box::new(m.in_flight.clone()),
+            Box::new(m.http_requests.clone()),
+            Box::new(m.writer_queue_depth.clone()),
+            Box::new(m.writer_batch_size.clone()),
+            Box::new(m.writer_rows_written.clone()),
+            Box::new(m.writer_errors.clone()),
+            Box::new(m.writer_dropped.clone()),
+            Box::new(m.build_info.clone()),
+        ];
+        for c in collectors {
+            m.registry
+                .register(c)
+                .unwrap_or_else(|e| panic!("metric registered twice: {e}"));
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for reason in ["queue_full", "rejected", "closed"] {
+            m.writer_dropped.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    /// Creates the series of one model version at zero, so rates and ratios exist before the
+    /// first error and dashboards show every configured version.
+    pub fn init_model_version(&self, model_version: &str, endpoints: &[&str]) {
+        for endpoint in endpoints {
+            for status in ["ok", "error"] {
+                self.requests
+                    .with_label_values(&[model_version, endpoint, status]);
+            }
+        }
+        for token_type in ["input", "cached_input", "output"] {
+            self.tokens.with_label_values(&[model_version, token_type]);
+        }
+        self.cost.with_label_values(&[model_version]);
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let encoder = TextEncoder::new();
+        if let Err(e) = encoder.encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// docs/METRICS.md, generated from `CATALOG` (a test keeps the file in step).
+pub fn markdown() -> String {
+    let mut out = String::from(
+        "# Metrics\n\n\
+         Generated from `src/metrics.rs` (`CATALOG`); `cargo test` fails when this file is stale \
+         (regenerate with `LQO_UPDATE_DOCS=1 cargo test --lib metrics`).\n\n\
+         Every metric about a model call carries `model_version`, which only takes configured \
+         values: an unknown version is a 404, never a new series.\n\n\
+         | metric | type | labels | meaning |\n|---|---|---|---|\n",
+    );
+    for d in CATALOG {
+        let labels = if d.labels.is_empty() {
+            "—".to_string()
+        } else {
+            d.labels
+                .iter()
+                .map(|l| format!("`{l}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            d.name, d.kind, labels, d.help
+        ));
+    }
+    let fmt = |b: &[f64]| {
+        b.iter()
+            .map(|v| format!("{v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    out.push_str("\n## Histogram buckets\n\n");
+    out.push_str(&format!(
+        "- request duration (s): {}\n",
+        fmt(&duration_buckets())
+    ));
+    out.push_str(&format!(
+        "- time to first token (s): {}\n",
+        fmt(TTFT_BUCKETS)
+    ));
+    out.push_str(&format!(
+        "- gateway overhead (s): {}\n",
+        fmt(&overhead_buckets())
+    ));
+    out.push_str(&format!("- tokens: {}\n", fmt(&token_buckets())));
+    out.push_str(&format!("- cost (USD): {}\n", fmt(&cost_buckets())));
+    out.push_str(
+        "\nThe response header `x-lqo-overhead-ms` carries the gateway overhead of each request.\n",
+    );
+    out
+}
+
+/// A process-wide instance for code paths without app state (the CLI). The server passes its own.
+pub fn global() -> &'static Metrics {
+    static M: OnceLock<Metrics> = OnceLock::new();
+    M.get_or_init(Metrics::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_catalog_metric_is_registered_once() {
+        let m = Metrics::new();
+        m.init_model_version("v1", &["chat"]);
+        m.request_duration
+            .with_label_values(&["v1", "chat", "ok"])
+            .observe(0.5);
+        m.time_to_first_token
+            .with_label_values(&["v1", "chat"])
+            .observe(0.1);
+        m.tokens_per_request
+            .with_label_values(&["v1", "input"])
+            .observe(10.0);
+        m.cost_per_request.with_label_values(&["v1"]).observe(0.001);
+        m.gateway_overhead
+            .with_label_values(&["v1", "chat"])
+            .observe(0.0001);
+        m.errors.with_label_values(&["v1", "chat", "timeout"]).inc();
+        m.upstream_retries.with_label_values(&["v1"]).inc();
+        m.in_flight.with_label_values(&["chat"]).set(0);
+        m.http_requests.with_label_values(&["/chat", "200"]).inc();
+        m.writer_batch_size.observe(1.0);
+        let text = m.render();
+        for d in CATALOG {
+            assert!(
+                text.contains(&format!("# TYPE {} {}", d.name, d.kind)),
+                "{} missing from exposition",
+                d.name
+            );
+        }
+    }
+
+    #[test]
+    fn metrics_doc_is_up_to_date() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/METRICS.md");
+        let want = markdown();
+        if std::env::var_os("LQO_UPDATE_DOCS").is_some() {
+            std::fs::write(path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/METRICS.md is stale: run LQO_UPDATE_DOCS=1 cargo test --lib metrics"
+        );
+    }
+
+    #[test]
+    fn buckets_follow_the_otel_genai_recommendation() {
+        let d = duration_buckets();
+        assert_eq!(d.first().copied(), Some(0.01));
+        assert!((d.last().copied().unwrap_or(0.0) - 81.92).abs() < 1e-9);
+        let t = token_buckets();
+        assert_eq!(t.last().copied(), Some(4f64.powi(10)));
+    }
+}

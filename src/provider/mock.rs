@@ -1,0 +1,447 @@
+//! The built-in deterministic mock model, used when no API key is configured, plus the answer text and
+//! `[mock:…]` test triggers it shares with the standalone mock upstream server (`mock_upstream`).
+
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::{
+    ChatMessage, Completion, CompletionRequest, CompletionStream, Provider, ProviderError,
+    StreamEvent,
+};
+
+/// Words in an answer unless the request's `max_tokens` asks for fewer.
+pub const DEFAULT_OUTPUT_WORDS: usize = 32;
+
+/// How much of the prompt the answer quotes.
+const PROMPT_QUOTE_CHARS: usize = 80;
+
+/// Filler for answers longer than the quoted prompt; picked by a hash of the prompt so different
+/// prompts get different (but repeatable) answers.
+const FILLER: &[&str] = &[
+    "latency", "quality", "tokens", "model", "gateway", "answer", "metrics", "cost", "prompt",
+    "judge", "score", "stream", "request", "version", "record", "budget", "signal", "trace",
+    "sample", "window", "label", "alert", "batch", "replica", "cache", "result", "context",
+    "review", "feedback", "baseline", "rollout", "observer",
+];
+
+/// The deterministic answer to `prompt`: `"This is a mock answer to: <first 80 chars>. "` followed by
+/// filler, exactly `words` whitespace-separated words long (the quote is cut when `words` is small).
+pub fn answer_text(prompt: &str, words: usize) -> String {
+    let quoted: String = prompt
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(PROMPT_QUOTE_CHARS)
+        .collect();
+    let head = format!("This is a mock answer to: {quoted}.");
+    let seed = fnv1a(prompt.as_bytes());
+    let filler =
+        (0..).map(|i: u64| FILLER[((seed.wrapping_add(i)) % FILLER.len() as u64) as usize]);
+    head.split_whitespace()
+        .chain(filler)
+        .take(words)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `text` wrapped as a JSON object, for requests that asked for JSON output.
+pub fn json_answer(text: &str) -> String {
+    serde_json::json!({ "answer": text, "mock": true }).to_string()
+}
+
+/// The text of the last `user` message (the triggers and the quoted prompt come from it), or of the
+/// last message when there is no user message.
+pub fn last_user_text(messages: &[ChatMessage]) -> &str {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .or_else(|| messages.last())
+        .map(|m| m.content.as_str())
+        .unwrap_or("")
+}
+
+/// Deterministic test switches written into the prompt, e.g. `[mock:status=429]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Triggers {
+    /// `[mock:status=NNN]`: answer with this HTTP status (only 400–599 count).
+    pub status: Option<u16>,
+    /// `[mock:delay_ms=N]`: wait this long before anything else.
+    pub delay_ms: Option<u64>,
+    /// `[mock:fail_first=N]`: the first N attempts with the same text fail with 503.
+    pub fail_first: Option<u32>,
+    /// `[mock:truncate]`: stop early with finish_reason `length`.
+    pub truncate: bool,
+    /// `[mock:stream_error]`: break the stream after a couple of chunks.
+    pub stream_error: bool,
+    /// `[mock:cached_tokens=N]`: report N of the prompt tokens as cached (capped at the prompt).
+    pub cached_tokens: Option<u64>,
+}
+
+impl Triggers {
+    /// Reads every `[mock:key]` / `[mock:key=value]` in `text`; unknown keys and bad values are
+    /// ignored, so a prompt can never make the mock fail in an unplanned way.
+    pub fn parse(text: &str) -> Triggers {
+        let mut t = Triggers::default();
+        let mut rest = text;
+        while let Some(start) = rest.find("[mock:") {
+            rest = &rest[start + "[mock:".len()..];
+            let Some(end) = rest.find(']') else { break };
+            let body = &rest[..end];
+            rest = &rest[end + 1..];
+            let (key, value) = match body.split_once('=') {
+                Some((k, v)) => (k.trim(), Some(v.trim())),
+                None => (body.trim(), None),
+            };
+            match (key, value) {
+                ("status", Some(v)) => {
+                    t.status = v.parse().ok().filter(|s| (400..=599).contains(s));
+                }
+                ("delay_ms", Some(v)) => t.delay_ms = v.parse().ok(),
+                ("fail_first", Some(v)) => t.fail_first = v.parse().ok(),
+                ("cached_tokens", Some(v)) => t.cached_tokens = v.parse().ok(),
+                ("truncate", _) => t.truncate = true,
+                ("stream_error", _) => t.stream_error = true,
+                _ => {}
+            }
+        }
+        t
+    }
+}
+
+/// Words to answer with and the finish reason: `max_tokens` below the configured length, or the
+/// truncate trigger, cut the answer short with `length`, as a real model hitting its limit would.
+pub fn plan_length(
+    output_words: usize,
+    max_tokens: Option<u32>,
+    truncate: bool,
+) -> (usize, &'static str) {
+    let mut words = output_words;
+    let mut finish = "stop";
+    if let Some(max) = max_tokens {
+        let max = max as usize;
+        if max < words {
+            words = max;
+            finish = "length";
+        }
+    }
+    if truncate {
+        words = (words / 2).max(1).min(words);
+        finish = "length";
+    }
+    (words, finish)
+}
+
+/// The mock's answer to a request: text and finish reason.
+pub fn answer_for(
+    messages: &[ChatMessage],
+    output_words: usize,
+    max_tokens: Option<u32>,
+    json_mode: bool,
+) -> (String, &'static str) {
+    let prompt = last_user_text(messages);
+    let triggers = Triggers::parse(prompt);
+    let (words, finish) = plan_length(output_words, max_tokens, triggers.truncate);
+    let text = answer_text(prompt, words);
+    let text = if json_mode { json_answer(&text) } else { text };
+    (text, finish)
+}
+
+/// Splits an answer into stream deltas of `words_per_delta` words that concatenate back to it.
+pub fn word_deltas(text: &str, words_per_delta: usize) -> Vec<String> {
+    let words_per_delta = words_per_delta.max(1);
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut count = 0;
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            current.push(' ');
+        }
+        current.push_str(word);
+        count += 1;
+        if count == words_per_delta {
+            out.push(std::mem::take(&mut current));
+            count = 0;
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// OpenAI-ish error type for a status, used in mock error bodies and messages.
+pub fn error_type_for(status: u16) -> (&'static str, &'static str) {
+    match status {
+        400 => ("invalid_request_error", "invalid_request"),
+        401 => ("authentication_error", "invalid_api_key"),
+        403 => ("permission_error", "permission_denied"),
+        404 => ("not_found_error", "model_not_found"),
+        429 => ("rate_limit_error", "rate_limit_exceeded"),
+        503 => ("server_error", "overloaded"),
+        s if s >= 500 => ("server_error", "server_error"),
+        _ => ("invalid_request_error", "mock_error"),
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The in-process mock model. Reports no usage on purpose: the gateway core then counts tokens
+/// itself, which is the path real compatible servers without usage take too.
+#[derive(Debug, Clone)]
+pub struct MockProvider {
+    latency: Duration,
+    output_words: usize,
+}
+
+impl MockProvider {
+    pub fn new(latency_ms: u64) -> Self {
+        MockProvider {
+            latency: Duration::from_millis(latency_ms),
+            output_words: DEFAULT_OUTPUT_WORDS,
+        }
+    }
+
+    /// Answers with `words` words instead of [`DEFAULT_OUTPUT_WORDS`].
+    pub fn with_output_words(mut self, words: usize) -> Self {
+        self.output_words = words;
+        self
+    }
+
+    /// Applies the delay and status triggers shared by both call styles.
+    async fn before_answer(&self, triggers: &Triggers) -> Result<(), ProviderError> {
+        if let Some(ms) = triggers.delay_ms {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some(status) = triggers.status {
+            let (kind, _) = error_type_for(status);
+            return Err(ProviderError::Status {
+                status,
+                message: format!("mock {kind} requested by the prompt"),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Provider for MockProvider {
+    fn kind(&self) -> &'static str {
+        "mock"
+    }
+
+    async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
+        let triggers = Triggers::parse(last_user_text(&req.messages));
+        self.before_answer(&triggers).await?;
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let (text, finish) = answer_for(
+            &req.messages,
+            self.output_words,
+            req.max_tokens,
+            req.json_mode,
+        );
+        Ok(Completion {
+            text,
+            finish_reason: finish.to_string(),
+            usage: None,
+            upstream_model: req.model.clone(),
+            retries: 0,
+        })
+    }
+
+    async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
+        let triggers = Triggers::parse(last_user_text(&req.messages));
+        self.before_answer(&triggers).await?;
+        let (text, finish) = answer_for(
+            &req.messages,
+            self.output_words,
+            req.max_tokens,
+            req.json_mode,
+        );
+        let deltas = word_deltas(&text, 4);
+        let latency = self.latency;
+        let stream = async_stream::stream! {
+            // The latency stands for time to first token, so it comes after the stream is open.
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            for (i, delta) in deltas.into_iter().enumerate() {
+                if triggers.stream_error && i == 2 {
+                    yield Err(ProviderError::Connect("mock stream broken by [mock:stream_error]".into()));
+                    return;
+                }
+                yield Ok(StreamEvent::Delta(delta));
+                // Lets the consumer observe deltas one by one, like a real stream.
+                tokio::task::yield_now().await;
+            }
+            yield Ok(StreamEvent::Done { finish_reason: finish.to_string(), usage: None });
+        };
+        Ok(stream.boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(prompt: &str) -> CompletionRequest {
+        CompletionRequest {
+            model: "mock-1".into(),
+            messages: vec![
+                ChatMessage {
+                    role: "system".into(),
+                    content: "Be brief.".into(),
+                },
+                ChatMessage {
+                    role: "user".into(),
+                    content: prompt.into(),
+                },
+            ],
+            ..CompletionRequest::default()
+        }
+    }
+
+    #[test]
+    fn answer_is_deterministic_and_has_the_requested_word_count() {
+        let a = answer_text("What is the capital of France?", 32);
+        assert_eq!(a, answer_text("What is the capital of France?", 32));
+        assert!(a.starts_with("This is a mock answer to: What is the capital of France?."));
+        assert_eq!(a.split_whitespace().count(), 32);
+        assert_eq!(answer_text("x", 3), "This is a");
+        assert_eq!(answer_text("x", 0), "");
+        assert_ne!(answer_text("a", 20), answer_text("b", 20));
+        let long = "word ".repeat(100);
+        assert!(answer_text(&long, 200).len() < 200 * 12);
+    }
+
+    #[test]
+    fn triggers_are_parsed_and_bad_ones_ignored() {
+        let t = Triggers::parse(
+            "hi [mock:status=429] [mock:delay_ms=15][mock:fail_first=2] [mock:truncate] [mock:stream_error] [mock:cached_tokens=7]",
+        );
+        assert_eq!(t.status, Some(429));
+        assert_eq!(t.delay_ms, Some(15));
+        assert_eq!(t.fail_first, Some(2));
+        assert!(t.truncate && t.stream_error);
+        assert_eq!(t.cached_tokens, Some(7));
+        let bad = Triggers::parse(
+            "[mock:status=200] [mock:status=abc] [mock:delay_ms=-1] [mock:nope] [mock:status=5",
+        );
+        assert_eq!(bad, Triggers::default());
+    }
+
+    #[test]
+    fn deltas_concatenate_to_the_answer() {
+        let text = answer_text("streaming please", 13);
+        let deltas = word_deltas(&text, 4);
+        assert_eq!(deltas.len(), 4);
+        assert_eq!(deltas.concat(), text);
+    }
+
+    #[tokio::test]
+    async fn completes_with_model_echo_and_no_usage() {
+        let c = MockProvider::new(0)
+            .complete(&req("Hello there"))
+            .await
+            .unwrap();
+        assert!(c.text.contains("Hello there"));
+        assert_eq!(c.finish_reason, "stop");
+        assert!(c.usage.is_none());
+        assert_eq!(c.upstream_model, "mock-1");
+        assert_eq!(c.retries, 0);
+    }
+
+    #[tokio::test]
+    async fn json_mode_answers_a_json_object() {
+        let mut r = req("give me json");
+        r.json_mode = true;
+        let c = MockProvider::new(0).complete(&r).await.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&c.text).unwrap();
+        assert!(v["answer"].as_str().unwrap().contains("give me json"));
+    }
+
+    #[tokio::test]
+    async fn status_trigger_is_a_status_error() {
+        let err = MockProvider::new(0)
+            .complete(&req("boom [mock:status=503]"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProviderError::Status { status: 503, .. }),
+            "{err:?}"
+        );
+        assert!(err.is_retryable());
+    }
+
+    #[tokio::test]
+    async fn truncate_and_max_tokens_finish_with_length() {
+        let c = MockProvider::new(0)
+            .complete(&req("cut [mock:truncate]"))
+            .await
+            .unwrap();
+        assert_eq!(c.finish_reason, "length");
+        assert_eq!(c.text.split_whitespace().count(), DEFAULT_OUTPUT_WORDS / 2);
+        let mut r = req("short please");
+        r.max_tokens = Some(5);
+        let c = MockProvider::new(0).complete(&r).await.unwrap();
+        assert_eq!(c.finish_reason, "length");
+        assert_eq!(c.text.split_whitespace().count(), 5);
+    }
+
+    #[tokio::test]
+    async fn stream_yields_deltas_then_done() {
+        let p = MockProvider::new(1);
+        let full = p.complete(&req("stream me")).await.unwrap().text;
+        let mut s = p.stream(&req("stream me")).await.unwrap();
+        let mut text = String::new();
+        let mut deltas = 0;
+        let mut done = None;
+        while let Some(ev) = s.next().await {
+            match ev.unwrap() {
+                StreamEvent::Delta(d) => {
+                    deltas += 1;
+                    text.push_str(&d);
+                }
+                StreamEvent::Done {
+                    finish_reason,
+                    usage,
+                } => {
+                    assert!(usage.is_none());
+                    done = Some(finish_reason);
+                }
+            }
+        }
+        assert!(deltas > 2);
+        assert_eq!(text, full);
+        assert_eq!(done.as_deref(), Some("stop"));
+    }
+
+    #[tokio::test]
+    async fn stream_error_trigger_yields_an_err_item() {
+        let mut s = MockProvider::new(0)
+            .stream(&req("break [mock:stream_error]"))
+            .await
+            .unwrap();
+        let items: Vec<_> = s.by_ref().collect().await;
+        assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 2);
+        assert!(items.last().unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn delay_trigger_waits() {
+        let started = std::time::Instant::now();
+        MockProvider::new(0)
+            .complete(&req("slow [mock:delay_ms=50]"))
+            .await
+            .unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,175 @@
+//! Token counting for when an upstream reports no usage (the built-in mock, some compatible servers):
+//! tiktoken's `o200k_base` (GPT-4o / GPT-5 family), built once, with a chars/4 fallback.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::LazyLock;
+
+use tiktoken_rs::CoreBPE;
+
+use crate::provider::ChatMessage;
+
+/// Tokens every message costs on top of its role and content (OpenAI's chat format wraps each message
+/// in `<|start|>role<|message|>content<|end|>`).
+pub const TOKENS_PER_MESSAGE: u64 = 3;
+/// Tokens that prime the assistant's reply (`<|start|>assistant<|message|>`).
+pub const REPLY_PRIMING_TOKENS: u64 = 3;
+
+/// fancy-regex gives up (and tiktoken-rs 0.7 panics) on very long runs without a split point, e.g. a
+/// million `-`. Encoding in bounded pieces keeps every regex match short; cutting before whitespace
+/// keeps the count identical to a whole-text encode except where a piece had to be cut mid-run.
+const MAX_PIECE_BYTES: usize = 4096;
+
+/// Building the BPE tables takes a few hundred milliseconds, so it happens once, on first use (or in
+/// [`warm_up`] at start-up).
+static BPE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| match tiktoken_rs::o200k_base() {
+    Ok(bpe) => Some(bpe),
+    Err(e) => {
+        tracing::warn!(error = %e, "cannot load the o200k_base tokenizer; counting tokens as characters / 4");
+        None
+    }
+});
+
+/// Loads the tokenizer now so the first request does not pay for it. Blocking: call it from
+/// `spawn_blocking` or before the runtime serves traffic.
+pub fn warm_up() {
+    LazyLock::force(&BPE);
+}
+
+/// Tokens in `text` (0 for the empty string).
+pub fn count_tokens(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    match BPE.as_ref() {
+        Some(bpe) => split_pieces(text)
+            .map(|piece| {
+                // Belt and braces for the panic described at MAX_PIECE_BYTES: a count must never
+                // take the request down.
+                catch_unwind(AssertUnwindSafe(|| bpe.encode_ordinary(piece).len() as u64))
+                    .unwrap_or_else(|_| approx_tokens(piece))
+            })
+            .sum(),
+        None => approx_tokens(text),
+    }
+}
+
+/// Prompt tokens of a chat request, OpenAI-style: per message [`TOKENS_PER_MESSAGE`] + role + content,
+/// plus [`REPLY_PRIMING_TOKENS`] once. No messages count 0. Within a few tokens of what OpenAI bills,
+/// which is what cost estimates need.
+pub fn count_message_tokens(messages: &[ChatMessage]) -> u64 {
+    if messages.is_empty() {
+        return 0;
+    }
+    messages
+        .iter()
+        .map(|m| TOKENS_PER_MESSAGE + count_tokens(&m.role) + count_tokens(&m.content))
+        .sum::<u64>()
+        + REPLY_PRIMING_TOKENS
+}
+
+/// The fallback: one token per four characters, rounded up.
+fn approx_tokens(text: &str) -> u64 {
+    text.chars().count().div_ceil(4) as u64
+}
+
+/// Splits `text` into pieces of at most about [`MAX_PIECE_BYTES`], cutting right before a whitespace
+/// character when there is one in the second half of the window (tokens start with their leading
+/// space), else at any char boundary.
+fn split_pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() <= MAX_PIECE_BYTES {
+            let piece = rest;
+            rest = "";
+            return Some(piece);
+        }
+        let mut end = MAX_PIECE_BYTES;
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let window = &rest[..end];
+        let cut = window
+            .char_indices()
+            .rev()
+            .take_while(|(i, _)| *i >= end / 2)
+            .find(|(_, c)| c.is_whitespace())
+            .map(|(i, _)| i)
+            .filter(|i| *i > 0)
+            .unwrap_or(end);
+        let (piece, tail) = rest.split_at(cut);
+        rest = tail;
+        Some(piece)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(role: &str, content: &str) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    #[test]
+    fn empty_text_is_zero_tokens() {
+        assert_eq!(count_tokens(""), 0);
+        assert_eq!(count_message_tokens(&[]), 0);
+    }
+
+    #[test]
+    fn text_counts_are_positive_and_stable() {
+        let text = "Hello, world! How many tokens is this sentence?";
+        let n = count_tokens(text);
+        assert!(n > 0);
+        assert_eq!(n, count_tokens(text));
+        // o200k_base: "Hello" "," " world" "!" → 4.
+        assert_eq!(count_tokens("Hello, world!"), 4);
+        assert!(count_tokens(&text.repeat(10)) > n);
+    }
+
+    #[test]
+    fn message_counts_add_overheads() {
+        let messages = [msg("system", "Be brief."), msg("user", "Hi")];
+        let expected = 2 * TOKENS_PER_MESSAGE
+            + count_tokens("system")
+            + count_tokens("Be brief.")
+            + count_tokens("user")
+            + count_tokens("Hi")
+            + REPLY_PRIMING_TOKENS;
+        assert_eq!(count_message_tokens(&messages), expected);
+    }
+
+    #[test]
+    fn pathological_long_runs_do_not_panic() {
+        let dashes = "-".repeat(200_000);
+        assert!(count_tokens(&dashes) > 0);
+        let spaces = " ".repeat(100_000);
+        assert!(count_tokens(&spaces) > 0);
+        let mixed = "é".repeat(50_000);
+        assert!(count_tokens(&mixed) > 0);
+    }
+
+    #[test]
+    fn splitting_long_prose_barely_changes_the_count() {
+        let prose = "The quick brown fox jumps over the lazy dog. ".repeat(500);
+        let pieces: Vec<&str> = split_pieces(&prose).collect();
+        assert!(pieces.len() > 1);
+        assert_eq!(pieces.concat(), prose);
+        let whole = BPE.as_ref().map(|b| b.encode_ordinary(&prose).len() as u64);
+        if let Some(whole) = whole {
+            assert_eq!(count_tokens(&prose), whole);
+        }
+    }
+
+    #[test]
+    fn fallback_rounds_up() {
+        assert_eq!(approx_tokens("abcde"), 2);
+        assert_eq!(approx_tokens("abcd"), 1);
+    }
+}

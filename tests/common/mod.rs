@@ -1,0 +1,144 @@
+//! Shared test harness: a real mock upstream on loopback, a fresh database, and the real app on a
+//! random port.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use llm_quality_observer::app::{App, RunningApp};
+use llm_quality_observer::config::Config;
+use llm_quality_observer::mock_upstream::{self, MockUpstreamConfig};
+use llm_quality_observer::store::{testing, LogRecord, Store};
+use secrecy::SecretString;
+use uuid::Uuid;
+
+pub const API_KEY: &str = "sk-test-SECRET-0123456789";
+
+pub async fn upstream() -> SocketAddr {
+    let cfg = MockUpstreamConfig {
+        port: 0,
+        ..MockUpstreamConfig::default()
+    };
+    let (addr, _task) = mock_upstream::spawn(cfg)
+        .await
+        .expect("mock upstream starts");
+    addr
+}
+
+/// Three model versions on the real reqwest providers (Chat Completions and Responses) against
+/// the mock upstream, one on a provider with a 1 s timeout, and one on the built-in mock.
+pub fn config(upstream: SocketAddr) -> Config {
+    let yaml = format!(
+        r#"
+providers:
+  chat: {{ kind: openai_chat, base_url: "http://{upstream}/v1", max_retries: 2, retry_backoff_ms: 5 }}
+  responses: {{ kind: openai_responses, base_url: "http://{upstream}/v1", max_retries: 2, retry_backoff_ms: 5 }}
+  impatient: {{ kind: openai_chat, base_url: "http://{upstream}/v1", timeout_secs: 1, max_retries: 0 }}
+  local: {{ kind: mock }}
+models:
+  gpt-test: {{ provider: chat, upstream_model: gpt-5-mini, pricing: {{ input_per_1m: 0.25, cached_input_per_1m: 0.025, output_per_1m: 2.0 }} }}
+  gpt-resp: {{ provider: responses, upstream_model: gpt-5-mini, pricing: {{ input_per_1m: 1.0, output_per_1m: 4.0 }} }}
+  gpt-slow: {{ provider: impatient, pricing: {{ input_per_1m: 1.0, output_per_1m: 1.0 }} }}
+  mock-local: {{ provider: local, pricing: {{ input_per_1m: 1.0, output_per_1m: 1.0 }} }}
+default_model: gpt-test
+writer: {{ flush_interval_ms: 10 }}
+server: {{ max_body_bytes: 65536 }}
+limits: {{ max_prompt_chars: 20000 }}
+"#
+    );
+    let mut cfg = Config::from_yaml(&yaml).expect("test config parses");
+    for name in ["chat", "responses", "impatient"] {
+        if let Some(p) = cfg.providers.get_mut(name) {
+            p.api_key = Some(SecretString::from(API_KEY.to_string()));
+        }
+    }
+    cfg.validate().expect("test config is valid");
+    cfg
+}
+
+pub struct Harness {
+    pub app: RunningApp,
+    pub store: Store,
+    pub http: reqwest::Client,
+    _guard: Box<dyn std::any::Any + Send>,
+}
+
+impl Harness {
+    pub async fn sqlite() -> Harness {
+        let (store, dir) = testing::fresh_sqlite().await.expect("sqlite store");
+        Self::start(store, Box::new(dir)).await
+    }
+
+    pub async fn postgres() -> Harness {
+        let (store, db) = testing::fresh_postgres().await.expect("postgres store");
+        Self::start(store, Box::new(db)).await
+    }
+
+    async fn start(store: Store, guard: Box<dyn std::any::Any + Send>) -> Harness {
+        let up = upstream().await;
+        let app = App::with_store(config(up), store.clone()).expect("app builds");
+        let app = RunningApp::start(app).await.expect("app starts");
+        Harness {
+            app,
+            store,
+            http: reqwest::Client::new(),
+            _guard: guard,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.app.url(path)
+    }
+
+    pub async fn post_json(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// Waits for the writer to land the record (it flushes every 10 ms here).
+    pub async fn record(&self, request_id: Uuid) -> LogRecord {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(r) = self.store.get_log(request_id).await.expect("get_log") {
+                return r;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "record {request_id} never landed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The value of one exposition line `name{labels} value` whose labels include all of `want`.
+pub fn sample(metrics: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        if !(rest.starts_with('{') || rest.starts_with(' ')) {
+            return None;
+        }
+        if !want
+            .iter()
+            .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
+            return None;
+        }
+        rest.rsplit(' ').next()?.parse().ok()
+    })
+}
