@@ -350,6 +350,9 @@ impl Gateway {
             streamed,
             tags: input.tags.clone(),
             metadata: input.metadata.clone(),
+            heuristic_label: None,
+            heuristic_results: serde_json::Value::Array(vec![]),
+            api_key_name: None,
         };
         self.submit(record);
         ChatOutput {
@@ -423,6 +426,9 @@ impl Gateway {
             streamed,
             tags: input.tags.clone(),
             metadata: input.metadata.clone(),
+            heuristic_label: None,
+            heuristic_results: serde_json::Value::Array(vec![]),
+            api_key_name: None,
         };
         self.submit(record);
     }

@@ -211,10 +211,30 @@ impl Metrics {
                     .with_label_values(&[model_version, endpoint, status]);
             }
         }
+        for endpoint in endpoints {
+            for error_type in ["timeout", "upstream_status", "connect", "invalid_response"] {
+                self.errors
+                    .with_label_values(&[model_version, endpoint, error_type]);
+            }
+            for status in ["ok", "error"] {
+                self.request_duration
+                    .with_label_values(&[model_version, endpoint, status]);
+            }
+            self.time_to_first_token
+                .with_label_values(&[model_version, endpoint]);
+            self.gateway_overhead
+                .with_label_values(&[model_version, endpoint]);
+        }
         for token_type in ["input", "cached_input", "output"] {
             self.tokens.with_label_values(&[model_version, token_type]);
         }
+        for token_type in ["input", "output"] {
+            self.tokens_per_request
+                .with_label_values(&[model_version, token_type]);
+        }
         self.cost.with_label_values(&[model_version]);
+        self.cost_per_request.with_label_values(&[model_version]);
+        self.upstream_retries.with_label_values(&[model_version]);
     }
 
     /// Prometheus text exposition of everything registered.

@@ -177,7 +177,7 @@ async fn streaming_through_chat_completions_and_responses_providers() {
         let n = sample(
             &m,
             "lqo_time_to_first_token_seconds_count",
-            &[("model_version", mv)],
+            &[("model_version", mv), ("endpoint", "chat_completions")],
         );
         assert_eq!(n, Some(1.0), "ttft for {mv}");
     }
@@ -253,7 +253,12 @@ async fn metrics_show_histograms_after_calls() {
         sample(
             &m,
             "lqo_request_duration_seconds_bucket",
-            &[("model_version", "gpt-test"), ("le", "+Inf")]
+            &[
+                ("model_version", "gpt-test"),
+                ("endpoint", "chat"),
+                ("status", "ok"),
+                ("le", "+Inf")
+            ]
         ),
         Some(3.0)
     );
@@ -287,7 +292,7 @@ async fn metrics_show_histograms_after_calls() {
         sample(
             &m,
             "lqo_gateway_overhead_seconds_count",
-            &[("model_version", "gpt-test")]
+            &[("model_version", "gpt-test"), ("endpoint", "chat")]
         ),
         Some(3.0)
     );

@@ -49,7 +49,10 @@ ALTER TABLE llm_logs
     ADD COLUMN IF NOT EXISTS finish_reason       TEXT,
     ADD COLUMN IF NOT EXISTS streamed            BOOLEAN NOT NULL DEFAULT false,
     ADD COLUMN IF NOT EXISTS tags                TEXT[] NOT NULL DEFAULT '{}',
-    ADD COLUMN IF NOT EXISTS metadata            JSONB NOT NULL DEFAULT '{}'::jsonb;
+    ADD COLUMN IF NOT EXISTS metadata            JSONB NOT NULL DEFAULT '{}'::jsonb,
+    ADD COLUMN IF NOT EXISTS heuristic_label     TEXT,
+    ADD COLUMN IF NOT EXISTS heuristic_results   JSONB NOT NULL DEFAULT '[]'::jsonb,
+    ADD COLUMN IF NOT EXISTS api_key_name        TEXT;
 
 -- Read paths: time range, per model version over time, per user over time, by tag.
 CREATE INDEX IF NOT EXISTS llm_logs_created_at_idx ON llm_logs (created_at);

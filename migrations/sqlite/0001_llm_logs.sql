@@ -25,7 +25,10 @@ CREATE TABLE IF NOT EXISTS llm_logs (
     finish_reason       TEXT,
     streamed            INTEGER NOT NULL DEFAULT 0,
     tags                TEXT NOT NULL DEFAULT '[]',
-    metadata            TEXT NOT NULL DEFAULT '{}'
+    metadata            TEXT NOT NULL DEFAULT '{}',
+    heuristic_label     TEXT,
+    heuristic_results   TEXT NOT NULL DEFAULT '[]',
+    api_key_name        TEXT
 );
 
 -- Read paths: time range, per model version over time, per user over time. Tag filters use

@@ -45,6 +45,12 @@ pub struct LogRecord {
     pub streamed: bool,
     pub tags: Vec<String>,
     pub metadata: serde_json::Value,
+    /// `good`, `warn` or `bad` from the heuristic checks; None when they did not run.
+    pub heuristic_label: Option<String>,
+    /// The failed heuristic checks with their reasons (a JSON array; `[]` when none failed).
+    pub heuristic_results: serde_json::Value,
+    /// Name of the client API key that made the call, when authentication is on.
+    pub api_key_name: Option<String>,
 }
 
 /// Why a database operation failed. Messages never contain a database password.
@@ -129,7 +135,7 @@ macro_rules! log_columns {
         "request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
          upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
          cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-         metadata"
+         metadata, heuristic_label, heuristic_results, api_key_name"
     };
 }
 
@@ -146,15 +152,16 @@ const PG_INSERT: &str = concat!(
      u.model_version, u.provider, u.upstream_model, u.latency_ms, u.ttft_ms, u.input_tokens, \
      u.cached_input_tokens, u.output_tokens, u.cost_usd, u.status, u.http_status, u.error_type, \
      u.error_message, u.finish_reason, u.streamed, \
-     ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.metadata \
+     ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.metadata, u.heuristic_label, \
+     u.heuristic_results, u.api_key_name \
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::int8[], $13::int8[], \
      $14::int8[], $15::float8[], $16::text[], $17::int4[], $18::text[], $19::text[], $20::text[], \
-     $21::bool[], $22::jsonb[], $23::jsonb[]) \
+     $21::bool[], $22::jsonb[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[]) \
      AS u(request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
      upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
      cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-     metadata) \
+     metadata, heuristic_label, heuristic_results, api_key_name) \
      ON CONFLICT (request_id) DO NOTHING"
 );
 
@@ -164,7 +171,7 @@ const SQLITE_INSERT: &str = concat!(
     "INSERT INTO llm_logs (",
     log_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23) ON CONFLICT(request_id) DO NOTHING"
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ON CONFLICT(request_id) DO NOTHING"
 );
 
 const PG_GET_LOG: &str = concat!(
@@ -317,6 +324,9 @@ impl Store {
                         .bind(r.streamed)
                         .bind(tags)
                         .bind(r.metadata.to_string())
+                        .bind(&r.heuristic_label)
+                        .bind(r.heuristic_results.to_string())
+                        .bind(&r.api_key_name)
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
@@ -383,6 +393,9 @@ pub fn log_from_pg_row(row: &PgRow) -> Result<LogRecord, StoreError> {
         streamed: row.try_get("streamed")?,
         tags: row.try_get("tags")?,
         metadata: row.try_get("metadata")?,
+        heuristic_label: row.try_get("heuristic_label")?,
+        heuristic_results: row.try_get("heuristic_results")?,
+        api_key_name: row.try_get("api_key_name")?,
     })
 }
 
@@ -399,6 +412,9 @@ pub fn log_from_sqlite_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
     let metadata: String = row.try_get("metadata")?;
     let metadata =
         serde_json::from_str(&metadata).map_err(|e| corrupt(format!("metadata: {e}")))?;
+    let heuristic_results: String = row.try_get("heuristic_results")?;
+    let heuristic_results = serde_json::from_str(&heuristic_results)
+        .map_err(|e| corrupt(format!("heuristic_results: {e}")))?;
     Ok(LogRecord {
         request_id,
         created_at: row.try_get("created_at")?,
@@ -423,6 +439,9 @@ pub fn log_from_sqlite_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         streamed: row.try_get("streamed")?,
         tags,
         metadata,
+        heuristic_label: row.try_get("heuristic_label")?,
+        heuristic_results,
+        api_key_name: row.try_get("api_key_name")?,
     })
 }
 
@@ -454,6 +473,9 @@ where
     let mut streamed = Vec::with_capacity(n);
     let mut tags = Vec::with_capacity(n);
     let mut metadata = Vec::with_capacity(n);
+    let mut heuristic_label = Vec::with_capacity(n);
+    let mut heuristic_results = Vec::with_capacity(n);
+    let mut api_key_name = Vec::with_capacity(n);
     for r in records {
         request_id.push(r.request_id);
         created_at.push(r.created_at);
@@ -485,6 +507,11 @@ where
         let mut m = r.metadata.clone();
         strip_nul_json(&mut m);
         metadata.push(m);
+        heuristic_label.push(r.heuristic_label.as_deref().map(pg_text));
+        let mut h = r.heuristic_results.clone();
+        strip_nul_json(&mut h);
+        heuristic_results.push(h);
+        api_key_name.push(r.api_key_name.as_deref().map(pg_text));
     }
     let result = sqlx::query(PG_INSERT)
         .bind(request_id)
@@ -510,6 +537,9 @@ where
         .bind(streamed)
         .bind(tags)
         .bind(metadata)
+        .bind(heuristic_label)
+        .bind(heuristic_results)
+        .bind(api_key_name)
         .execute(executor)
         .await?;
     Ok(result.rows_affected())
@@ -844,6 +874,13 @@ pub mod testing {
             } else {
                 serde_json::json!({"i": i, "team": "search", "nested": {"list": [1, 2.5, "x"], "flag": true, "none": null}})
             },
+            heuristic_label: (!failed).then(|| if odd { "warn" } else { "good" }.to_string()),
+            heuristic_results: if odd {
+                serde_json::json!([{"check": "length", "result": "warn", "reason": "short"}])
+            } else {
+                serde_json::json!([])
+            },
+            api_key_name: odd.then(|| format!("key-{}", i % 3)),
         }
     }
 }
