@@ -13,16 +13,27 @@ Fails (exit 1) unless, for every dashboard JSON:
     unique refIds; panel ids are unique within the dashboard;
   * the `model_version` template variable exists: a Prometheus query variable on
     label_values(lqo_requests_total, model_version), multi-value, with "All";
-  * every $variable used in a query is defined (or is a Grafana built-in).
+  * every $variable used in a query is defined (or is a Grafana built-in);
+  * every SQL query of a PostgreSQL panel, rendered as Grafana would (scripts/e2e_sql_panels.py:
+    variables, then $__timeFilter & co.; any macro or variable left over is an error), reads only
+    table llm_logs and only columns that migrations/postgres/*.sql create (--migrations). A
+    lexical check, not a SQL parser: names followed by "(" are functions, names after AS, after
+    ")" or after another name are aliases, SQL keywords and type names are skipped (a new keyword
+    a query needs goes into SQL_WORDS); the e2e test runs the queries against a real database.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import glob
 import json
 import os
 import re
 import sys
+
+sys.dont_write_bytecode = True  # no scripts/__pycache__ from the import below
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_sql_panels  # noqa: E402 (same directory; stdlib only)
 
 BUILTIN_VARS = {"__interval", "__interval_ms", "__rate_interval", "__rate_interval_ms", "__range",
                 "__range_s", "__range_ms", "__from", "__to", "__timeFilter", "__timeFrom",
@@ -33,6 +44,195 @@ BUILTIN_VARS = {"__interval", "__interval_ms", "__rate_interval", "__rate_interv
                 "__all", "timeFilter", "__timezone"}
 GRAFANA_BUILTIN_DS = {"-- Grafana --", "grafana", "-- Dashboard --", "-- Mixed --"}
 QUERY_KEYS = ("expr", "rawSql", "query", "expression")
+SQL_TABLE = "llm_logs"
+# Words of the SQL the dashboards use that are not column names: keywords, type names, date parts.
+SQL_WORDS = set("""
+all and any array as asc at between both by case cast collate cross current default desc distinct else
+end escape except exists false fetch filter first following for from full group having ilike in
+inner intersect interval into is join last lateral leading left like limit natural next not
+nothing null nulls offset on only or order outer over partition preceding range recursive right
+row rows select similar some symmetric then ties to trailing true unbounded union unknown using
+values when where window with within without zone
+bigint bool boolean char character date decimal double float float4 float8 int int2 int4 int8
+integer json jsonb numeric precision real smallint text time timestamp timestamptz timetz uuid
+varchar varying
+century day decade dow doy epoch hour isodow isoyear microseconds millennium milliseconds minute
+month quarter second timezone week year
+current_date current_time current_timestamp localtime localtimestamp
+""".split())
+# Functions whose argument list may contain FROM (not a table).
+FROM_IN_ARGS = {"extract", "substring", "trim", "overlay", "position", "date_part"}
+SQL_TOKEN_RE = re.compile(r"""(?P<comment>--[^\n]*|/\*.*?\*/)
+  |(?P<string>[eE]?'(?:[^']|'')*')
+  |(?P<dollar>\$(?P<tag>[a-zA-Z_]*)\$.*?\$(?P=tag)\$)
+  |(?P<qident>"(?:[^"]|"")*")
+  |(?P<number>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?)
+  |(?P<ident>[a-zA-Z_][a-zA-Z0-9_$]*)
+  |(?P<cast>::)
+  |(?P<op>[(),.;*])
+  |(?P<other>\S)""", re.S | re.X)
+
+
+def strip_sql_comments(sql: str) -> str:
+    out = []
+    for m in SQL_TOKEN_RE.finditer(sql):
+        if not m.group("comment"):
+            out.append(m.group(0))
+    return " ".join(out)
+
+
+def split_top(body: str, sep: str = ",") -> list[str]:
+    """Splits on sep outside parentheses, strings and quoted identifiers."""
+    parts, depth, cur = [], 0, []
+    for m in SQL_TOKEN_RE.finditer(body):
+        tok = m.group(0)
+        if m.group("comment"):
+            continue
+        if tok == "(":
+            depth += 1
+        elif tok == ")":
+            depth -= 1
+        if tok == sep and depth == 0:
+            parts.append(" ".join(cur))
+            cur = []
+        else:
+            cur.append(tok)
+    if cur:
+        parts.append(" ".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def migration_columns(paths: list[str], table: str = SQL_TABLE) -> set[str]:
+    """Columns of `table` after applying the migrations in order: CREATE TABLE, then ALTER TABLE
+    ADD / DROP / RENAME COLUMN. DO $$ ... $$ blocks are ignored."""
+    cols: list[str] = []
+    ident = r'(?:"(?:[^"]|"")*"|[a-zA-Z_][a-zA-Z0-9_$]*)'
+
+    def name(tok: str) -> str:
+        return tok[1:-1].replace('""', '"') if tok.startswith('"') else tok.lower()
+
+    def is_table(tok: str) -> bool:
+        return name(tok.split(".")[-1]) == table
+
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            sql = f.read()
+        tokens = [m for m in SQL_TOKEN_RE.finditer(sql) if not (m.group("comment") or m.group("dollar"))]
+        text = " ".join(m.group(0) for m in tokens)
+        for stmt in split_top(text, ";"):
+            m = re.match(rf"(?is)^create\s+(?:unlogged\s+)?table\s+(?:if\s+not\s+exists\s+)?"
+                         rf"({ident}(?:\s*\.\s*{ident})?)\s*\((.*)\)", stmt)
+            if m and is_table(m.group(1).replace(" ", "")):
+                for el in split_top(m.group(2)):
+                    first = re.match(ident, el)
+                    if first and first.group(0).lower() not in (
+                            "constraint", "primary", "unique", "check", "foreign", "exclude", "like"):
+                        c = name(first.group(0))
+                        if c not in cols:
+                            cols.append(c)
+                continue
+            m = re.match(rf"(?is)^alter\s+table\s+(?:if\s+exists\s+)?(?:only\s+)?"
+                         rf"({ident}(?:\s*\.\s*{ident})?)\s+(.*)$", stmt)
+            if not m or not is_table(m.group(1).replace(" ", "")):
+                continue
+            actions = m.group(2)
+            r = re.match(rf"(?is)^rename\s+(?:column\s+)?({ident})\s+to\s+({ident})\s*$", actions)
+            if r:
+                if r.group(1).lower() == "to":
+                    continue
+                old, new = name(r.group(1)), name(r.group(2))
+                cols = [new if c == old else c for c in cols]
+                continue
+            for act in split_top(actions):
+                a = re.match(rf"(?is)^add\s+(?:column\s+)?(?:if\s+not\s+exists\s+)?({ident})", act)
+                if a and a.group(1).lower() not in ("constraint", "primary", "unique", "check",
+                                                    "foreign", "exclude"):
+                    c = name(a.group(1))
+                    if c not in cols:
+                        cols.append(c)
+                    continue
+                dr = re.match(rf"(?is)^drop\s+(?:column\s+)?(?:if\s+exists\s+)?({ident})", act)
+                if dr and dr.group(1).lower() not in ("constraint", "default", "not", "expression",
+                                                      "identity"):
+                    cols = [c for c in cols if c != name(dr.group(1))]
+    return set(cols)
+
+
+def sql_unknown_names(sql: str, columns: set[str], table: str = SQL_TABLE) -> list[str]:
+    """Problems with the names a rendered query reads: tables other than `table`, columns not in
+    `columns`. Aliases (AS x, or a name right after ")" or after another name) are allowed
+    wherever they appear (ORDER BY an alias)."""
+    toks = []
+    for m in SQL_TOKEN_RE.finditer(sql):
+        if m.group("comment"):
+            continue
+        kind = next(k for k in ("string", "dollar", "qident", "number", "ident", "cast", "op",
+                                "other") if m.group(k) is not None)
+        toks.append((kind, m.group(0)))
+    aliases: set[str] = set()
+    tables: set[str] = set()
+    refs: list[tuple[str | None, str]] = []
+    problems: list[str] = []
+    stack: list[str | None] = []  # per open parenthesis: the function name before it, if any
+    prev = (None, None)
+    i = 0
+    while i < len(toks):
+        kind, tok = toks[i]
+        low = tok.lower()
+        nxt = toks[i + 1] if i + 1 < len(toks) else (None, None)
+        if tok == "(":
+            stack.append(prev[1].lower() if prev[0] == "ident" else None)
+        elif tok == ")":
+            if stack:
+                stack.pop()
+        elif kind == "ident":
+            if nxt[1] == "(":
+                pass  # a function (or IN / ANY / FILTER / OVER / WITHIN GROUP)
+            elif (nxt[1] or "").lower() == "as" and i + 2 < len(toks) and toks[i + 2][1] == "(":
+                aliases.add(low)  # WITH name AS (...)
+            elif prev[0] == "cast":
+                pass  # a type name
+            elif low in SQL_WORDS:
+                if low == "from" and not (stack and stack[-1] in FROM_IN_ARGS) or low == "join":
+                    # the table (or a subquery) and its alias
+                    j = i + 1
+                    if j < len(toks) and toks[j][0] in ("ident", "qident") and \
+                            toks[j][1].lower() not in SQL_WORDS:
+                        t = toks[j][1]
+                        if j + 2 < len(toks) and toks[j + 1][1] == ".":
+                            j += 2
+                            t = toks[j][1]
+                        t = t.strip('"')
+                        if t.lower() != table and t.lower() not in aliases:
+                            problems.append(f"reads table {t!r} (only {table} is known)")
+                        tables.add(t.lower())
+                        prev = toks[j]
+                        i = j + 1
+                        continue
+            elif prev[0] == "ident" and prev[1].lower() == "as":
+                aliases.add(low)
+            elif (prev[0] in ("ident", "qident", "string", "number") and
+                  prev[1].lower() not in SQL_WORDS) or prev[1] == ")":
+                aliases.add(low)
+            elif nxt[1] == "." and i + 2 < len(toks):
+                refs.append((low, toks[i + 2][1].strip('"').lower()))
+                prev = toks[i + 2]
+                i += 3
+                continue
+            else:
+                refs.append((None, low))
+        elif kind == "qident" and prev[0] == "ident" and prev[1].lower() == "as":
+            aliases.add(tok.strip('"').lower())
+        prev = (kind, tok)
+        i += 1
+    for qual, col in refs:
+        if qual is not None and qual != table and qual not in tables and qual not in aliases:
+            problems.append(f"qualifier {qual!r} is not {table} or an alias")
+        if col not in columns and col not in aliases:
+            problems.append(f"column {col!r} is not in {table}")
+    return list(dict.fromkeys(problems))
+
+
 VAR_RE = re.compile(r"\$\{([a-zA-Z0-9_]+)(?::[^}]*)?\}|\$([a-zA-Z_][a-zA-Z0-9_]*)|\[\[([a-zA-Z0-9_]+)\]\]")
 
 
@@ -82,6 +282,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--dashboards", default=os.path.join(root, "grafana/dashboards/*.json"))
     ap.add_argument("--datasources",
                     default=os.path.join(root, "grafana/provisioning/datasources/*.yml"))
+    ap.add_argument("--migrations", default=os.path.join(root, "migrations/postgres/*.sql"),
+                    help="PostgreSQL migrations defining the llm_logs columns SQL panels may read")
     args = ap.parse_args(argv)
 
     errors: list[str] = []
@@ -99,9 +301,22 @@ def main(argv: list[str]) -> int:
         print(f"check_dashboards: {e}")
         return 1
 
+    mig_files = sorted(glob.glob(args.migrations))
+    try:
+        columns = migration_columns(mig_files) if mig_files else set()
+    except OSError as e:
+        print(f"check_dashboards: {e}")
+        return 1
+    sql_ds_uids = {u for u, t in datasources.items()
+                   if t in ("grafana-postgresql-datasource", "postgres")}
+    # Fixed render time: the check is about names, not data.
+    t_to = datetime.datetime(2025, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    t_from = t_to - datetime.timedelta(hours=1)
+
     uids: dict[str, str] = {}
     titles: dict[str, str] = {}
     n_panels = 0
+    n_sql = 0
     for path in dash_files:
         rel = os.path.relpath(path)
         try:
@@ -239,6 +454,33 @@ def main(argv: list[str]) -> int:
 
         walk(d.get("panels"))
 
+        # SQL panels: rendered like Grafana, then only llm_logs and its columns.
+        sql_targets = [pt for uid_ in sql_ds_uids for pt in e2e_sql_panels.sql_targets(d, uid_)]
+        if sql_targets and not columns:
+            errors.append(f"{rel}: has SQL panels but no {SQL_TABLE} columns were found in "
+                          f"{args.migrations}")
+            sql_targets = []
+        if sql_targets:
+            try:
+                sql_vars = e2e_sql_panels.resolve_variables(d, {}, None, placeholder="x")
+            except e2e_sql_panels.RenderError as e:
+                errors.append(f"{rel}: SQL variables: {e}")
+                sql_targets = []
+        for p, t in sql_targets:
+            where = f"panel {p.get('title')!r} target {t.get('refId')}"
+            raw = t.get("rawSql")
+            if not isinstance(raw, str) or not raw.strip():
+                errors.append(f"{rel}: {where}: PostgreSQL target without rawSql")
+                continue
+            n_sql += 1
+            try:
+                rendered = e2e_sql_panels.render_sql(raw, sql_vars, t_from, t_to)
+            except e2e_sql_panels.RenderError as e:
+                errors.append(f"{rel}: {where}: {e}")
+                continue
+            for prob in sql_unknown_names(rendered, columns):
+                errors.append(f"{rel}: {where}: {prob}")
+
     errors = list(dict.fromkeys(errors))  # once each, in order
     for e in errors:
         print(f"ERROR: {e}")
@@ -246,7 +488,7 @@ def main(argv: list[str]) -> int:
         print(f"check_dashboards: FAILED ({len(errors)} problem(s))")
         return 1
     print(f"check_dashboards: OK ({len(dash_files)} dashboards, {n_panels} panels, "
-          f"datasources {', '.join(f'{u} ({t})' for u, t in sorted(datasources.items()))})")
+          f"{n_sql} SQL queries on {len(columns)} {SQL_TABLE} columns, datasources {', '.join(f'{u} ({t})' for u, t in sorted(datasources.items()))})")
     return 0
 
 

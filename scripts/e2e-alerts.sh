@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end test of the operations files against the real binary:
-#   mock upstream (50 % errors, 300 ms) -> gateway (SQLite) -> Prometheus (the repo's rules, a
+#   mock upstream (50 % errors, 300 ms) -> gateway (PostgreSQL: a throwaway database on a local
+#   server; or SQLite with E2E_DB=sqlite) -> Prometheus (the repo's rules, a
 #   TEST copy with short `for:` and low thresholds) -> Alertmanager (the repo's config and
 #   templates, rewritten to a local Slack webhook stand-in and a local SMTP sink).
 # Drives /chat and streamed /v1/chat/completions traffic, then asserts that
@@ -8,9 +9,14 @@
 #      naming the model version gpt-5-mini;
 #   2. every Prometheus query of every dashboard returns data (the pending-metrics dashboard only
 #      when its metrics are exposed);
-#   3. scripts/check_contract.py passes against the gateway's live /metrics.
-# Every process it starts is stopped on exit. Needs: prometheus, alertmanager (Debian:
-# prometheus-alertmanager), promtool, python3, curl, and a built gateway.
+#   3. every SQL query of every dashboard's PostgreSQL panels runs through psql against the
+#      gateway's database and returns rows (scripts/e2e_sql_panels.py), once with the dashboards'
+#      default selection (All, empty filters) and once with every filter set;
+#   4. scripts/check_contract.py passes against the gateway's live /metrics.
+# Every process it starts is stopped on exit, and the database it created is dropped (also on
+# failure). Needs: prometheus, alertmanager (Debian: prometheus-alertmanager), promtool, python3,
+# curl, a built gateway, and for PostgreSQL psql and a server reachable as E2E_PG_URL whose user
+# may create databases (Debian: apt-get install postgresql; trust auth on 127.0.0.1).
 #
 #   cargo build && scripts/e2e-alerts.sh
 #   LQO_BIN=target/release/lqo E2E_TIMEOUT=300 KEEP_TMP=1 scripts/e2e-alerts.sh
@@ -22,7 +28,11 @@
 #   E2E_ALLOW_EMPTY   regex of dashboard panel titles that may return no data
 #                     (default: '^Upstream retries' — the series exists only after a retry)
 #   E2E_MOCK_ARGS     extra flags for `lqo mock-upstream`
+#   E2E_DB            postgres (default) or sqlite (the SQL panels are then not checked)
+#   E2E_PG_URL        PostgreSQL server, without a database (default postgres://postgres@127.0.0.1:5432);
+#                     the test creates database lqo_e2e_<time>_<pid>_<random> there and drops it
 #   KEEP_TMP=1        keep the temporary directory (logs, configs, received notifications)
+#   KEEP_DB=1         do not drop the test database (its name is printed)
 #
 # Test-only changes, all generated into the temporary directory (the repo files are not touched):
 #   rules: scripts/make_test_rules.py — every `for:` 5s; error budget 0.001 (SLO 99.9 %),
@@ -37,6 +47,9 @@ LQO_BIN="${LQO_BIN:-target/debug/lqo}"
 MODEL="${E2E_MODEL:-gpt-5-mini}"
 TIMEOUT="${E2E_TIMEOUT:-180}"
 ALLOW_EMPTY="${E2E_ALLOW_EMPTY-^Upstream retries}"
+E2E_DB="${E2E_DB:-postgres}"
+PG_URL="${E2E_PG_URL:-postgres://postgres@127.0.0.1:5432}"
+PG_URL="${PG_URL%/}"
 
 die() { echo "e2e: ERROR: $*" >&2; exit 1; }
 log() { echo "e2e: $*"; }
@@ -49,9 +62,22 @@ ALERTMANAGER="$(command -v alertmanager || command -v prometheus-alertmanager ||
 [[ -n "$PROMETHEUS" ]] || die "prometheus not found (Debian: apt-get install prometheus)"
 [[ -n "$ALERTMANAGER" ]] || die "alertmanager not found (Debian: apt-get install prometheus-alertmanager)"
 for t in python3 curl; do command -v "$t" >/dev/null || die "$t not found"; done
+case "$E2E_DB" in
+  postgres)
+    command -v psql >/dev/null || die "psql not found (Debian: apt-get install postgresql-client)"
+    PGCONNECT_TIMEOUT=5 psql "$PG_URL/postgres" -X -Atq -c 'SELECT 1' >/dev/null 2>&1 ||
+      die "no PostgreSQL at $PG_URL (set E2E_PG_URL, start the server — Debian: pg_ctlcluster <version> main start — or use E2E_DB=sqlite)"
+    ;;
+  sqlite) ;;
+  *) die "E2E_DB must be postgres or sqlite, got '$E2E_DB'" ;;
+esac
 
 TMP="$(mktemp -d "${TMPDIR:-/tmp}/lqo-e2e.XXXXXX")"
 PIDS=()
+PG_DB=""
+pg_admin() { # sql: run on the server's maintenance database
+  PGCONNECT_TIMEOUT=5 psql "$PG_URL/postgres" -X -q -v ON_ERROR_STOP=1 -c "$1"
+}
 cleanup() {
   local rc=$?
   for pid in "${PIDS[@]}"; do
@@ -60,6 +86,14 @@ cleanup() {
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
   done
+  if [[ -n "$PG_DB" ]]; then
+    if [[ -n "${KEEP_DB:-}" ]]; then
+      echo "e2e: database kept: $PG_URL/$PG_DB" >&2
+    elif ! pg_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >"$TMP/dropdb.log" 2>&1; then
+      echo "e2e: could not drop database $PG_DB: $(cat "$TMP/dropdb.log")" >&2
+      ((rc != 0)) || rc=1
+    fi
+  fi
   if ((rc != 0)); then
     echo "e2e: FAILED (exit $rc); last log lines:" >&2
     for f in "$TMP"/*.log; do
@@ -90,6 +124,17 @@ for s in socks:
 EOF
 )
 log "tmp $TMP; ports mock=$P_MOCK gateway=$P_GW prometheus=$P_PROM alertmanager=$P_AM"
+
+# ------------------------------------------------------------------ database
+if [[ "$E2E_DB" = postgres ]]; then
+  PG_DB="lqo_e2e_$(date +%s)_$$_${RANDOM}" # set before CREATE: the trap drops it IF EXISTS
+  pg_admin "CREATE DATABASE $PG_DB" >"$TMP/createdb.log" 2>&1 ||
+    die "could not create database $PG_DB on $PG_URL: $(cat "$TMP/createdb.log")"
+  DB_URL="$PG_URL/$PG_DB"
+else
+  DB_URL="sqlite://$TMP/e2e.db"
+fi
+log "database $DB_URL"
 
 wait_http() { # url seconds name
   local url="$1" secs="$2" name="$3" i
@@ -124,7 +169,7 @@ mkdir -p "$TMP/gw"
 (
   cd "$TMP/gw" # no lqo.yaml from the repo; data/ and spool/ land here
   exec env LLM_API_KEY=dummy LLM_API_BASE_URL="http://127.0.0.1:$P_MOCK/v1" LLM_API_KIND=chat \
-    DATABASE_URL="sqlite://$TMP/e2e.db" OPENAI_MODEL_MAIN="$MODEL" PORT="$P_GW" LOG_LEVEL=info \
+    DATABASE_URL="$DB_URL" OPENAI_MODEL_MAIN="$MODEL" PORT="$P_GW" LOG_LEVEL=info \
     "$LQO_BIN" serve --port "$P_GW"
 ) >"$TMP/gateway.log" 2>&1 &
 PIDS+=($!)
@@ -188,7 +233,7 @@ PROM="http://127.0.0.1:$P_PROM"
 traffic() {
   trap 'kill $(jobs -p) 2>/dev/null; exit 0' TERM
   local deadline=$((SECONDS + TIMEOUT + 60)) n=0
-  local chat='{"prompt":"hi","user_id":"u1"}'
+  local chat='{"prompt":"hi","user_id":"u1","tags":["e2e"]}'
   local stream
   stream=$(printf '{"model":"%s","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"user":"u2"}' "$MODEL")
   while ((SECONDS < deadline && n < 5000)); do
@@ -246,9 +291,37 @@ fi
 python3 "$ROOT/scripts/e2e_dashboards.py" --prom "$PROM" --var "model_version=$MODEL" \
   --allow-empty "$ALLOW_EMPTY" "${skip[@]}" || die "some dashboard queries returned no data"
 
-# ------------------------------------------------------------------ 3. metrics contract
+# ------------------------------------------------------------------ 3. dashboard SQL queries
+if [[ "$E2E_DB" = postgres ]]; then
+  # The gateway's batching writer lands records within ~100 ms; wait (bounded) until the rows the
+  # filtered run below selects exist: errors of user u1 with tag e2e.
+  counts=""
+  for ((i = 0; i < 120; i++)); do
+    counts=$(psql "$DB_URL" -X -Atq -F ' ' -c "SELECT count(*), count(*) FILTER (WHERE status = 'error'
+      AND user_id = 'u1' AND 'e2e' = ANY(tags) AND prompt ILIKE '%hi%') FROM llm_logs" 2>&1 || true)
+    [[ "$counts" =~ ^[1-9][0-9]*\ [1-9][0-9]*$ ]] && break
+    sleep 0.25
+  done
+  [[ "$counts" =~ ^[1-9][0-9]*\ [1-9][0-9]*$ ]] ||
+    die "llm_logs has no rows (or no error rows of u1/e2e) after 30s: '$counts'"
+  log "llm_logs: $counts (rows, error rows of u1 tagged e2e)"
+  python3 "$ROOT/scripts/e2e_sql_panels.py" --db-url "$DB_URL" --prom "$PROM" \
+    --label "default selection" || die "some dashboard SQL queries failed or returned no rows"
+  python3 "$ROOT/scripts/e2e_sql_panels.py" --db-url "$DB_URL" --prom "$PROM" \
+    --label "filtered" --var "model_version=$MODEL" --var status=error \
+    --var user=u1 --var tag=e2e --var search=hi ||
+    die "some dashboard SQL queries failed or returned no rows with every filter set"
+else
+  log "E2E_DB=sqlite: the dashboards' PostgreSQL panels are not checked"
+fi
+
+# ------------------------------------------------------------------ 4. metrics contract
 curl -fsS "http://127.0.0.1:$P_GW/metrics" >"$TMP/metrics.txt"
 python3 "$ROOT/scripts/check_contract.py" --metrics "$TMP/metrics.txt" \
   --pending-file "$ROOT/prometheus/pending-metrics.txt" || die "metrics contract violated"
 
-log "OK: alerts delivered to Slack (webhook) and email, dashboards return data, contract holds"
+if [[ "$E2E_DB" = postgres ]]; then
+  log "OK: alerts delivered to Slack (webhook) and email, dashboards return data (PromQL and SQL), contract holds"
+else
+  log "OK: alerts delivered to Slack (webhook) and email, dashboards return data (PromQL only), contract holds"
+fi

@@ -9,7 +9,8 @@ Grafana variables are substituted the way Grafana would for one selected value:
 $model_version / ${model_version} / ${model_version:regex} -> the --var value,
 $__rate_interval -> --rate-interval (default 30s), $__interval -> 15s, $__range -> --range (5m),
 $__range_s -> its seconds. Variable queries (label_values(metric, label)) are checked through
-/api/v1/label/<label>/values?match[]=metric. PostgreSQL targets are skipped.
+/api/v1/label/<label>/values?match[]=metric. PostgreSQL targets are skipped (scripts/e2e_sql_panels.py
+runs them).
 A query "returns data" when Prometheus answers success with at least one series (a NaN value,
 e.g. 0/0 before any error, counts: the series exists). Panels whose title matches --allow-empty
 may be empty (reported, not failed).
