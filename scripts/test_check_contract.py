@@ -14,7 +14,7 @@ sys.path.insert(0, HERE)
 import check_contract  # noqa: E402
 
 SAMPLE = os.path.join(HERE, "testdata", "metrics-sample.prom")
-PENDING = os.path.join(ROOT, "prometheus", "pending-metrics.txt")
+PENDING = os.path.join(HERE, "testdata", "pending-sample.txt")
 RULES = os.path.join(ROOT, "prometheus", "rules", "*.yml")
 DASHBOARDS = os.path.join(ROOT, "grafana", "dashboards", "*.json")
 

@@ -5,13 +5,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState};
+use crate::auth::Auth;
 use crate::config::Config;
+use crate::eval::judge::JudgeBuildError;
+use crate::eval::JudgeRuntime;
 use crate::gateway::{BuildError, Gateway};
 use crate::metrics::Metrics;
+use crate::store::retention::Maintenance;
+use crate::store::spool::SpoolError;
 use crate::store::{writer, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +26,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Build(#[from] BuildError),
+    #[error("writer spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("LLM judge: {0}")]
+    Judge(#[from] JudgeBuildError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: String,
@@ -31,6 +41,10 @@ pub enum StartError {
 pub struct App {
     pub state: AppState,
     writer_task: JoinHandle<()>,
+    /// The LLM judge's queue and worker; None when the judge is off.
+    judge: Option<JudgeRuntime>,
+    /// Partitions ahead and retention of llm_logs, hourly.
+    maintenance: Maintenance,
 }
 
 impl App {
@@ -48,21 +62,36 @@ impl App {
         // Building the tokenizer takes a moment; do it off the request path.
         tokio::task::spawn_blocking(crate::tokens::warm_up);
         let metrics = Arc::new(Metrics::new());
+        // Opening the spool also starts replaying what a crashed run left in it.
         let (writer_handle, writer_task) =
-            writer::spawn(store.clone(), &config.writer, metrics.clone());
-        let gateway = Arc::new(Gateway::new(
-            &config,
+            writer::spawn(store.clone(), &config.writer, metrics.clone())?;
+        let maintenance = Maintenance::start(
+            store.clone(),
+            config.logging.retention_days,
             metrics.clone(),
-            writer_handle.clone(),
-        )?);
+        );
+        let mut gateway = Gateway::new(&config, metrics.clone(), writer_handle.clone())?;
+        crate::eval::init_metrics(&config, &metrics);
+        let judge = JudgeRuntime::start(Arc::new(config.clone()), store.clone(), metrics.clone())?;
+        if let Some(j) = &judge {
+            gateway.set_judge_queue(j.queue());
+        }
+        let gateway = Arc::new(gateway);
+        let auth = Arc::new(Auth::new(&config.auth, store.clone(), metrics.clone()));
         let state = AppState {
             config: Arc::new(config),
             gateway,
             store,
             writer: writer_handle,
             metrics,
+            auth,
         };
-        Ok(App { state, writer_task })
+        Ok(App {
+            state,
+            writer_task,
+            judge,
+            maintenance,
+        })
     }
 
     pub fn router(&self) -> axum::Router {
@@ -79,6 +108,11 @@ impl App {
         let router = self.router();
         let grace = std::time::Duration::from_secs(self.state.config.server.shutdown_grace_secs);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Small SSE frames must leave at once: without TCP_NODELAY, Nagle's algorithm and delayed ACKs
+        // hold streamed chunks back by ~40 ms.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, router).with_graceful_shutdown(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
@@ -95,11 +129,22 @@ impl App {
             }
         };
         drop(stop_rx);
-        let App { state, writer_task } = self;
+        let App {
+            state,
+            writer_task,
+            judge,
+            maintenance,
+        } = self;
+        maintenance.stop().await;
+        if let Some(judge) = judge {
+            // No new records arrive now; in-progress judge jobs go back to the queue.
+            judge.stop().await;
+        }
         let AppState {
             writer, gateway, ..
         } = state;
         drop(gateway);
+        // Bounded: with the database down the queue goes to the spool (writer.db_timeout_ms).
         writer::close_and_wait(writer, writer_task).await;
         tracing::info!("writer drained; bye");
         result

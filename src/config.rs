@@ -8,6 +8,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+pub use crate::auth::config::AuthConfig;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -33,6 +35,12 @@ pub struct Config {
     pub default_model: String,
     pub limits: LimitsConfig,
     pub logging: LoggingConfig,
+    /// Client API keys, route scopes, the /metrics token and per-key rate limits.
+    pub auth: AuthConfig,
+    /// Cheap checks run on every answer (GOOD / WARN / BAD).
+    pub heuristics: HeuristicsConfig,
+    /// The LLM judge: which model, how much traffic it samples, what it scores.
+    pub judge: JudgeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -81,6 +89,14 @@ pub struct WriterConfig {
     pub channel_capacity: usize,
     pub batch_size: usize,
     pub flush_interval_ms: u64,
+    /// Append-only spool for records the database cannot take right now (down, slow, or the
+    /// queue is full); replayed in order once it is back, and on the next start after a crash.
+    /// One gateway process per directory (it is locked).
+    pub spool_dir: PathBuf,
+    /// When the spool holds this much, further records are dropped (counted and logged).
+    pub spool_max_bytes: u64,
+    /// A batch insert that takes longer counts as failed and goes to the spool.
+    pub db_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -138,6 +154,8 @@ pub struct ModelConfig {
 pub enum ContentLogging {
     #[default]
     Full,
+    /// Stored with e-mail addresses, phone numbers, card numbers and key-like tokens masked.
+    Redacted,
     /// Prompts and responses are not stored; everything else is.
     None,
 }
@@ -158,6 +176,9 @@ pub struct LoggingConfig {
     pub format: LogFormat,
     /// What of prompts and responses is stored in `llm_logs`.
     pub content: ContentLogging,
+    /// Raw records are deleted once their whole UTC day is more than this many days old
+    /// (PostgreSQL drops daily partitions); 0 keeps them forever.
+    pub retention_days: u32,
 }
 
 impl Default for ServerConfig {
@@ -188,6 +209,9 @@ impl Default for WriterConfig {
             channel_capacity: 10_000,
             batch_size: 500,
             flush_interval_ms: 100,
+            spool_dir: PathBuf::from("data/spool"),
+            spool_max_bytes: 1024 * 1024 * 1024,
+            db_timeout_ms: 10_000,
         }
     }
 }
@@ -215,6 +239,7 @@ impl Default for LoggingConfig {
             level: "info".into(),
             format: LogFormat::Text,
             content: ContentLogging::Full,
+            retention_days: 0,
         }
     }
 }
@@ -232,6 +257,9 @@ impl Default for Config {
             default_model: String::new(),
             limits: LimitsConfig::default(),
             logging: LoggingConfig::default(),
+            auth: AuthConfig::default(),
+            heuristics: HeuristicsConfig::default(),
+            judge: JudgeConfig::default(),
         }
     }
 }
@@ -337,6 +365,23 @@ impl Config {
         }
         if let Some(v) = env("DATABASE_URL") {
             self.database.url = v;
+        }
+        if let Some(v) = env("LQO_AUTH") {
+            match v.to_ascii_lowercase().as_str() {
+                "required" | "on" | "true" => self.auth.required = true,
+                "off" | "false" => self.auth.required = false,
+                _ => problems.push(format!("LQO_AUTH must be required or off, got {v:?}")),
+            }
+        }
+        if let Some(file) = &self.auth.metrics_token_file {
+            match std::fs::read_to_string(file) {
+                Ok(s) => self.auth.metrics_token = Some(SecretString::from(s.trim().to_string())),
+                Err(e) => problems.push(format!("auth.metrics_token_file {}: {e}", file.display())),
+            }
+        } else {
+            let var = self.auth.metrics_token_env.as_deref();
+            let var = var.unwrap_or(crate::auth::config::METRICS_TOKEN_ENV);
+            self.auth.metrics_token = env(var).map(SecretString::from);
         }
         if let Some(v) = env("PORT") {
             match v.parse() {
@@ -467,6 +512,15 @@ impl Config {
         if self.writer.batch_size == 0 {
             problems.push("writer.batch_size must be > 0".into());
         }
+        if self.writer.spool_dir.as_os_str().is_empty() {
+            problems.push("writer.spool_dir must not be empty".into());
+        }
+        if self.writer.spool_max_bytes < 1024 * 1024 {
+            problems.push("writer.spool_max_bytes must be at least 1048576 (1 MiB)".into());
+        }
+        if self.writer.db_timeout_ms == 0 {
+            problems.push("writer.db_timeout_ms must be > 0".into());
+        }
         if self.providers.is_empty() {
             problems.push("providers must declare at least one provider".into());
         }
@@ -524,6 +578,8 @@ impl Config {
                 self.default_model
             ));
         }
+        problems.extend(self.auth.problems());
+        problems.extend(self.eval_problems());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             problems.push(format!("logging.level {:?}: {e}", self.logging.level));
         }
@@ -556,6 +612,11 @@ impl Config {
                 out.push_str(&format!("#   providers.{name}: {state}\n"));
             }
         }
+        let metrics_token = match &self.auth.metrics_token {
+            Some(t) if !t.expose_secret().is_empty() => "set (hidden)",
+            _ => "not set (GET /metrics is public)",
+        };
+        out.push_str(&format!("#   auth.metrics_token: {metrics_token}\n"));
         out
     }
 }
@@ -566,6 +627,228 @@ pub fn valid_label(s: &str) -> bool {
         && s.len() <= 64
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+}
+
+/// Cheap checks on every answer (see `eval::heuristics`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeuristicsConfig {
+    pub enabled: bool,
+    /// Answers shorter than this many characters (Unicode scalar values) get WARN.
+    pub min_chars: usize,
+    /// Answers longer than this many characters get WARN.
+    pub max_chars: usize,
+    /// Case-insensitive substrings that make an answer BAD (e.g. internal code names).
+    pub forbidden_terms: Vec<String>,
+    /// Case-insensitive phrases that, in the opening of an answer, mark it a refusal (WARN).
+    pub refusal_phrases: Vec<String>,
+}
+
+impl Default for HeuristicsConfig {
+    fn default() -> Self {
+        HeuristicsConfig {
+            enabled: true,
+            min_chars: 2,
+            max_chars: 20_000,
+            forbidden_terms: Vec::new(),
+            refusal_phrases: crate::eval::heuristics::default_refusal_phrases(),
+        }
+    }
+}
+
+/// The LLM judge (see `eval::judge`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JudgeConfig {
+    pub enabled: bool,
+    /// A configured model version that judges; unset → `default_model`.
+    pub model: Option<String>,
+    /// Share of each model version's successful answers that are judged, 0.0–1.0. Unset → 1.0
+    /// when the judge model is the built-in mock (free), 0.1 otherwise.
+    pub sample_rate: Option<f64>,
+    /// Per model version overrides of `sample_rate`.
+    pub per_model_sample_rate: BTreeMap<String, f64>,
+    /// What the judge scores, each 1–5; must include `overall`.
+    pub criteria: Vec<String>,
+    /// Descriptions of criteria for the rubric; needed for criteria without a built-in one
+    /// (built-in: overall, instruction_following, truthfulness, helpfulness, relevance,
+    /// conciseness, safety).
+    pub rubric: BTreeMap<String, String>,
+    /// Judge calls per record at most (first try plus retries after invalid output or an
+    /// upstream error); then the record is a judge error.
+    pub max_attempts: u32,
+    /// How often an idle worker looks for jobs queued by other replicas.
+    pub poll_interval_ms: u64,
+    /// Jobs claimed per round trip.
+    pub batch_size: usize,
+    /// Judge calls in flight per worker.
+    pub concurrency: usize,
+    /// Deadline of one judge call.
+    pub timeout_secs: u64,
+    /// A claimed job whose worker has not finished it after this long is claimed again (the
+    /// worker died); must exceed `timeout_secs × max_attempts`.
+    pub lease_secs: u64,
+    /// Wait before retrying after an upstream error; doubles per attempt, capped at 60 s.
+    pub retry_backoff_ms: u64,
+    /// A job whose record has not reached the database after this long is given up.
+    pub record_wait_secs: u64,
+}
+
+impl Default for JudgeConfig {
+    fn default() -> Self {
+        JudgeConfig {
+            enabled: true,
+            model: None,
+            sample_rate: None,
+            per_model_sample_rate: BTreeMap::new(),
+            criteria: vec![
+                "overall".into(),
+                "instruction_following".into(),
+                "truthfulness".into(),
+            ],
+            rubric: BTreeMap::new(),
+            max_attempts: 3,
+            poll_interval_ms: 1_000,
+            batch_size: 8,
+            concurrency: 4,
+            timeout_secs: 60,
+            lease_secs: 600,
+            retry_backoff_ms: 1_000,
+            record_wait_secs: 600,
+        }
+    }
+}
+
+impl Config {
+    /// The model version that judges.
+    pub fn judge_model(&self) -> &str {
+        self.judge.model.as_deref().unwrap_or(&self.default_model)
+    }
+
+    /// The judge's default sample rate: as configured, else everything for the free built-in
+    /// mock and a tenth for a real (paid) model.
+    pub fn judge_sample_rate(&self) -> f64 {
+        if let Some(r) = self.judge.sample_rate {
+            return r;
+        }
+        let mock = self
+            .models
+            .get(self.judge_model())
+            .and_then(|m| self.providers.get(&m.provider))
+            .is_some_and(|p| p.kind == ProviderKind::Mock);
+        if mock {
+            1.0
+        } else {
+            0.1
+        }
+    }
+
+    fn eval_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let h = &self.heuristics;
+        if h.max_chars == 0 || h.min_chars > h.max_chars {
+            problems.push(format!(
+                "heuristics.max_chars must be > 0 and ≥ heuristics.min_chars, got min {} max {}",
+                h.min_chars, h.max_chars
+            ));
+        }
+        for (field, terms) in [
+            ("forbidden_terms", &h.forbidden_terms),
+            ("refusal_phrases", &h.refusal_phrases),
+        ] {
+            for (i, t) in terms.iter().enumerate() {
+                if t.trim().is_empty() {
+                    problems.push(format!("heuristics.{field}[{i}] must not be blank"));
+                }
+            }
+        }
+        let j = &self.judge;
+        if let Some(m) = &j.model {
+            if !self.models.contains_key(m) {
+                problems.push(format!(
+                    "judge.model {m:?} is not one of the configured models"
+                ));
+            }
+        }
+        let valid_rate = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
+        if let Some(r) = j.sample_rate {
+            if !valid_rate(r) {
+                problems.push(format!(
+                    "judge.sample_rate must be between 0 and 1, got {r}"
+                ));
+            }
+        }
+        for (name, r) in &j.per_model_sample_rate {
+            if !self.models.contains_key(name) {
+                problems.push(format!(
+                    "judge.per_model_sample_rate.{name}: not one of the configured models"
+                ));
+            }
+            if !valid_rate(*r) {
+                problems.push(format!(
+                    "judge.per_model_sample_rate.{name} must be between 0 and 1, got {r}"
+                ));
+            }
+        }
+        if !j.criteria.iter().any(|c| c == "overall") {
+            problems.push("judge.criteria must include overall".into());
+        }
+        if j.criteria.len() > 10 {
+            problems.push("judge.criteria may list at most 10 criteria".into());
+        }
+        for (i, c) in j.criteria.iter().enumerate() {
+            let tame = !c.is_empty()
+                && c.len() <= 40
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+            if !tame {
+                problems.push(format!(
+                    "judge.criteria[{i}] {c:?}: use lowercase letters, digits and _ (max 40)"
+                ));
+            } else if j.criteria[..i].contains(c) {
+                problems.push(format!("judge.criteria[{i}] {c:?} is listed twice"));
+            } else if !j.rubric.contains_key(c)
+                && crate::eval::judge::builtin_description(c).is_none()
+            {
+                problems.push(format!(
+                    "judge.criteria[{i}] {c:?} has no built-in description: add judge.rubric.{c}"
+                ));
+            }
+        }
+        for (name, text) in &j.rubric {
+            if !j.criteria.contains(name) {
+                problems.push(format!("judge.rubric.{name}: not one of judge.criteria"));
+            } else if text.trim().is_empty() {
+                problems.push(format!("judge.rubric.{name} must not be blank"));
+            }
+        }
+        for (field, v) in [
+            ("max_attempts", u64::from(j.max_attempts)),
+            ("poll_interval_ms", j.poll_interval_ms),
+            ("batch_size", j.batch_size as u64),
+            ("concurrency", j.concurrency as u64),
+            ("timeout_secs", j.timeout_secs),
+            ("lease_secs", j.lease_secs),
+        ] {
+            if v == 0 {
+                problems.push(format!("judge.{field} must be > 0"));
+            }
+        }
+        if j.max_attempts > 10 {
+            problems.push(format!(
+                "judge.max_attempts must be at most 10, got {}",
+                j.max_attempts
+            ));
+        }
+        if j.lease_secs <= j.timeout_secs.saturating_mul(u64::from(j.max_attempts)) {
+            problems.push(format!(
+                "judge.lease_secs ({}) must exceed judge.timeout_secs × judge.max_attempts ({})",
+                j.lease_secs,
+                j.timeout_secs.saturating_mul(u64::from(j.max_attempts))
+            ));
+        }
+        problems
+    }
 }
 
 #[cfg(test)]

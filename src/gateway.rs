@@ -9,11 +9,15 @@ use chrono::Utc;
 use futures::StreamExt;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::config::{Config, ContentLogging, Pricing};
+use crate::eval::heuristics::{AnswerContext, Heuristics};
+use crate::eval::queue::JudgeQueue;
 use crate::metrics::Metrics;
 use crate::provider::{
     self, ChatMessage, Completion, CompletionRequest, Provider, ProviderError, StreamEvent, Usage,
 };
+use crate::redact::redact;
 use crate::store::writer::WriterHandle;
 use crate::store::LogRecord;
 use crate::tokens;
@@ -68,8 +72,11 @@ pub struct ChatInput {
     pub user_id: Option<String>,
     pub tags: Vec<String>,
     pub metadata: serde_json::Value,
-    /// When the request arrived, so latency includes parsing.
+    /// When the request arrived, so latency includes parsing; `server.request_timeout_secs`
+    /// counts from here too.
     pub started: Instant,
+    /// The API key that called (its name goes on the record; its token budget is charged).
+    pub caller: Option<Caller>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +113,9 @@ pub struct Gateway {
     writer: WriterHandle,
     content: ContentLogging,
     request_timeout: Duration,
+    heuristics: Heuristics,
+    /// Sampled records go to the LLM judge through here; None when the judge is off.
+    judge_queue: Option<JudgeQueue>,
 }
 
 impl Gateway {
@@ -147,7 +157,14 @@ impl Gateway {
             writer,
             content: cfg.logging.content,
             request_timeout: cfg.request_timeout(),
+            heuristics: Heuristics::new(&cfg.heuristics),
+            judge_queue: None,
         })
+    }
+
+    /// Sends sampled successful records to the LLM judge (set once at start-up).
+    pub fn set_judge_queue(&mut self, queue: JudgeQueue) {
+        self.judge_queue = Some(queue);
     }
 
     pub fn models(&self) -> impl Iterator<Item = &ModelRoute> {
@@ -174,8 +191,8 @@ impl Gateway {
         let _in_flight = InFlight::new(&self.metrics, endpoint);
 
         let upstream_start = Instant::now();
-        let result = match tokio::time::timeout(
-            self.request_timeout,
+        let result = match tokio::time::timeout_at(
+            self.deadline(&input),
             route.provider.complete(&input.request),
         )
         .await
@@ -215,13 +232,15 @@ impl Gateway {
         let endpoint = input.endpoint.as_str();
         let in_flight = InFlight::new(&self.metrics, endpoint);
         let upstream_start = Instant::now();
-        let started =
-            match tokio::time::timeout(self.request_timeout, route.provider.stream(&input.request))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(ProviderError::Timeout(self.request_timeout)),
-            };
+        let started = match tokio::time::timeout_at(
+            self.deadline(&input),
+            route.provider.stream(&input.request),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(ProviderError::Timeout(self.request_timeout)),
+        };
         let upstream_stream = match started {
             Ok(s) => s,
             Err(e) => {
@@ -240,7 +259,7 @@ impl Gateway {
             done: false,
             _in_flight: in_flight,
         };
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let deadline = self.deadline(&rec.input);
         let out = async_stream::stream! {
             let mut upstream_stream = upstream_stream;
             loop {
@@ -279,6 +298,19 @@ impl Gateway {
         Ok((model_version, out.boxed()))
     }
 
+    /// The whole request's deadline: `server.request_timeout_secs` after it arrived, so time
+    /// spent reading the body counts too.
+    fn deadline(&self, input: &ChatInput) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(input.started) + self.request_timeout
+    }
+
+    /// The key's name for the record, and its tokens charged to its rate limit.
+    fn account(&self, input: &ChatInput, usage: &Usage) -> Option<String> {
+        let caller = input.caller.as_ref()?;
+        caller.charge_tokens(usage.input_tokens + usage.output_tokens);
+        caller.key_name().map(str::to_string)
+    }
+
     fn usage_or_counted(&self, input: &ChatInput, text: &str, usage: Option<Usage>) -> Usage {
         usage.unwrap_or_else(|| Usage {
             input_tokens: tokens::count_message_tokens(&input.request.messages),
@@ -298,6 +330,18 @@ impl Gateway {
     ) -> ChatOutput {
         let usage = self.usage_or_counted(input, &c.text, c.usage);
         let cost_usd = route.cost_usd(&usage);
+        // Before the clock stops, so the checks' cost shows in the gateway overhead.
+        let checked = self.heuristics.enabled().then(|| {
+            let outcome = self.heuristics.evaluate(
+                &c.text,
+                AnswerContext {
+                    finish_reason: &c.finish_reason,
+                    json_requested: input.request.json_mode,
+                },
+            );
+            outcome.observe(&self.metrics, &route.name);
+            outcome
+        });
         let total = input.started.elapsed();
         let overhead = total.saturating_sub(upstream);
         let endpoint = input.endpoint.as_str();
@@ -350,11 +394,16 @@ impl Gateway {
             streamed,
             tags: input.tags.clone(),
             metadata: input.metadata.clone(),
-            heuristic_label: None,
-            heuristic_results: serde_json::Value::Array(vec![]),
-            api_key_name: None,
+            heuristic_label: checked.as_ref().map(|o| o.label.as_str().to_string()),
+            heuristic_results: checked
+                .as_ref()
+                .map_or_else(|| serde_json::Value::Array(vec![]), |o| o.results_json()),
+            api_key_name: self.account(input, &usage),
         };
         self.submit(record);
+        if let Some(q) = &self.judge_queue {
+            q.offer(input.request_id, &route.name);
+        }
         ChatOutput {
             request_id: input.request_id,
             model_version: route.name.clone(),
@@ -421,14 +470,14 @@ impl Gateway {
             status: "error".into(),
             http_status: i32::from(http_status_for(e)),
             error_type: Some(e.error_type().into()),
-            error_message: Some(truncate(&e.to_string(), 1000)),
+            error_message: Some(self.stored_error(&truncate(&e.to_string(), 1000))),
             finish_reason: None,
             streamed,
             tags: input.tags.clone(),
             metadata: input.metadata.clone(),
             heuristic_label: None,
             heuristic_results: serde_json::Value::Array(vec![]),
-            api_key_name: None,
+            api_key_name: self.account(input, &usage),
         };
         self.submit(record);
     }
@@ -462,21 +511,40 @@ impl Gateway {
     }
 
     /// The prompt as stored: a single message's text, or the conversation as a JSON array.
+    /// With `logging.content: redacted` each message is masked before the array is built, so
+    /// the stored JSON stays valid.
     fn stored_prompt(&self, messages: &[ChatMessage]) -> String {
-        let text = match messages {
-            [only] => only.content.clone(),
-            many => serde_json::to_string(many).unwrap_or_default(),
-        };
-        match self.content {
-            ContentLogging::None => String::new(),
-            _ => text,
+        match (self.content, messages) {
+            (ContentLogging::None, _) => String::new(),
+            (ContentLogging::Full, [only]) => only.content.clone(),
+            (ContentLogging::Redacted, [only]) => redact(&only.content).into_owned(),
+            (ContentLogging::Full, many) => serde_json::to_string(many).unwrap_or_default(),
+            (ContentLogging::Redacted, many) => {
+                let masked: Vec<ChatMessage> = many
+                    .iter()
+                    .map(|m| ChatMessage {
+                        role: m.role.clone(),
+                        content: redact(&m.content).into_owned(),
+                    })
+                    .collect();
+                serde_json::to_string(&masked).unwrap_or_default()
+            }
         }
     }
 
     fn stored_text(&self, text: &str) -> Option<String> {
         match self.content {
             ContentLogging::None => None,
-            _ => Some(text.to_string()),
+            ContentLogging::Full => Some(text.to_string()),
+            ContentLogging::Redacted => Some(redact(text).into_owned()),
+        }
+    }
+
+    /// Upstream error messages can quote the prompt; they are masked like it.
+    fn stored_error(&self, message: &str) -> String {
+        match self.content {
+            ContentLogging::Redacted => redact(message).into_owned(),
+            _ => message.to_string(),
         }
     }
 }

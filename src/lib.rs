@@ -3,10 +3,13 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
+pub mod eval;
 pub mod gateway;
 pub mod metrics;
 pub mod mock_upstream;
 pub mod provider;
+pub mod redact;
 pub mod store;
 pub mod tokens;

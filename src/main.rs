@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use llm_quality_observer::app::{shutdown_signal, App};
+use llm_quality_observer::auth::cli::{self as auth_cli, KeysAction};
 use llm_quality_observer::config::{Config, ConfigError, LogFormat};
+use llm_quality_observer::eval::backfill::{self, JudgeArgs};
 use llm_quality_observer::mock_upstream::{self, MockUpstreamConfig};
 use llm_quality_observer::store::Store;
 
@@ -41,9 +43,38 @@ enum Command {
         /// The file to check; defaults to --config / LQO_CONFIG / ./lqo.yaml.
         file: Option<PathBuf>,
     },
+    /// Judge stored records: queue the sampled ones of a time range for the LLM judge and judge
+    /// them (alongside any running gateways), then exit.
+    Judge(JudgeArgs),
+    /// Manage client API keys (stored as SHA-256 hashes in the configured database).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Serve an OpenAI-compatible fake model (Chat Completions and Responses, streaming) for
     /// demos, tests and benchmarks.
     MockUpstream(MockUpstreamConfig),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Create a key and print it once on stdout (only its hash is stored).
+    Create {
+        /// Unique name: letters, digits and . _ - (recorded with every call the key makes).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: chat, feedback, logs:read, admin.
+        #[arg(long, default_value = "chat")]
+        scopes: String,
+        /// When the key stops working: 90d, 12h, 2w, 2030-01-01 or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List keys with their prefix, scopes and state (never the keys themselves).
+    List,
+    /// Revoke a key by name.
+    Revoke {
+        /// The key's name.
+        name: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -130,6 +161,53 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("migrations applied to the {} database", store.backend());
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Judge(args)) => {
+            let cfg = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            init_tracing(&cfg);
+            match backfill::command(cfg, args, shutdown_signal()).await {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Some(Command::Keys(cmd)) => {
+            let cfg = match load_config(cli.config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let action = match cmd {
+                KeysCommand::Create {
+                    name,
+                    scopes,
+                    expires,
+                } => KeysAction::Create {
+                    name,
+                    scopes,
+                    expires,
+                },
+                KeysCommand::List => KeysAction::List,
+                KeysCommand::Revoke { name } => KeysAction::Revoke { name },
+            };
+            match auth_cli::run(&cfg, action).await {
+                Ok(out) => {
+                    print!("{}", out.stdout);
+                    eprint!("{}", out.stderr);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Some(Command::Serve(args)) => serve(cli.config, args).await,
         None => serve(cli.config, cli.serve).await,
     }
@@ -170,6 +248,7 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitC
     {
         tracing::info!("no LLM_API_KEY set: answers come from the built-in mock model");
     }
+    app.state.auth.log_startup_state().await;
     app.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -59,7 +59,53 @@ catalog! {
     WRITER_ERRORS = ("lqo_writer_errors_total", "counter", [],
         "Failed batch writes to the database (the batch is retried).");
     WRITER_DROPPED = ("lqo_writer_dropped_total", "counter", ["reason"],
-        "Log records that could not be queued or written at all, by reason queue_full|rejected|closed.");
+        "Log records lost: neither the database nor the spool took them, by reason queue_full|closed|shutdown (the spool failed too), rejected (the database refused the data) or spool_corrupt (unreadable in the spool).");
+    SPOOL_BYTES = ("lqo_spool_bytes", "gauge", [],
+        "Bytes in the writer's append-only spool on disk, waiting to be replayed into the database.");
+    SPOOL_MAX_BYTES = ("lqo_spool_max_bytes", "gauge", [],
+        "Configured spool capacity (writer.spool_max_bytes); beyond it records are dropped.");
+    SPOOL_RECORDS = ("lqo_spool_records_total", "counter", ["reason"],
+        "Log records written to the spool, by reason db_error (the database failed or timed out), queue_full (the writer queue was full) or closed (after shutdown).");
+    SPOOL_REPLAYED = ("lqo_spool_replayed_total", "counter", [],
+        "Log records replayed from the spool into the database (duplicates of stored rows included).");
+    SPOOL_WRITE_ERRORS = ("lqo_spool_write_errors_total", "counter", ["reason"],
+        "Failed writes to the spool, by reason full|io; the records involved are retried or dropped.");
+    RETENTION_PARTITIONS_DROPPED = ("lqo_retention_partitions_dropped_total", "counter", [],
+        "Daily llm_logs partitions dropped by the retention job (PostgreSQL).");
+    RETENTION_ROWS_DELETED = ("lqo_retention_rows_deleted_total", "counter", [],
+        "llm_logs rows deleted one by one by the retention job (SQLite; PostgreSQL's default and pre-partitioning partitions).");
+    RETENTION_ERRORS = ("lqo_retention_errors_total", "counter", [],
+        "Retention or partition maintenance runs that failed (retried at the next run).");
+    AUTH_FAILURES = ("lqo_auth_failures_total", "counter", ["reason"],
+        "Requests refused by authentication, by reason: missing, malformed, invalid, expired, revoked, missing_scope, metrics_token or unavailable.");
+    RATE_LIMITED = ("lqo_rate_limited_total", "counter", ["key_name", "limit"],
+        "Requests refused with 429 by a per-key rate limit, by key name (anonymous when auth is off) and limit (requests or tokens).");
+    HEURISTIC_CHECKS = ("lqo_heuristic_checks_total", "counter", ["model_version", "check", "result"],
+        "Heuristic checks run on successful answers, by check (empty, length, forbidden_terms, refusal, json_valid, truncated) and result pass|fail.");
+    HEURISTIC_LABELS = ("lqo_heuristic_label_total", "counter", ["model_version", "label"],
+        "Successful answers by heuristic label good|warn|bad (the worst failed check decides).");
+    JUDGE_SCORE = ("lqo_judge_score", "histogram", ["model_version", "criterion"],
+        "LLM-judge scores 1–5 of sampled answers, by criterion (overall, instruction_following, truthfulness, or as configured).");
+    JUDGE_REQUESTS = ("lqo_judge_requests_total", "counter", ["model_version", "status"],
+        "Records the LLM judge finished, by status ok (scores stored) or error (no scores after the last attempt).");
+    JUDGE_ERRORS = ("lqo_judge_errors_total", "counter", ["model_version", "error_type"],
+        "Records the LLM judge gave up on, by error_type invalid_output|timeout|upstream_status|connect|invalid_response|record_missing|no_content|abandoned.");
+    JUDGE_RETRIES = ("lqo_judge_retries_total", "counter", ["model_version", "reason"],
+        "Judge calls repeated for one record, by reason invalid_output (the reply was unusable) or upstream_error.");
+    JUDGE_BACKLOG = ("lqo_judge_backlog", "gauge", [],
+        "Judge jobs waiting or in progress (pending or running in the database, shared by all replicas, plus this process's unsaved ones).");
+    JUDGE_JOBS_DROPPED = ("lqo_judge_jobs_dropped_total", "counter", [],
+        "Sampled records whose judge job could not be queued (queue full or the database refused it); `lqo judge --since` picks them up again.");
+    JUDGE_DURATION = ("lqo_judge_duration_seconds", "histogram", ["judge_model"],
+        "Duration of one call to the judge model, in seconds (judge traffic, apart from user traffic).");
+    JUDGE_TOKENS = ("lqo_judge_tokens_total", "counter", ["judge_model", "token_type"],
+        "Tokens spent on judge calls, by token_type input|output.");
+    JUDGE_COST = ("lqo_judge_cost_usd_total", "counter", ["judge_model"],
+        "Cost of judge calls in US dollars, from the judge model's configured prices.");
+    FEEDBACK = ("lqo_feedback_total", "counter", ["model_version", "rating"],
+        "Human feedback received (POST /v1/feedback), by rating positive|neutral|negative.");
+    JUDGE_HUMAN_AGREEMENT = ("lqo_judge_human_agreement_total", "counter", ["model_version", "agreement"],
+        "Human ratings compared with the judge's overall score of the same answer, by agreement agree|disagree (neutral on either side is not compared).");
     BUILD_INFO = ("lqo_build_info", "gauge", ["version"],
         "Always 1; the version label says which build is running.");
 }
@@ -73,6 +119,9 @@ pub fn duration_buckets() -> Vec<f64> {
 pub const TTFT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 ];
+
+/// Judge scores: the 1–5 scale, one bucket per score.
+pub const JUDGE_SCORE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0];
 
 /// Gateway overhead: 50 µs to ~1.6 s, for a cost that should stay under a millisecond.
 pub fn overhead_buckets() -> Vec<f64> {
@@ -110,6 +159,29 @@ pub struct Metrics {
     pub writer_rows_written: IntCounter,
     pub writer_errors: IntCounter,
     pub writer_dropped: IntCounterVec,
+    pub spool_bytes: IntGauge,
+    pub spool_max_bytes: IntGauge,
+    pub spool_records: IntCounterVec,
+    pub spool_replayed: IntCounter,
+    pub spool_write_errors: IntCounterVec,
+    pub retention_partitions_dropped: IntCounter,
+    pub retention_rows_deleted: IntCounter,
+    pub retention_errors: IntCounter,
+    pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub heuristic_checks: IntCounterVec,
+    pub heuristic_labels: IntCounterVec,
+    pub judge_score: HistogramVec,
+    pub judge_requests: IntCounterVec,
+    pub judge_errors: IntCounterVec,
+    pub judge_retries: IntCounterVec,
+    pub judge_backlog: IntGauge,
+    pub judge_jobs_dropped: IntCounter,
+    pub judge_duration: HistogramVec,
+    pub judge_tokens: IntCounterVec,
+    pub judge_cost: prometheus::CounterVec,
+    pub feedback: IntCounterVec,
+    pub judge_human_agreement: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -124,6 +196,15 @@ fn hist(d: &MetricDesc, buckets: Vec<f64>) -> HistogramVec {
 fn counter(d: &MetricDesc) -> IntCounterVec {
     IntCounterVec::new(Opts::new(d.name, d.help), d.labels)
         .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", d.name))
+}
+
+fn plain_counter(d: &MetricDesc) -> IntCounter {
+    IntCounter::new(d.name, d.help)
+        .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", d.name))
+}
+
+fn plain_gauge(d: &MetricDesc) -> IntGauge {
+    IntGauge::new(d.name, d.help).unwrap_or_else(|e| panic!("metric {} is malformed: {e}", d.name))
 }
 
 fn gauge(d: &MetricDesc) -> IntGaugeVec {
@@ -165,6 +246,35 @@ impl Metrics {
             writer_errors: IntCounter::new(WRITER_ERRORS.name, WRITER_ERRORS.help)
                 .unwrap_or_else(|e| panic!("{e}")),
             writer_dropped: counter(&WRITER_DROPPED),
+            spool_bytes: plain_gauge(&SPOOL_BYTES),
+            spool_max_bytes: plain_gauge(&SPOOL_MAX_BYTES),
+            spool_records: counter(&SPOOL_RECORDS),
+            spool_replayed: plain_counter(&SPOOL_REPLAYED),
+            spool_write_errors: counter(&SPOOL_WRITE_ERRORS),
+            retention_partitions_dropped: plain_counter(&RETENTION_PARTITIONS_DROPPED),
+            retention_rows_deleted: plain_counter(&RETENTION_ROWS_DELETED),
+            retention_errors: plain_counter(&RETENTION_ERRORS),
+            auth_failures: counter(&AUTH_FAILURES),
+            rate_limited: counter(&RATE_LIMITED),
+            heuristic_checks: counter(&HEURISTIC_CHECKS),
+            heuristic_labels: counter(&HEURISTIC_LABELS),
+            judge_score: hist(&JUDGE_SCORE, JUDGE_SCORE_BUCKETS.to_vec()),
+            judge_requests: counter(&JUDGE_REQUESTS),
+            judge_errors: counter(&JUDGE_ERRORS),
+            judge_retries: counter(&JUDGE_RETRIES),
+            judge_backlog: IntGauge::new(JUDGE_BACKLOG.name, JUDGE_BACKLOG.help)
+                .unwrap_or_else(|e| panic!("{e}")),
+            judge_jobs_dropped: IntCounter::new(JUDGE_JOBS_DROPPED.name, JUDGE_JOBS_DROPPED.help)
+                .unwrap_or_else(|e| panic!("{e}")),
+            judge_duration: hist(&JUDGE_DURATION, duration_buckets()),
+            judge_tokens: counter(&JUDGE_TOKENS),
+            judge_cost: prometheus::CounterVec::new(
+                Opts::new(JUDGE_COST.name, JUDGE_COST.help),
+                JUDGE_COST.labels,
+            )
+            .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", JUDGE_COST.name)),
+            feedback: counter(&FEEDBACK),
+            judge_human_agreement: counter(&JUDGE_HUMAN_AGREEMENT),
             build_info: gauge(&BUILD_INFO),
             registry,
         };
@@ -186,6 +296,29 @@ impl Metrics {
             Box::new(m.writer_rows_written.clone()),
             Box::new(m.writer_errors.clone()),
             Box::new(m.writer_dropped.clone()),
+            Box::new(m.spool_bytes.clone()),
+            Box::new(m.spool_max_bytes.clone()),
+            Box::new(m.spool_records.clone()),
+            Box::new(m.spool_replayed.clone()),
+            Box::new(m.spool_write_errors.clone()),
+            Box::new(m.retention_partitions_dropped.clone()),
+            Box::new(m.retention_rows_deleted.clone()),
+            Box::new(m.retention_errors.clone()),
+            Box::new(m.auth_failures.clone()),
+            Box::new(m.rate_limited.clone()),
+            Box::new(m.heuristic_checks.clone()),
+            Box::new(m.heuristic_labels.clone()),
+            Box::new(m.judge_score.clone()),
+            Box::new(m.judge_requests.clone()),
+            Box::new(m.judge_errors.clone()),
+            Box::new(m.judge_retries.clone()),
+            Box::new(m.judge_backlog.clone()),
+            Box::new(m.judge_jobs_dropped.clone()),
+            Box::new(m.judge_duration.clone()),
+            Box::new(m.judge_tokens.clone()),
+            Box::new(m.judge_cost.clone()),
+            Box::new(m.feedback.clone()),
+            Box::new(m.judge_human_agreement.clone()),
             Box::new(m.build_info.clone()),
         ];
         for c in collectors {
@@ -196,8 +329,20 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        for reason in ["queue_full", "rejected", "closed"] {
+        for reason in [
+            "queue_full",
+            "rejected",
+            "closed",
+            "shutdown",
+            "spool_corrupt",
+        ] {
             m.writer_dropped.with_label_values(&[reason]);
+        }
+        for reason in ["db_error", "queue_full", "closed"] {
+            m.spool_records.with_label_values(&[reason]);
+        }
+        for reason in ["full", "io"] {
+            m.spool_write_errors.with_label_values(&[reason]);
         }
         m
     }
@@ -235,6 +380,59 @@ impl Metrics {
         self.cost.with_label_values(&[model_version]);
         self.cost_per_request.with_label_values(&[model_version]);
         self.upstream_retries.with_label_values(&[model_version]);
+    }
+
+    /// Creates one model version's quality series at zero: every heuristic check × pass|fail,
+    /// every label, every feedback rating and agreement outcome.
+    pub fn init_quality_series(&self, model_version: &str, checks: &[&str]) {
+        for check in checks {
+            for result in ["pass", "fail"] {
+                self.heuristic_checks
+                    .with_label_values(&[model_version, check, result]);
+            }
+        }
+        for label in ["good", "warn", "bad"] {
+            self.heuristic_labels
+                .with_label_values(&[model_version, label]);
+        }
+        for rating in ["positive", "neutral", "negative"] {
+            self.feedback.with_label_values(&[model_version, rating]);
+        }
+        for agreement in ["agree", "disagree"] {
+            self.judge_human_agreement
+                .with_label_values(&[model_version, agreement]);
+        }
+    }
+
+    /// Creates one model version's judge series at zero (scores per criterion, outcomes, errors
+    /// by type, retries).
+    pub fn init_judge_series(&self, model_version: &str, criteria: &[&str], error_types: &[&str]) {
+        for criterion in criteria {
+            self.judge_score
+                .with_label_values(&[model_version, criterion]);
+        }
+        for status in ["ok", "error"] {
+            self.judge_requests
+                .with_label_values(&[model_version, status]);
+        }
+        for error_type in error_types {
+            self.judge_errors
+                .with_label_values(&[model_version, error_type]);
+        }
+        for reason in ["invalid_output", "upstream_error"] {
+            self.judge_retries
+                .with_label_values(&[model_version, reason]);
+        }
+    }
+
+    /// Creates the judge model's own metering series at zero.
+    pub fn init_judge_model(&self, judge_model: &str) {
+        self.judge_duration.with_label_values(&[judge_model]);
+        for token_type in ["input", "output"] {
+            self.judge_tokens
+                .with_label_values(&[judge_model, token_type]);
+        }
+        self.judge_cost.with_label_values(&[judge_model]);
     }
 
     /// Prometheus text exposition of everything registered.
@@ -300,6 +498,7 @@ pub fn markdown() -> String {
     ));
     out.push_str(&format!("- tokens: {}\n", fmt(&token_buckets())));
     out.push_str(&format!("- cost (USD): {}\n", fmt(&cost_buckets())));
+    out.push_str(&format!("- judge score: {}\n", fmt(JUDGE_SCORE_BUCKETS)));
     out.push_str(
         "\nThe response header `x-lqo-overhead-ms` carries the gateway overhead of each request.\n",
     );
@@ -338,6 +537,15 @@ mod tests {
         m.in_flight.with_label_values(&["chat"]).set(0);
         m.http_requests.with_label_values(&["/chat", "200"]).inc();
         m.writer_batch_size.observe(1.0);
+        m.init_quality_series("v1", &["empty"]);
+        m.init_judge_series("v1", &["overall"], &["timeout"]);
+        m.init_judge_model("judge");
+        m.judge_score
+            .with_label_values(&["v1", "overall"])
+            .observe(4.0);
+        m.judge_duration.with_label_values(&["judge"]).observe(0.1);
+        m.auth_failures.with_label_values(&["invalid"]).inc();
+        m.rate_limited.with_label_values(&["key", "requests"]).inc();
         let text = m.render();
         for d in CATALOG {
             assert!(

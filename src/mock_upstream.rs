@@ -17,6 +17,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -131,6 +132,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     // Building the tokenizer takes a moment; do it before the first request, off the runtime.
     let _ = tokio::task::spawn_blocking(tokens::warm_up).await;
+    // TCP_NODELAY so streamed chunks are not held back by Nagle's algorithm.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(cfg)).await
 }
 
@@ -280,11 +285,19 @@ struct Plan {
     stream_error: bool,
 }
 
+/// Sleeps only for a non-zero duration: tokio rounds even a zero sleep up to its next 1 ms
+/// timer tick, which would put a false floor under every benchmark of the gateway.
+async fn pause(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
 /// Applies delays, triggers and the error rate; `Err` is the error response to send.
 async fn plan(state: &MockState, headers: &HeaderMap, parsed: &Parsed) -> Result<Plan, Response> {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let prompt = last_user_text(&parsed.messages);
-    let triggers = Triggers::parse(prompt);
+    let triggers = Triggers::for_messages(&parsed.messages);
     if let Some(ms) = triggers.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -420,13 +433,13 @@ async fn chat_completions(
     };
     let latency = Duration::from_millis(state.cfg.latency_ms);
     if !parsed.stream {
-        tokio::time::sleep(latency).await;
+        pause(latency).await;
         return Json(chat_completion_body(&plan)).into_response();
     }
     let chunk_delay = Duration::from_millis(state.cfg.chunk_delay_ms);
     let include_usage = parsed.include_usage;
     let frames = async_stream::stream! {
-        tokio::time::sleep(latency).await;
+        pause(latency).await;
         yield Ok(data_frame(&chat_chunk(&plan, json!({ "role": "assistant", "content": "", "refusal": null }), None, include_usage)));
         for (i, word) in word_deltas(&plan.text, 1).into_iter().enumerate() {
             if plan.stream_error && i == CHUNKS_BEFORE_STREAM_ERROR {
@@ -520,7 +533,7 @@ async fn responses(
     let latency = Duration::from_millis(state.cfg.latency_ms);
     let instructions = parsed.instructions.clone();
     if !parsed.stream {
-        tokio::time::sleep(latency).await;
+        pause(latency).await;
         return Json(response_body(&plan, instructions.as_deref(), true)).into_response();
     }
     let chunk_delay = Duration::from_millis(state.cfg.chunk_delay_ms);
@@ -536,7 +549,7 @@ async fn responses(
         let in_progress = response_body(&plan, instructions.as_deref(), false);
         yield Ok(event("response.created", json!({ "response": in_progress })));
         yield Ok(event("response.in_progress", json!({ "response": in_progress })));
-        tokio::time::sleep(latency).await;
+        pause(latency).await;
         yield Ok(event("response.output_item.added", json!({
             "output_index": 0,
             "item": { "id": msg_id, "type": "message", "status": "in_progress", "role": "assistant", "content": [] }

@@ -26,6 +26,7 @@ fn help_lists_the_commands() {
         "serve",
         "migrate",
         "check-config",
+        "keys",
         "mock-upstream",
         "--port",
     ] {

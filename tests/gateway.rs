@@ -363,12 +363,14 @@ async fn health_ready_models_and_docs() {
 }
 
 #[tokio::test]
-async fn ready_is_503_when_the_database_is_gone() {
+async fn ready_is_degraded_but_serving_when_the_database_is_gone() {
     let (store, db) = llm_quality_observer::store::testing::fresh_postgres()
         .await
         .unwrap();
     let up = common::upstream().await;
-    let app = llm_quality_observer::app::App::with_store(common::config(up), store).unwrap();
+    let cfg = common::config(up);
+    let _spool = common::SpoolDir(cfg.writer.spool_dir.clone());
+    let app = llm_quality_observer::app::App::with_store(cfg, store).unwrap();
     let app = llm_quality_observer::app::RunningApp::start(app)
         .await
         .unwrap();
@@ -377,11 +379,13 @@ async fn ready_is_503_when_the_database_is_gone() {
         http.get(app.url("/ready")).send().await.unwrap().status(),
         200
     );
-    drop(db); // drops the database under the running gateway
+    // Drop the database under the running gateway. It stays in rotation: records go to the
+    // spool (503 only when the spool fails too, see tests/durability.rs).
+    drop(db);
     let r = http.get(app.url("/ready")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
+    assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["status"], "degraded");
     assert!(
         body["reasons"][0].as_str().unwrap().contains("database"),
         "{body}"

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{overhead_header, tags_from_headers, validate_tags, AppState, RequestId};
+use crate::auth::Caller;
 use crate::gateway::{ChatInput, Endpoint};
 use crate::provider::{ChatMessage, CompletionRequest};
 
@@ -47,11 +48,16 @@ pub struct ChatResponse {
 #[utoipa::path(
     post, path = "/chat", tag = "chat",
     request_body = ChatRequest,
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "The model's answer", body = ChatResponse),
         (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked API key (auth on)", body = ErrorBody),
+        (status = 403, description = "The API key lacks the chat scope", body = ErrorBody),
         (status = 404, description = "Unknown model version", body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
         (status = 502, description = "Upstream failed", body = ErrorBody),
         (status = 504, description = "Upstream timed out", body = ErrorBody),
     )
@@ -59,6 +65,7 @@ pub struct ChatResponse {
 pub async fn chat(
     State(state): State<AppState>,
     Extension(RequestId(request_id, started)): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ChatRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -91,6 +98,7 @@ pub async fn chat(
         tags,
         metadata,
         started,
+        caller: caller.map(|Extension(c)| c),
     };
     super::check_prompt_size(&state.config, &input.request.messages)?;
     let out = state.gateway.complete_chat(input).await?;

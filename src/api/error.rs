@@ -10,7 +10,11 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::auth::keys::KeyAdminError;
+use crate::auth::Denied;
+use crate::eval::feedback::FeedbackError;
 use crate::gateway::{http_status_for, CoreError};
+use crate::store::StoreError;
 
 /// `{"error": {"message", "type", "param", "code"}}` as OpenAI clients expect.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -93,6 +97,92 @@ impl From<CoreError> for ApiError {
     }
 }
 
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        let unauthorized = |message: &str, code: &'static str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "authentication_error", message).code(code)
+        };
+        match d {
+            Denied::Missing => unauthorized(
+                "No API key: send `Authorization: Bearer <key>` (create one with `lqo keys create`).",
+                "missing_api_key",
+            ),
+            Denied::Malformed => unauthorized(
+                "The Authorization header must be `Bearer <key>`.",
+                "invalid_api_key",
+            ),
+            Denied::Invalid => unauthorized("The API key is not valid.", "invalid_api_key"),
+            Denied::Expired => unauthorized("The API key has expired.", "expired_api_key"),
+            Denied::Revoked => unauthorized("The API key has been revoked.", "revoked_api_key"),
+            Denied::MetricsToken => unauthorized(
+                "GET /metrics needs `Authorization: Bearer <metrics token>` (auth.metrics_token).",
+                "invalid_metrics_token",
+            ),
+            Denied::MissingScope { key_name, scope } => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                format!(
+                    "The API key `{key_name}` lacks the `{}` scope this route needs.",
+                    scope.as_str()
+                ),
+            )
+            .code("missing_scope"),
+            Denied::AuthDisabled => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "Admin routes are disabled while authentication is off (auth.required: false); use `lqo keys` on the server.",
+            )
+            .code("auth_disabled"),
+            Denied::RateLimited { key_name, limited } => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "Rate limit of {} per minute reached for `{key_name}`; retry in {} s.",
+                        limited.kind.as_str(),
+                        limited.retry_after_secs
+                    ),
+                )
+                .code("rate_limit_exceeded");
+                e.retry_after_secs = Some(limited.retry_after_secs);
+                e
+            }
+            Denied::Unavailable(reason) => {
+                tracing::error!(%reason, "API keys cannot be checked");
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "API keys cannot be checked right now; retry shortly.",
+                )
+                .code("auth_unavailable");
+                e.retry_after_secs = Some(1);
+                e
+            }
+        }
+    }
+}
+
+impl From<KeyAdminError> for ApiError {
+    fn from(e: KeyAdminError) -> Self {
+        let message = e.to_string();
+        match e {
+            KeyAdminError::InvalidName(_) => ApiError::bad_request(message).param("name"),
+            KeyAdminError::InvalidScopes(_) => ApiError::bad_request(message).param("scopes"),
+            KeyAdminError::ExpiryInPast(_) => ApiError::bad_request(message).param("expires"),
+            KeyAdminError::DeclaredInConfig(_) | KeyAdminError::NameTaken(_) => {
+                ApiError::new(StatusCode::CONFLICT, "invalid_request_error", message)
+                    .param("name")
+                    .code("key_name_taken")
+            }
+            KeyAdminError::NotFound(_) => ApiError::not_found(message).code("key_not_found"),
+            KeyAdminError::Store(s) => {
+                tracing::error!(error = %s, "API key administration failed");
+                ApiError::internal("The key table could not be updated.")
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -104,12 +194,57 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110: a 401 names the scheme the client should use.
+            resp.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Bearer realm=\"lqo\""),
+            );
+        }
         if let Some(secs) = self.retry_after_secs {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert("retry-after", v);
             }
         }
         resp
+    }
+}
+
+impl From<FeedbackError> for ApiError {
+    fn from(e: FeedbackError) -> Self {
+        match e {
+            FeedbackError::Invalid { param, message } => ApiError::bad_request(message)
+                .param(param)
+                .code("invalid_value"),
+            FeedbackError::UnknownRequest(id) => ApiError::not_found(format!(
+                "No logged request has id {id}. Feedback must name the request_id of an answer \
+                 from this gateway, sent after the answer arrived."
+            ))
+            .param("request_id")
+            .code("request_not_found"),
+            FeedbackError::Store(e) => ApiError::from_store(e),
+        }
+    }
+}
+
+impl ApiError {
+    /// A database failure: 503 with Retry-After (a corrupt row is a 500); the detail goes to
+    /// the log, not to the client.
+    pub fn from_store(e: StoreError) -> Self {
+        tracing::error!(error = %e, "database operation failed");
+        match e {
+            StoreError::Corrupt { .. } => ApiError::internal("A stored row could not be read."),
+            _ => {
+                let mut err = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "The database is unavailable right now; retry shortly.",
+                )
+                .code("database_unavailable");
+                err.retry_after_secs = Some(1);
+                err
+            }
+        }
     }
 }
 

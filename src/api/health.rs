@@ -23,47 +23,77 @@ pub async fn health() -> Json<Health> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
-    /// `ready` or `not_ready`.
+    /// `ready`; `degraded` (still serving: e.g. the database is down and records go to the
+    /// spool on disk, to be replayed); or `not_ready` (records are being lost: the database and
+    /// the spool both fail).
     pub status: &'static str,
     /// `postgres` or `sqlite`.
     pub database: &'static str,
     pub writer_queue_depth: usize,
-    /// Why the gateway is not ready, when it is not.
+    /// True while records go to the spool because the database failed.
+    pub spooling: bool,
+    /// Bytes in the spool waiting to be replayed.
+    pub spool_bytes: u64,
+    /// What is wrong, when the status is not `ready`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub reasons: Vec<String>,
 }
 
+/// Readiness of the write path. A database outage alone keeps the gateway in rotation (200,
+/// `degraded`): calls are still served and their records are safe in the spool, and a readiness
+/// failure on every replica at once would turn a database outage into a gateway outage. Only
+/// when records cannot be kept at all — database and spool both failing — is it 503.
 #[utoipa::path(get, path = "/ready", tag = "ops",
     responses(
-        (status = 200, description = "Database reachable and writer healthy", body = Readiness),
-        (status = 503, description = "Not ready, with the reasons", body = Readiness),
+        (status = 200, description = "Ready, or degraded but serving (see `reasons`)", body = Readiness),
+        (status = 503, description = "Records are being lost: database and spool both fail", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let mut reasons = Vec::new();
     let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
-    match ping {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => reasons.push(format!("database unreachable: {e}")),
-        Err(_) => reasons.push("database unreachable: ping timed out after 2 s".into()),
-    }
-    if let Some(e) = state.writer.last_error() {
+    let mut db_failing = match ping {
+        Ok(Ok(())) => false,
+        Ok(Err(e)) => {
+            reasons.push(format!("database unreachable: {e}"));
+            true
+        }
+        Err(_) => {
+            reasons.push("database unreachable: ping timed out after 2 s".into());
+            true
+        }
+    };
+    let writer = state.writer.status();
+    if let Some(e) = &writer.db_error {
         reasons.push(format!("writer cannot write to the database: {e}"));
+        db_failing = true;
     }
-    let status = if reasons.is_empty() {
-        StatusCode::OK
+    if writer.spooling {
+        reasons.push(format!(
+            "log records go to the spool on disk until the database takes writes again ({} bytes waiting)",
+            writer.spool_bytes
+        ));
+    }
+    let spool_failing = writer.spool_error.is_some();
+    if let Some(e) = &writer.spool_error {
+        reasons.push(format!(
+            "LOG RECORDS CAN BE LOST: the spool cannot be written: {e}"
+        ));
+    }
+    let (code, status) = if db_failing && spool_failing {
+        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
+    } else if reasons.is_empty() {
+        (StatusCode::OK, "ready")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::OK, "degraded")
     };
     (
-        status,
+        code,
         Json(Readiness {
-            status: if reasons.is_empty() {
-                "ready"
-            } else {
-                "not_ready"
-            },
+            status,
             database: state.store.backend(),
-            writer_queue_depth: state.writer.queue_depth(),
+            writer_queue_depth: writer.queue_depth,
+            spooling: writer.spooling,
+            spool_bytes: writer.spool_bytes,
             reasons,
         }),
     )

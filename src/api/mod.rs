@@ -1,9 +1,13 @@
 //! HTTP handlers, one file per resource, and the router that ties them to the app state.
 //! Handlers parse, call the gateway core, and shape the answer; no SQL and no business rules here.
 
+pub mod access;
+pub mod admin;
 pub mod chat;
 pub mod error;
+pub mod feedback;
 pub mod health;
+pub mod logs;
 pub mod openai;
 
 use std::sync::Arc;
@@ -13,18 +17,20 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tracing::Instrument;
 use utoipa::OpenApi;
 use uuid::Uuid;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::provider::ChatMessage;
 use crate::store::writer::WriterHandle;
 use crate::store::Store;
+use access::SecurityAddon;
 use error::ApiError;
 
 /// Shared by every handler; cheap to clone.
@@ -35,6 +41,8 @@ pub struct AppState {
     pub store: Store,
     pub writer: WriterHandle,
     pub metrics: Arc<Metrics>,
+    /// Client keys, scopes and rate limits (`crate::auth`).
+    pub auth: Arc<Auth>,
 }
 
 /// The request's id (client-supplied `x-request-id` if it is a UUID, else a new UUIDv7) and when
@@ -48,11 +56,18 @@ pub static X_OVERHEAD: HeaderName = HeaderName::from_static("x-lqo-overhead-ms")
 #[derive(OpenApi)]
 #[openapi(
     info(title = "LLM Quality Observer", description = "An LLM gateway that logs every call and exposes latency, tokens, cost and quality per model version."),
-    paths(chat::chat, openai::chat_completions, openai::list_models, health::health, health::ready, health::metrics),
+    paths(chat::chat, openai::chat_completions, openai::list_models, health::health, health::ready, health::metrics,
+        logs::list_logs, logs::get_log,
+        feedback::submit_feedback, feedback::agreement,
+        admin::create_key, admin::list_keys, admin::revoke_key),
+    modifiers(&SecurityAddon),
     tags(
         (name = "chat", description = "The original API"),
         (name = "openai", description = "OpenAI-compatible API"),
         (name = "ops", description = "Health and metrics"),
+        (name = "logs", description = "The raw records read back"),
+        (name = "feedback", description = "Human ratings of answers, and how often the LLM judge agrees with them"),
+        (name = "admin", description = "Client API keys (scope admin; authentication must be on)"),
     )
 )]
 pub struct ApiDoc;
@@ -66,10 +81,29 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
+        .route("/v1/feedback", post(feedback::submit_feedback))
+        .route("/v1/feedback/agreement", get(feedback::agreement))
+        .route("/v1/logs", get(logs::list_logs))
+        .route("/v1/logs/{request_id}", get(logs::get_log))
+        .route(
+            "/v1/admin/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route("/v1/admin/keys/{name}", delete(admin::revoke_key))
         .merge(utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        // Keys and scopes per matched route (`auth::ROUTE_ACCESS`); unknown routes stay 404.
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::require_access,
+        ))
         .route_layer(middleware::from_fn(expose_matched_path))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            access::whole_request_timeout,
+        ))
+        .layer(middleware::from_fn(access::json_bare_errors))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_context,

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{overhead_header, tags_from_headers, validate_tags, AppState, RequestId};
+use crate::auth::Caller;
 use crate::gateway::{http_status_for, ChatInput, Endpoint, GatewayStreamItem};
 use crate::provider::{ChatMessage, CompletionRequest, Usage};
 
@@ -280,6 +281,7 @@ fn to_input(
         tags,
         metadata: serde_json::Value::Object(metadata),
         started,
+        caller: None,
     };
     Ok((input, stream, include_usage))
 }
@@ -287,11 +289,16 @@ fn to_input(
 #[utoipa::path(
     post, path = "/v1/chat/completions", tag = "openai",
     request_body = ChatCompletionRequest,
+    security((), ("bearer" = [])),
     responses(
         (status = 200, description = "A chat.completion object, or with `stream: true` a text/event-stream of chat.completion.chunk objects ending in `data: [DONE]`", body = ChatCompletion),
         (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 401, description = "Missing, invalid, expired or revoked API key (auth on)", body = ErrorBody),
+        (status = 403, description = "The API key lacks the chat scope", body = ErrorBody),
         (status = 404, description = "Unknown model version", body = ErrorBody),
+        (status = 408, description = "The request body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
         (status = 502, description = "Upstream failed", body = ErrorBody),
         (status = 504, description = "Upstream timed out", body = ErrorBody),
     )
@@ -299,10 +306,12 @@ fn to_input(
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(RequestId(request_id, started)): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let (input, stream, include_usage) = to_input(req, &state, request_id, started, &headers)?;
+    let (mut input, stream, include_usage) = to_input(req, &state, request_id, started, &headers)?;
+    input.caller = caller.map(|Extension(c)| c);
     let id = format!("chatcmpl-{}", request_id.simple());
     let created = chrono::Utc::now().timestamp();
     if !stream {
@@ -386,7 +395,13 @@ pub struct ModelObject {
 }
 
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
-    responses((status = 200, description = "The configured model versions", body = ModelList)))]
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The configured model versions", body = ModelList),
+        (status = 401, description = "Missing, invalid, expired or revoked API key (auth on)", body = ErrorBody),
+        (status = 403, description = "The API key lacks the chat scope", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
 pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     let data = state
         .gateway

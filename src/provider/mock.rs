@@ -51,6 +51,73 @@ pub fn json_answer(text: &str) -> String {
     serde_json::json!({ "answer": text, "mock": true }).to_string()
 }
 
+/// Opens the LLM judge's rubric (see `eval::judge`). A request whose system message carries it is a
+/// judge call: the mock then answers a judge-shaped JSON verdict instead of its usual text, and
+/// only `[mock:judge_…]` triggers apply (the judged prompt's own triggers are data, not switches).
+pub const JUDGE_MARKER: &str = "[lqo:judge-rubric]";
+/// The rubric line naming the criteria to score, e.g. `Criteria: overall, truthfulness`.
+pub const JUDGE_CRITERIA_PREFIX: &str = "Criteria:";
+
+/// True when `messages` are an LLM-judge rubric call.
+pub fn is_judge_request(messages: &[ChatMessage]) -> bool {
+    messages
+        .iter()
+        .any(|m| m.role == "system" && m.content.contains(JUDGE_MARKER))
+}
+
+/// The mock judge's reply: deterministic scores 3–5 per criterion derived from the judged text
+/// (or all `[mock:judge_score=N]`), as `{"scores": {...}, "rationale": "..."}`.
+/// `[mock:judge_malformed]` answers prose without JSON every time, `[mock:judge_malformed_once]`
+/// only until the conversation holds an earlier (refused) assistant reply, and
+/// `[mock:judge_fenced]` wraps the JSON in a Markdown fence with prose around it.
+pub fn judge_answer(messages: &[ChatMessage], triggers: &Triggers) -> String {
+    let retried = messages.iter().any(|m| m.role == "assistant");
+    if triggers.judge_malformed || (triggers.judge_malformed_once && !retried) {
+        return "I would rate this answer fairly well, maybe a four out of five overall.".into();
+    }
+    let criteria: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == "system")
+        .flat_map(|m| m.content.lines())
+        .find_map(|l| l.trim().strip_prefix(JUDGE_CRITERIA_PREFIX))
+        .map(|rest| {
+            rest.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["overall"]);
+    let material = judged_text(messages);
+    let mut scores = serde_json::Map::new();
+    for c in criteria {
+        let score = triggers.judge_score.map_or_else(
+            || 3 + fnv1a(format!("{c}\n{material}").as_bytes()) % 3,
+            u64::from,
+        );
+        scores.insert(c.to_string(), serde_json::json!(score));
+    }
+    let verdict = serde_json::json!({
+        "scores": scores,
+        "rationale": "Mock judge: deterministic scores derived from the judged text.",
+    })
+    .to_string();
+    if triggers.judge_fenced {
+        format!("Here is my evaluation:\n\n```json\n{verdict}\n```\n\nLet me know if you need more detail.")
+    } else {
+        verdict
+    }
+}
+
+/// In a judge call, the first user message: the prompt and answer being judged (a retry appends
+/// more messages after it).
+fn judged_text(messages: &[ChatMessage]) -> &str {
+    messages
+        .iter()
+        .find(|m| m.role == "user")
+        .map(|m| m.content.as_str())
+        .unwrap_or("")
+}
+
 /// The text of the last `user` message (the triggers and the quoted prompt come from it), or of the
 /// last message when there is no user message.
 pub fn last_user_text(messages: &[ChatMessage]) -> &str {
@@ -78,12 +145,37 @@ pub struct Triggers {
     pub stream_error: bool,
     /// `[mock:cached_tokens=N]`: report N of the prompt tokens as cached (capped at the prompt).
     pub cached_tokens: Option<u64>,
+    /// `[mock:bad_json]`: when JSON output was requested, answer text that is not JSON.
+    pub bad_json: bool,
+    /// Judge calls only (see [`judge_answer`]): `[mock:judge_malformed]`.
+    pub judge_malformed: bool,
+    /// Judge calls only: `[mock:judge_malformed_once]`.
+    pub judge_malformed_once: bool,
+    /// Judge calls only: `[mock:judge_fenced]`.
+    pub judge_fenced: bool,
+    /// Judge calls only: `[mock:judge_score=N]` (1–5; others ignored).
+    pub judge_score: Option<u8>,
 }
 
 impl Triggers {
     /// Reads every `[mock:key]` / `[mock:key=value]` in `text`; unknown keys and bad values are
     /// ignored, so a prompt can never make the mock fail in an unplanned way.
     pub fn parse(text: &str) -> Triggers {
+        Self::parse_keys(text, false)
+    }
+
+    /// The triggers of a request. For a judge call (see [`is_judge_request`]) they are read from
+    /// the judged material and only `judge_…` keys count, with `judge_status` and
+    /// `judge_delay_ms` acting as `status` and `delay_ms`.
+    pub fn for_messages(messages: &[ChatMessage]) -> Triggers {
+        if is_judge_request(messages) {
+            Self::parse_keys(judged_text(messages), true)
+        } else {
+            Self::parse_keys(last_user_text(messages), false)
+        }
+    }
+
+    fn parse_keys(text: &str, judge: bool) -> Triggers {
         let mut t = Triggers::default();
         let mut rest = text;
         while let Some(start) = rest.find("[mock:") {
@@ -95,7 +187,20 @@ impl Triggers {
                 Some((k, v)) => (k.trim(), Some(v.trim())),
                 None => (body.trim(), None),
             };
+            let key = match (judge, key.strip_prefix("judge_")) {
+                (true, Some(k @ ("status" | "delay_ms"))) => k,
+                (true, Some(_)) => key,
+                (true, None) | (false, Some(_)) => continue,
+                (false, None) => key,
+            };
             match (key, value) {
+                ("judge_malformed", _) => t.judge_malformed = true,
+                ("judge_malformed_once", _) => t.judge_malformed_once = true,
+                ("judge_fenced", _) => t.judge_fenced = true,
+                ("judge_score", Some(v)) => {
+                    t.judge_score = v.parse().ok().filter(|s| (1..=5).contains(s));
+                }
+                ("bad_json", _) => t.bad_json = true,
                 ("status", Some(v)) => {
                     t.status = v.parse().ok().filter(|s| (400..=599).contains(s));
                 }
@@ -141,11 +246,18 @@ pub fn answer_for(
     max_tokens: Option<u32>,
     json_mode: bool,
 ) -> (String, &'static str) {
+    let triggers = Triggers::for_messages(messages);
+    if is_judge_request(messages) {
+        return (judge_answer(messages, &triggers), "stop");
+    }
     let prompt = last_user_text(messages);
-    let triggers = Triggers::parse(prompt);
     let (words, finish) = plan_length(output_words, max_tokens, triggers.truncate);
     let text = answer_text(prompt, words);
-    let text = if json_mode { json_answer(&text) } else { text };
+    let text = if json_mode && !triggers.bad_json {
+        json_answer(&text)
+    } else {
+        text
+    };
     (text, finish)
 }
 
@@ -237,7 +349,7 @@ impl Provider for MockProvider {
     }
 
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let triggers = Triggers::parse(last_user_text(&req.messages));
+        let triggers = Triggers::for_messages(&req.messages);
         self.before_answer(&triggers).await?;
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
@@ -258,7 +370,7 @@ impl Provider for MockProvider {
     }
 
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let triggers = Triggers::parse(last_user_text(&req.messages));
+        let triggers = Triggers::for_messages(&req.messages);
         self.before_answer(&triggers).await?;
         let (text, finish) = answer_for(
             &req.messages,
@@ -433,6 +545,95 @@ mod tests {
         let items: Vec<_> = s.by_ref().collect().await;
         assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 2);
         assert!(items.last().unwrap().is_err());
+    }
+
+    fn judge_req(material: &str) -> Vec<ChatMessage> {
+        vec![
+            ChatMessage {
+                role: "system".into(),
+                content: format!(
+                    "{JUDGE_MARKER} rubric\n{JUDGE_CRITERIA_PREFIX} overall, truthfulness\nReply in JSON."
+                ),
+            },
+            ChatMessage {
+                role: "user".into(),
+                content: material.into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn judge_calls_get_a_deterministic_verdict_for_the_rubric_criteria() {
+        let m = judge_req("<prompt>hi</prompt><answer>hello</answer>");
+        assert!(is_judge_request(&m));
+        let (text, finish) = answer_for(&m, 32, Some(3), true);
+        assert_eq!(finish, "stop");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let scores = v["scores"].as_object().unwrap();
+        assert_eq!(
+            scores.keys().collect::<Vec<_>>(),
+            vec!["overall", "truthfulness"]
+        );
+        assert!(scores
+            .values()
+            .all(|s| (3..=5).contains(&s.as_u64().unwrap())));
+        assert!(v["rationale"].as_str().unwrap().contains("Mock judge"));
+        assert_eq!(answer_for(&m, 32, None, true).0, text);
+        assert!(!is_judge_request(&[m[1].clone()]));
+    }
+
+    #[test]
+    fn judge_triggers_apply_only_to_judge_calls() {
+        let forced = judge_req("prompt [mock:judge_score=2] [mock:truncate] [mock:status=500]");
+        let t = Triggers::for_messages(&forced);
+        assert_eq!(t.judge_score, Some(2));
+        assert!(!t.truncate);
+        assert_eq!(t.status, None);
+        let v: serde_json::Value =
+            serde_json::from_str(&answer_for(&forced, 32, None, true).0).unwrap();
+        assert_eq!(v["scores"]["overall"], 2);
+
+        let failing = judge_req("x [mock:judge_status=503] [mock:judge_delay_ms=5]");
+        let t = Triggers::for_messages(&failing);
+        assert_eq!((t.status, t.delay_ms), (Some(503), Some(5)));
+        // In an ordinary request the judge triggers are inert.
+        let plain = Triggers::parse("x [mock:judge_status=503] [mock:judge_malformed]");
+        assert_eq!(plain, Triggers::default());
+
+        let malformed = judge_req("x [mock:judge_malformed]");
+        let reply = answer_for(&malformed, 32, None, true).0;
+        assert!(serde_json::from_str::<serde_json::Value>(&reply).is_err());
+
+        let mut once = judge_req("x [mock:judge_malformed_once]");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&answer_for(&once, 32, None, true).0)
+                .is_err()
+        );
+        once.push(ChatMessage {
+            role: "assistant".into(),
+            content: "bad".into(),
+        });
+        once.push(ChatMessage {
+            role: "user".into(),
+            content: "again, as JSON".into(),
+        });
+        assert!(
+            serde_json::from_str::<serde_json::Value>(&answer_for(&once, 32, None, true).0).is_ok()
+        );
+
+        let fenced = answer_for(&judge_req("x [mock:judge_fenced]"), 32, None, true).0;
+        assert!(fenced.contains("```json\n{"), "{fenced}");
+    }
+
+    #[test]
+    fn bad_json_trigger_breaks_json_mode() {
+        let m = vec![ChatMessage {
+            role: "user".into(),
+            content: "json please [mock:bad_json]".into(),
+        }];
+        let (text, _) = answer_for(&m, 8, None, true);
+        assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+        assert!(text.starts_with("This is a mock answer"));
     }
 
     #[tokio::test]

@@ -1,6 +1,10 @@
 //! Durable storage of raw records: PostgreSQL or an embedded SQLite file behind one `Store`,
 //! and the batching writer that keeps inserts off the request path. Knows nothing about HTTP.
 
+pub mod auth;
+pub mod query;
+pub mod retention;
+pub mod spool;
 pub mod writer;
 
 use std::borrow::Cow;
@@ -17,6 +21,10 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, PgPool, Row, SqlitePool};
 use uuid::Uuid;
 /// One model call, as it lands in `llm_logs`.
+///
+/// The writer's spool keeps records as this struct's JSON across restarts and upgrades: a field
+/// added later needs `#[serde(default)]`, or records spooled by the previous version become
+/// unreadable (`spool::tests::a_record_spooled_by_the_first_version_still_reads` guards this).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogRecord {
     pub request_id: Uuid,
@@ -143,7 +151,9 @@ macro_rules! log_columns {
 pub const LOG_COLUMNS: &str = log_columns!();
 
 /// One statement per batch: each column travels as one array parameter, so the statement text and
-/// its plan are the same for every batch size. Tags cannot be a `text[][]` element of UNNEST
+/// its plan are the same for every batch size. The conflict key includes created_at because
+/// llm_logs is partitioned by it (migration 0002); a replayed record carries its original
+/// created_at, so replays stay idempotent. Tags cannot be a `text[][]` element of UNNEST
 /// (Postgres arrays are not nested), so each row's tags travel as a jsonb array and become text[].
 const PG_INSERT: &str = concat!(
     "INSERT INTO llm_logs (",
@@ -162,7 +172,7 @@ const PG_INSERT: &str = concat!(
      upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
      cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
      metadata, heuristic_label, heuristic_results, api_key_name) \
-     ON CONFLICT (request_id) DO NOTHING"
+     ON CONFLICT (request_id, created_at) DO NOTHING"
 );
 
 /// Prepared once per connection and run per row inside one transaction: as fast as multi-row
@@ -177,7 +187,9 @@ const SQLITE_INSERT: &str = concat!(
 const PG_GET_LOG: &str = concat!(
     "SELECT ",
     log_columns!(),
-    " FROM llm_logs WHERE request_id = $1"
+    // Partitioned by time, request_id alone is not unique (a reused client x-request-id makes
+    // two rows): the newest one is the answer.
+    " FROM llm_logs WHERE request_id = $1 ORDER BY created_at DESC LIMIT 1"
 );
 const SQLITE_GET_LOG: &str = concat!(
     "SELECT ",

@@ -1,52 +1,203 @@
-//! The batching writer: request handlers hand records over without waiting, and one task inserts
-//! them in batches by count or time window, keeping a failed batch and retrying until it lands.
+//! The batching writer: request handlers hand records over without waiting; one task inserts them
+//! in batches by count or time window. A batch the database cannot take goes to the on-disk spool
+//! (`spool.rs`) and a replay task feeds the spool back, in order, once the database answers, so
+//! records survive outages, overload and crashes and land exactly once (inserts are idempotent).
+//!
+//! States: while the database takes writes, batches go straight to it and only overflow (a full
+//! queue) is spooled. After a failed write the writer is *spooling*: every batch is appended to
+//! the spool behind what is already there, and only the replay task talks to the database. It
+//! leaves that state once it has drained the spool and the database answers.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::spool::{read_segment, Spool, SpoolError, SpoolReason};
 use super::{LogRecord, Store, StoreError};
 use crate::config::WriterConfig;
 use crate::metrics::Metrics;
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the idle replay task looks again: re-checks a recorded spool failure (so `/ready`
+/// recovers without traffic) and notices a spooling state it was not woken for.
+const SPOOL_RECHECK: Duration = Duration::from_secs(5);
+/// At most one log line per this interval for per-record events (overflow, drops).
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
-/// Why a record was not queued. The caller's request goes on regardless; the writer has already
-/// counted and logged the loss.
+/// Where a submitted record went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// Into the queue of the writer task.
+    Queued,
+    /// The queue was full (or closed): onto the spool on disk, fsync'd, to be replayed.
+    Spooled,
+}
+
+/// The record is lost: neither the queue nor the spool took it. The caller's request goes on
+/// regardless; the writer has already counted and logged the loss.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    #[error("writer queue is full ({capacity} records); log record {request_id} dropped")]
+    #[error("writer queue is full ({capacity} records) and the spool failed ({spool_error}); log record {request_id} dropped")]
     QueueFull {
         request_id: uuid::Uuid,
         capacity: usize,
+        spool_error: String,
     },
-    #[error("writer is shut down; log record {request_id} dropped")]
-    Closed { request_id: uuid::Uuid },
+    #[error(
+        "writer is shut down and the spool failed ({spool_error}); log record {request_id} dropped"
+    )]
+    Closed {
+        request_id: uuid::Uuid,
+        spool_error: String,
+    },
 }
 
-/// State shared by every handle and the writer task.
-struct Shared {
-    metrics: Arc<Metrics>,
-    /// The last write error while the database has not yet accepted a write since.
-    last_error: Mutex<Option<String>>,
-    /// Set once to ask the task to stop taking records, flush what is queued and exit, even
-    /// while clones of the handle (and so senders) are still alive.
-    shutdown: watch::Sender<bool>,
+/// What `/ready` reports about the write path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterStatus {
+    pub queue_depth: usize,
+    /// The database failed and records are going to the spool until it is drained.
+    pub spooling: bool,
+    /// The last database error, while writes have not recovered from it.
+    pub db_error: Option<String>,
+    pub spool_bytes: u64,
+    pub spool_segments: usize,
+    /// The last failed spool write (full or I/O), until a write or re-check succeeds.
+    pub spool_error: Option<String>,
 }
 
-impl Shared {
-    fn set_last_error(&self, error: Option<String>) -> Option<String> {
-        // A panic elsewhere while holding the lock does not make the string invalid.
-        let mut guard = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
-        std::mem::replace(&mut *guard, error)
+/// Logs a repeating event at most once per [`LOG_EVERY`], with how many were not logged.
+#[derive(Default)]
+struct Throttle {
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl Throttle {
+    fn check(&self) -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < LOG_EVERY.as_millis() as u64 {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if self
+            .last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Ordering::Relaxed))
     }
 }
 
-/// Submits records to the writer task. Cheap to clone; never blocks.
+/// State shared by every handle, the writer task and the replay task.
+struct Shared {
+    metrics: Arc<Metrics>,
+    /// Never held across an await.
+    spool: Mutex<Spool>,
+    /// The last write error while the database has not yet accepted a write since.
+    last_error: Mutex<Option<String>>,
+    spooling: AtomicBool,
+    /// Wakes the replay task when something was spooled.
+    replay_wake: Notify,
+    /// Set once to ask the tasks to stop taking records, flush what is queued and exit, even
+    /// while clones of the handle (and so senders) are still alive.
+    shutdown: watch::Sender<bool>,
+    overflow_log: Throttle,
+    drop_log: Throttle,
+}
+
+impl Shared {
+    fn lock_spool(&self) -> MutexGuard<'_, Spool> {
+        // A panic elsewhere while holding the lock leaves the spool's bookkeeping usable.
+        self.spool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_last_error(&self, error: Option<String>) -> Option<String> {
+        let mut guard = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *guard, error)
+    }
+
+    fn spooling(&self) -> bool {
+        self.spooling.load(Ordering::Acquire)
+    }
+
+    /// Appends and fsyncs; wakes the replay task on success, logs loudly on failure.
+    fn spool_append(&self, records: &[LogRecord], reason: SpoolReason) -> Result<(), SpoolError> {
+        let result = self.lock_spool().append(records, reason);
+        match &result {
+            Ok(()) => self.replay_wake.notify_one(),
+            Err(e) => {
+                if let Some(suppressed) = self.drop_log.check() {
+                    tracing::error!(
+                        error = %e,
+                        records = records.len(),
+                        similar_errors_not_logged = suppressed,
+                        "SPOOL WRITE FAILED: log records cannot be kept on disk"
+                    );
+                }
+            }
+        }
+        result
+    }
+
+    fn record_success(&self, batch_len: usize, inserted: u64) {
+        let m = &self.metrics;
+        m.writer_batch_size.observe(batch_len as f64);
+        m.writer_rows_written.inc_by(inserted);
+        if let Some(previous) = self.set_last_error(None) {
+            tracing::info!(previous_error = %previous, "log writes recovered");
+        }
+    }
+
+    /// A database write failed: count it, remember it for `/ready`, and send further batches
+    /// to the spool until the replay task has drained it.
+    fn db_failed(&self, e: &WriteError, records: usize, who: &'static str) {
+        self.metrics.writer_errors.inc();
+        self.set_last_error(Some(e.to_string()));
+        let was_spooling = self.spooling.swap(true, Ordering::AcqRel);
+        // The replay task probes the database while spooling; it may be waiting for work.
+        self.replay_wake.notify_one();
+        if was_spooling {
+            tracing::warn!(error = %e, records, who, "database write failed again; records stay in the spool");
+        } else {
+            tracing::error!(
+                error = %e,
+                records,
+                who,
+                "database write failed; spooling log records to disk until it is back"
+            );
+        }
+    }
+
+    fn dropped(&self, reason: &'static str, n: usize, detail: &dyn std::fmt::Display) {
+        self.metrics
+            .writer_dropped
+            .with_label_values(&[reason])
+            .inc_by(n as u64);
+        if let Some(suppressed) = self.drop_log.check() {
+            tracing::error!(
+                reason,
+                records = n,
+                error = %detail,
+                similar_errors_not_logged = suppressed,
+                "LOG RECORDS LOST: neither the database nor the spool took them"
+            );
+        }
+    }
+}
+
+/// Submits records to the writer task. Cheap to clone; never waits for the database.
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<LogRecord>,
@@ -54,42 +205,55 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Queues a record for the database without waiting. A full queue (the database is slower
-    /// than traffic, or down long enough) refuses the record at once so requests never stall.
-    pub fn submit(&self, record: LogRecord) -> Result<(), SubmitError> {
+    /// Queues a record for the database without waiting. When the queue is full (the database is
+    /// slower than traffic) or closed (shutdown), the record is appended to the spool instead
+    /// (one fsync; this is the only case where the request path touches the disk). `Err` only
+    /// when the spool failed too; the loss is already counted and logged.
+    pub fn submit(&self, record: LogRecord) -> Result<Submitted, SubmitError> {
         match self.tx.try_send(record) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(Submitted::Queued),
             Err(mpsc::error::TrySendError::Full(record)) => {
-                let capacity = self.tx.max_capacity();
-                self.shared
-                    .metrics
-                    .writer_dropped
-                    .with_label_values(&["queue_full"])
-                    .inc();
-                tracing::error!(
-                    request_id = %record.request_id,
-                    model_version = %record.model_version,
-                    capacity,
-                    "writer queue full; log record dropped"
-                );
-                Err(SubmitError::QueueFull {
-                    request_id: record.request_id,
-                    capacity,
-                })
+                self.overflow(record, SpoolReason::QueueFull)
             }
             Err(mpsc::error::TrySendError::Closed(record)) => {
-                self.shared
-                    .metrics
-                    .writer_dropped
-                    .with_label_values(&["closed"])
-                    .inc();
-                tracing::error!(
-                    request_id = %record.request_id,
-                    "writer is shut down; log record dropped"
-                );
-                Err(SubmitError::Closed {
-                    request_id: record.request_id,
-                })
+                self.overflow(record, SpoolReason::Closed)
+            }
+        }
+    }
+
+    fn overflow(&self, record: LogRecord, reason: SpoolReason) -> Result<Submitted, SubmitError> {
+        match self
+            .shared
+            .spool_append(std::slice::from_ref(&record), reason)
+        {
+            Ok(()) => {
+                if let Some(suppressed) = self.shared.overflow_log.check() {
+                    tracing::warn!(
+                        request_id = %record.request_id,
+                        ?reason,
+                        similar_not_logged = suppressed,
+                        "writer queue unavailable; log record spooled to disk"
+                    );
+                }
+                Ok(Submitted::Spooled)
+            }
+            Err(e) => {
+                let request_id = record.request_id;
+                let spool_error = e.to_string();
+                if reason == SpoolReason::Closed {
+                    self.shared.dropped("closed", 1, &e);
+                    Err(SubmitError::Closed {
+                        request_id,
+                        spool_error,
+                    })
+                } else {
+                    self.shared.dropped("queue_full", 1, &e);
+                    Err(SubmitError::QueueFull {
+                        request_id,
+                        capacity: self.tx.max_capacity(),
+                        spool_error,
+                    })
+                }
             }
         }
     }
@@ -100,7 +264,7 @@ impl WriterHandle {
     }
 
     /// The last database error, while writes have not recovered from it; `None` once a write
-    /// succeeds again. `/ready` reports it.
+    /// succeeds again.
     pub fn last_error(&self) -> Option<String> {
         self.shared
             .last_error
@@ -109,48 +273,180 @@ impl WriterHandle {
             .clone()
     }
 
+    /// Queue, spool and error state, for `/ready`.
+    pub fn status(&self) -> WriterStatus {
+        let (spool_bytes, spool_segments, spool_error) = {
+            let spool = self.shared.lock_spool();
+            (
+                spool.bytes(),
+                spool.segment_count(),
+                spool.last_failure().map(|f| f.message.clone()),
+            )
+        };
+        WriterStatus {
+            queue_depth: self.queue_depth(),
+            spooling: self.shared.spooling(),
+            db_error: self.last_error(),
+            spool_bytes,
+            spool_segments,
+            spool_error,
+        }
+    }
+
     /// Asks the writer to stop accepting records, flush the queue and exit; returns at once.
-    /// Later `submit`s fail with [`SubmitError::Closed`].
+    /// Later `submit`s go to the spool (replayed on the next start).
     pub fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
     }
 }
 
-/// Starts the writer task on the current runtime.
+/// Opens the spool (replaying what a previous run left there) and starts the writer and replay
+/// tasks on the current runtime. The returned task ends after both.
 pub fn spawn(
     store: Store,
     cfg: &WriterConfig,
     metrics: Arc<Metrics>,
-) -> (WriterHandle, JoinHandle<()>) {
+) -> Result<(WriterHandle, JoinHandle<()>), SpoolError> {
+    let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, metrics.clone())?;
     // A zero capacity or batch size would panic or spin; one is the least that works.
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         metrics,
+        spool: Mutex::new(spool),
         last_error: Mutex::new(None),
+        spooling: AtomicBool::new(false),
+        replay_wake: Notify::new(),
         shutdown,
+        overflow_log: Throttle::default(),
+        drop_log: Throttle::default(),
     });
+    let batch_size = cfg.batch_size.max(1);
+    let db_timeout = Duration::from_millis(cfg.db_timeout_ms.max(1));
     let writer = Writer {
-        store,
+        store: store.clone(),
         rx,
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
         shared: shared.clone(),
-        batch_size: cfg.batch_size.max(1),
+        batch_size,
         flush_interval: Duration::from_millis(cfg.flush_interval_ms),
+        db_timeout,
         closing: false,
+        close_deadline: None,
     };
-    let task = tokio::spawn(writer.run());
-    (WriterHandle { tx, shared }, task)
+    let replayer = Replayer {
+        store,
+        shared: shared.clone(),
+        // Replay is catching up, not latency-bound: bigger statements go faster.
+        chunk: batch_size.max(2_000),
+        db_timeout,
+        shutdown: shutdown_rx,
+    };
+    let task = tokio::spawn(async move {
+        let replay = tokio::spawn(replayer.run());
+        writer.run().await;
+        if let Err(e) = replay.await {
+            tracing::error!(error = %e, "spool replay task failed");
+        }
+    });
+    Ok((WriterHandle { tx, shared }, task))
 }
 
-/// Signals shutdown, then waits until every queued record is written and the task has exited.
-/// Works while other clones of the handle still exist. It waits as long as the database needs,
-/// so a caller with a deadline wraps it in `tokio::time::timeout`.
+/// Signals shutdown, then waits until every queued record is in the database or the spool and
+/// both tasks have exited. Bounded: once the database has failed, the rest goes to the spool; if
+/// the spool fails too, records still unwritten `writer.db_timeout_ms` after the signal are
+/// dropped (counted as `shutdown`). Works while other clones of the handle still exist.
 pub async fn close_and_wait(handle: WriterHandle, task: JoinHandle<()>) {
     handle.shutdown();
     drop(handle);
     if let Err(e) = task.await {
         tracing::error!(error = %e, "log writer task failed");
+    }
+}
+
+/// A failed database write.
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database write timed out after {} ms", .0.as_millis())]
+    Timeout(Duration),
+}
+
+async fn timed_insert(
+    store: &Store,
+    records: &[LogRecord],
+    limit: Duration,
+) -> Result<u64, WriteError> {
+    match tokio::time::timeout(limit, store.insert_batch(records)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(WriteError::Timeout(limit)),
+    }
+}
+
+/// Inserts a batch. When the database refuses something in it (which no retry can fix), the
+/// offending rows are found by inserting one at a time and dropped alone, so one bad record
+/// cannot stall the others. Returns how many were dropped that way. On an outage-type error
+/// returns how many leading records are done and how many of those were dropped; the rest may
+/// or may not have landed, and sending them again is safe.
+async fn insert_isolating(
+    store: &Store,
+    records: &[LogRecord],
+    limit: Duration,
+    shared: &Shared,
+) -> Result<usize, (WriteError, usize, usize)> {
+    match timed_insert(store, records, limit).await {
+        Ok(inserted) => {
+            shared.record_success(records.len(), inserted);
+            Ok(0)
+        }
+        Err(WriteError::Store(e)) if e.is_data_rejected() => {
+            let mut rejected = 0;
+            for (i, record) in records.iter().enumerate() {
+                match timed_insert(store, std::slice::from_ref(record), limit).await {
+                    Ok(inserted) => shared.record_success(1, inserted),
+                    Err(WriteError::Store(e)) if e.is_data_rejected() => {
+                        rejected += 1;
+                        shared
+                            .metrics
+                            .writer_dropped
+                            .with_label_values(&["rejected"])
+                            .inc();
+                        tracing::error!(
+                            request_id = %record.request_id,
+                            model_version = %record.model_version,
+                            error = %e,
+                            "database rejected a log record; dropped"
+                        );
+                    }
+                    Err(e) => return Err((e, i, rejected)),
+                }
+            }
+            Ok(rejected)
+        }
+        Err(e) => Err((e, 0, 0)),
+    }
+}
+
+/// Whether the database would take writes again: reachable, and the table is there.
+async fn probe(store: &Store) -> Result<(), StoreError> {
+    const PROBE: &str = "SELECT 1 FROM llm_logs WHERE false";
+    match store {
+        Store::Postgres(pool) => {
+            sqlx::query(PROBE).execute(pool).await?;
+        }
+        Store::Sqlite(pool) => {
+            sqlx::query(PROBE).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits for `pause` unless shutdown comes first; true if shutdown came.
+async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>, pause: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => true,
+        _ = tokio::time::sleep(pause) => false,
     }
 }
 
@@ -161,7 +457,9 @@ struct Writer {
     shared: Arc<Shared>,
     batch_size: usize,
     flush_interval: Duration,
+    db_timeout: Duration,
     closing: bool,
+    close_deadline: Option<Instant>,
 }
 
 impl Writer {
@@ -180,7 +478,15 @@ impl Writer {
             self.write(&mut batch).await;
         }
         self.shared.metrics.writer_queue_depth.set(0);
-        tracing::info!("log writer drained and stopped");
+        let spool_bytes = self.shared.lock_spool().bytes();
+        if spool_bytes > 0 {
+            tracing::warn!(
+                spool_bytes,
+                "log writer stopped with records in the spool; they are replayed on the next start"
+            );
+        } else {
+            tracing::info!("log writer drained and stopped");
+        }
     }
 
     /// Waits for the first record, then collects more until the batch is full or the flush
@@ -232,44 +538,63 @@ impl Writer {
     fn begin_closing(&mut self) {
         if !self.closing {
             self.closing = true;
-            // Buffered records stay receivable; new submits fail fast instead of waiting for a
-            // writer that is about to exit.
+            self.close_deadline = Some(Instant::now() + self.db_timeout);
+            // Buffered records stay receivable; new submits go to the spool instead of waiting
+            // for a writer that is about to exit.
             self.rx.close();
             tracing::info!(queued = self.rx.len(), "log writer closing; flushing queue");
         }
     }
 
-    /// Writes the batch, retrying with backoff until the database takes it; leaves it empty.
+    /// Writes the batch to the database, or to the spool while the database is failing; leaves
+    /// it empty. If neither takes it, holds it and retries (so the queue fills and overflow is
+    /// counted) — until the shutdown deadline, after which it is dropped and counted.
     async fn write(&mut self, batch: &mut Vec<LogRecord>) {
         let mut backoff = INITIAL_BACKOFF;
-        let mut attempt = 0u32;
+        let mut try_db = !self.shared.spooling();
         while !batch.is_empty() {
-            attempt += 1;
-            let result = match self.store.insert_batch(batch).await {
-                Ok(inserted) => {
-                    self.record_success(batch.len(), inserted);
-                    batch.clear();
-                    return;
-                }
-                Err(e) if e.is_data_rejected() => self.write_one_by_one(batch).await,
-                Err(e) => Err(e),
-            };
-            let Err(e) = result else { continue };
-            self.record_failure(&e, batch.len(), attempt, backoff);
-            let pause = tokio::time::sleep(backoff);
-            tokio::pin!(pause);
-            if !self.closing {
-                let stop = tokio::select! {
-                    _ = self.shutdown.wait_for(|stop| *stop) => true,
-                    _ = &mut pause => false,
-                };
-                if stop {
-                    self.begin_closing();
+            if try_db {
+                match insert_isolating(&self.store, batch, self.db_timeout, &self.shared).await {
+                    Ok(_) => {
+                        batch.clear();
+                        return;
+                    }
+                    Err((e, done, _)) => {
+                        batch.drain(..done);
+                        self.shared.db_failed(&e, batch.len(), "writer");
+                    }
                 }
             }
-            // Shutdown does not shorten the pause: the database still needs the time.
-            pause.await;
+            if self.spool(batch).await {
+                return;
+            }
+            if !try_db {
+                // Skipped because the database looked down; with the spool failing, ask it
+                // again at once before waiting.
+                try_db = true;
+                continue;
+            }
+            if self.closing && self.close_deadline.is_some_and(|d| Instant::now() >= d) {
+                let n = batch.len();
+                batch.clear();
+                self.shared.dropped(
+                    "shutdown",
+                    n,
+                    &"shutdown deadline (writer.db_timeout_ms) passed while the database and the spool both failed",
+                );
+                return;
+            }
+            let mut pause = backoff;
+            if let Some(deadline) = self.close_deadline {
+                pause = pause.min(deadline.saturating_duration_since(Instant::now()));
+            }
+            if !self.closing && pause_or_shutdown(&mut self.shutdown, pause).await {
+                self.begin_closing();
+            } else if self.closing {
+                tokio::time::sleep(pause).await;
+            }
             backoff = (backoff * 2).min(MAX_BACKOFF);
+            try_db = true;
             self.shared
                 .metrics
                 .writer_queue_depth
@@ -277,69 +602,207 @@ impl Writer {
         }
     }
 
-    /// The database refused something in the batch itself, which no retry can fix: find the
-    /// offending rows by inserting one at a time and drop only those, so one bad record cannot
-    /// stall every later one. Stops at the first outage-type error, leaving the rest in `batch`.
-    async fn write_one_by_one(&mut self, batch: &mut Vec<LogRecord>) -> Result<(), StoreError> {
-        let mut records = std::mem::take(batch).into_iter();
-        while let Some(record) = records.next() {
-            match self.store.insert_batch(std::slice::from_ref(&record)).await {
-                Ok(inserted) => self.record_success(1, inserted),
-                Err(e) if e.is_data_rejected() => {
-                    self.shared
-                        .metrics
-                        .writer_dropped
-                        .with_label_values(&["rejected"])
-                        .inc();
-                    tracing::error!(
-                        request_id = %record.request_id,
-                        model_version = %record.model_version,
-                        error = %e,
-                        "database rejected a log record; dropped"
-                    );
-                }
-                Err(e) => {
-                    batch.push(record);
-                    batch.extend(records);
-                    return Err(e);
-                }
+    /// Appends the batch to the spool off the async threads (one fsync); true when it is durable.
+    async fn spool(&self, batch: &mut Vec<LogRecord>) -> bool {
+        let shared = self.shared.clone();
+        let records = std::mem::take(batch);
+        let n = records.len();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                shared.spool_append(&records, SpoolReason::DbError)
+            }));
+            (records, result)
+        })
+        .await;
+        match outcome {
+            Ok((_, Ok(Ok(())))) => true,
+            Ok((records, Ok(Err(_)))) => {
+                *batch = records;
+                false
+            }
+            Ok((records, Err(_panic))) => {
+                tracing::error!("spool append panicked; keeping the batch in memory");
+                *batch = records;
+                false
+            }
+            Err(e) => {
+                // Only when the runtime is shutting down before the blocking task ran.
+                self.shared.dropped("shutdown", n, &e);
+                true
             }
         }
-        Ok(())
     }
+}
 
-    fn record_success(&self, batch_len: usize, inserted: u64) {
-        let m = &self.shared.metrics;
-        m.writer_batch_size.observe(batch_len as f64);
-        m.writer_rows_written.inc_by(inserted);
-        if let Some(previous) = self.shared.set_last_error(None) {
-            tracing::info!(previous_error = %previous, "log writes recovered");
+/// Feeds the spool back into the database, oldest segment first, and decides when the database
+/// is healthy again.
+struct Replayer {
+    store: Store,
+    shared: Arc<Shared>,
+    chunk: usize,
+    db_timeout: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Replayer {
+    async fn run(mut self) {
+        let mut backoff = INITIAL_BACKOFF;
+        while !*self.shutdown.borrow() {
+            let next = self.shared.lock_spool().oldest();
+            let replayed = match next {
+                Some(segment) => self.replay(segment, &mut backoff).await,
+                None => self.idle(&mut backoff).await,
+            };
+            if !replayed {
+                break;
+            }
         }
     }
 
-    fn record_failure(&self, e: &StoreError, batch_len: usize, attempt: u32, backoff: Duration) {
-        self.shared.metrics.writer_errors.inc();
-        self.shared.set_last_error(Some(e.to_string()));
-        tracing::error!(
-            error = %e,
-            batch_len,
-            attempt,
-            retry_in_ms = backoff.as_millis() as u64,
-            "writing log batch failed; keeping it and retrying"
+    /// Replays one segment and deletes it. False when shutdown interrupted it (the segment stays
+    /// on disk for the next start).
+    async fn replay(&mut self, segment: super::spool::Segment, backoff: &mut Duration) -> bool {
+        let path = segment.path.clone();
+        let contents = match tokio::task::spawn_blocking(move || read_segment(&path)).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot read a spool segment; retrying");
+                return !pause_or_shutdown(&mut self.shutdown, MAX_BACKOFF).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading a spool segment failed; retrying");
+                return !pause_or_shutdown(&mut self.shutdown, MAX_BACKOFF).await;
+            }
+        };
+        for d in &contents.damaged {
+            self.shared.dropped(
+                "spool_corrupt",
+                1,
+                &format!(
+                    "{} at byte {} of {} ({} bytes skipped)",
+                    d.what,
+                    d.offset,
+                    segment.path.display(),
+                    d.bytes
+                ),
+            );
+        }
+        let records = contents.records;
+        let mut done = 0;
+        while done < records.len() {
+            let end = (done + self.chunk).min(records.len());
+            match insert_isolating(
+                &self.store,
+                &records[done..end],
+                self.db_timeout,
+                &self.shared,
+            )
+            .await
+            {
+                Ok(rejected) => {
+                    self.shared
+                        .metrics
+                        .spool_replayed
+                        .inc_by((end - done - rejected) as u64);
+                    done = end;
+                    *backoff = INITIAL_BACKOFF;
+                }
+                Err((e, ok, rejected)) => {
+                    self.shared
+                        .metrics
+                        .spool_replayed
+                        .inc_by((ok - rejected) as u64);
+                    done += ok;
+                    self.shared.db_failed(&e, records.len() - done, "replay");
+                    if pause_or_shutdown(&mut self.shutdown, *backoff).await {
+                        return false;
+                    }
+                    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            }
+            if *self.shutdown.borrow() {
+                return false;
+            }
+        }
+        let removed = self.shared.lock_spool().remove(&segment);
+        if let Err(e) = removed {
+            tracing::error!(error = %e, "replayed spool segment could not be deleted; it will be replayed again (harmless duplicates)");
+        }
+        tracing::info!(
+            segment = %segment.path.display(),
+            records = records.len(),
+            "spool segment replayed into the database"
         );
+        true
+    }
+
+    /// The spool is empty. While spooling, probe the database and leave that state when it
+    /// answers; otherwise wait for something to replay. False on shutdown.
+    async fn idle(&mut self, backoff: &mut Duration) -> bool {
+        self.shared.lock_spool().recheck();
+        if self.shared.spooling() {
+            let ping = tokio::time::timeout(self.db_timeout, probe(&self.store)).await;
+            match ping {
+                Ok(Ok(())) => {
+                    let spool = self.shared.lock_spool();
+                    // Under the spool lock: no batch can be appended between the check and
+                    // the switch, so nothing is left behind unnoticed.
+                    if spool.is_empty() {
+                        self.shared.spooling.store(false, Ordering::Release);
+                        drop(spool);
+                        self.shared.set_last_error(None);
+                        tracing::info!(
+                            "database is back and the spool is drained; writing directly again"
+                        );
+                    }
+                    *backoff = INITIAL_BACKOFF;
+                    return !*self.shutdown.borrow();
+                }
+                Ok(Err(e)) => {
+                    self.shared.set_last_error(Some(e.to_string()));
+                }
+                Err(_) => {
+                    self.shared.set_last_error(Some(format!(
+                        "database ping timed out after {} ms",
+                        self.db_timeout.as_millis()
+                    )));
+                }
+            }
+            let stop = pause_or_shutdown(&mut self.shutdown, *backoff).await;
+            *backoff = (*backoff * 2).min(MAX_BACKOFF);
+            return !stop;
+        }
+        tokio::select! {
+            _ = self.shutdown.wait_for(|stop| *stop) => false,
+            _ = self.shared.replay_wake.notified() => true,
+            // A look now and then even without a wake-up: a spool failure to re-check, or the
+            // spooling state set while this task was waiting.
+            _ = tokio::time::sleep(SPOOL_RECHECK) => true,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::store::testing::{fresh_postgres, fresh_sqlite, sample_record};
 
-    fn config(channel_capacity: usize, batch_size: usize, flush_interval_ms: u64) -> WriterConfig {
+    fn config(
+        channel_capacity: usize,
+        batch_size: usize,
+        flush_interval_ms: u64,
+        spool_dir: &Path,
+    ) -> WriterConfig {
         WriterConfig {
             channel_capacity,
             batch_size,
             flush_interval_ms,
+            spool_dir: spool_dir.to_path_buf(),
+            spool_max_bytes: 64 * 1024 * 1024,
+            db_timeout_ms: 2_000,
         }
     }
 
@@ -351,28 +814,45 @@ mod tests {
         .unwrap();
     }
 
-    /// Polls `check` every 20 ms for up to 15 s.
+    /// Polls `check` every 20 ms for up to 20 s.
     async fn eventually<F, Fut>(what: &str, mut check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while !check().await {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
+    fn spooled(m: &Metrics, reason: &str) -> u64 {
+        m.spool_records.with_label_values(&[reason]).get()
+    }
+
+    fn dropped(m: &Metrics, reason: &str) -> u64 {
+        m.writer_dropped.with_label_values(&[reason]).get()
+    }
+
     async fn records_from_many_tasks_all_land(store: Store) {
+        let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(store.clone(), &config(10_000, 500, 50), metrics.clone());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(10_000, 500, 50, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
         let mut producers = Vec::new();
         for p in 0..8 {
             let handle = handle.clone();
             producers.push(tokio::spawn(async move {
                 for i in 0..625 {
-                    handle.submit(sample_record(p * 625 + i)).unwrap();
+                    assert_eq!(
+                        handle.submit(sample_record(p * 625 + i)),
+                        Ok(Submitted::Queued)
+                    );
                     if i % 100 == 0 {
                         tokio::task::yield_now().await;
                     }
@@ -387,6 +867,7 @@ mod tests {
         assert_eq!(metrics.writer_rows_written.get(), 5_000);
         assert_eq!(metrics.writer_errors.get(), 0);
         assert_eq!(metrics.writer_queue_depth.get(), 0);
+        assert_eq!(metrics.spool_bytes.get(), 0);
         assert!(metrics.writer_batch_size.get_sample_count() >= 10);
     }
 
@@ -403,34 +884,91 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn full_queue_refuses_the_record_and_counts_it() {
-        let (store, _dir) = fresh_sqlite().await.unwrap();
+    async fn full_queue_spools_the_record_and_a_restart_replays_it() {
+        let (store, _db) = fresh_sqlite().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new());
-        // On the current-thread runtime the writer cannot run between these two submits,
-        // so it is stalled for exactly as long as the test needs.
-        let (handle, task) = spawn(store.clone(), &config(1, 10, 10), metrics.clone());
+        // On the current-thread runtime neither task can run between these submits, so the
+        // queue of one stays full for exactly as long as the test needs.
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(1, 10, 10, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
         let first = sample_record(1);
         let second = sample_record(2);
-        handle.submit(first).unwrap();
+        assert_eq!(handle.submit(first.clone()), Ok(Submitted::Queued));
         assert_eq!(handle.queue_depth(), 1);
-        let err = handle.submit(second.clone()).unwrap_err();
-        assert_eq!(
-            err,
-            SubmitError::QueueFull {
-                request_id: second.request_id,
-                capacity: 1
-            }
-        );
-        let dropped = metrics.writer_dropped.with_label_values(&["queue_full"]);
-        assert_eq!(dropped.get(), 1);
+        assert_eq!(handle.submit(second.clone()), Ok(Submitted::Spooled));
+        assert_eq!(spooled(&metrics, "queue_full"), 1);
+        assert!(handle.status().spool_bytes > 0);
+        // Shutdown wins over replay here: the spooled record waits for the next start.
         close_and_wait(handle, task).await;
         assert_eq!(store.count_logs().await.unwrap(), 1);
+        assert_eq!(dropped(&metrics, "queue_full"), 0);
+
+        let metrics = Arc::new(Metrics::new());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(100, 10, 10, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
+        eventually("the spooled record", || async {
+            store.get_log(second.request_id).await.unwrap().is_some()
+        })
+        .await;
+        eventually("an empty spool", || async {
+            handle.status().spool_bytes == 0
+        })
+        .await;
+        assert_eq!(metrics.spool_replayed.get(), 1);
+        close_and_wait(handle, task).await;
+        assert_eq!(store.count_logs().await.unwrap(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overflow_is_replayed_while_the_writer_keeps_running() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        // A tiny queue: a burst overflows into the spool, and the replay task catches up live.
+        let (handle, task) =
+            spawn(store.clone(), &config(8, 8, 5, dir.path()), metrics.clone()).unwrap();
+        let mut outcomes = Vec::new();
+        for i in 0..2_000 {
+            outcomes.push(handle.submit(sample_record(i)).unwrap());
+        }
+        assert!(outcomes.contains(&Submitted::Spooled), "nothing overflowed");
+        eventually("all 2000 rows", || async {
+            store.count_logs().await.unwrap() == 2_000
+        })
+        .await;
+        eventually("an empty spool", || async {
+            handle.status().spool_bytes == 0
+        })
+        .await;
+        let spooled_n = outcomes
+            .iter()
+            .filter(|o| **o == Submitted::Spooled)
+            .count() as u64;
+        assert_eq!(spooled(&metrics, "queue_full"), spooled_n);
+        assert_eq!(metrics.spool_replayed.get(), spooled_n);
+        assert_eq!(metrics.writer_rows_written.get(), 2_000);
+        close_and_wait(handle, task).await;
     }
 
     #[tokio::test]
     async fn records_are_flushed_by_the_time_window_without_shutdown() {
         let (store, _dir) = fresh_sqlite().await.unwrap();
-        let (handle, task) = spawn(store.clone(), &config(100, 1_000, 20), Arc::default());
+        let dir = tempfile::tempdir().unwrap();
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(100, 1_000, 20, dir.path()),
+            Arc::default(),
+        )
+        .unwrap();
         for i in 0..3 {
             handle.submit(sample_record(i)).unwrap();
         }
@@ -443,11 +981,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shutdown_drains_while_other_handles_still_exist() {
+    async fn shutdown_drains_while_other_handles_still_exist_and_late_records_are_spooled() {
         let (store, _dir) = fresh_sqlite().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new());
         // A long window: only the shutdown can make these records land in time.
-        let (handle, task) = spawn(store.clone(), &config(100, 1_000, 60_000), metrics.clone());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(100, 1_000, 60_000, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
         let other = handle.clone();
         for i in 0..10 {
             other.submit(sample_record(i)).unwrap();
@@ -457,60 +1001,187 @@ mod tests {
             .unwrap();
         assert_eq!(store.count_logs().await.unwrap(), 10);
         let late = sample_record(11);
-        assert_eq!(
-            other.submit(late.clone()),
-            Err(SubmitError::Closed {
-                request_id: late.request_id
-            })
-        );
-        assert_eq!(
-            metrics.writer_dropped.with_label_values(&["closed"]).get(),
-            1
-        );
+        assert_eq!(other.submit(late.clone()), Ok(Submitted::Spooled));
+        assert_eq!(spooled(&metrics, "closed"), 1);
+        assert_eq!(dropped(&metrics, "closed"), 0);
+        drop(other);
+        // The next run replays it.
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(100, 10, 10, dir.path()),
+            Arc::default(),
+        )
+        .unwrap();
+        eventually("the late record", || async {
+            store.get_log(late.request_id).await.unwrap().is_some()
+        })
+        .await;
+        close_and_wait(handle, task).await;
+        assert_eq!(store.count_logs().await.unwrap(), 11);
     }
 
-    async fn writer_retries_until_the_table_is_back(store: Store) {
+    async fn outage_spools_then_replays_everything_once(store: Store) {
+        let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new());
         run_sql(&store, "ALTER TABLE llm_logs RENAME TO llm_logs_away").await;
-        let (handle, task) = spawn(store.clone(), &config(1_000, 20, 10), metrics.clone());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(1_000, 20, 10, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
         let records: Vec<_> = (0..50).map(sample_record).collect();
         for r in &records {
             handle.submit(r.clone()).unwrap();
         }
-        eventually("a failed write", || async {
-            handle.last_error().is_some() && metrics.writer_errors.get() >= 2
+        eventually("all 50 records on disk", || async {
+            spooled(&metrics, "db_error") == 50
         })
         .await;
+        let status = handle.status();
+        assert!(status.spooling, "{status:?}");
+        assert!(status.spool_bytes > 0);
+        assert!(
+            status.db_error.unwrap_or_default().contains("llm_logs"),
+            "the cause is shown"
+        );
         assert_eq!(metrics.writer_rows_written.get(), 0);
-        assert!(handle.last_error().unwrap_or_default().contains("llm_logs"));
+        // Records arriving during the outage queue up behind the spool.
+        let more: Vec<_> = (50..60).map(sample_record).collect();
+        for r in &more {
+            handle.submit(r.clone()).unwrap();
+        }
         run_sql(&store, "ALTER TABLE llm_logs_away RENAME TO llm_logs").await;
-        eventually("all 50 rows", || async {
-            store.count_logs().await.unwrap() == 50
+        eventually("all 60 rows", || async {
+            store.count_logs().await.unwrap() == 60
         })
         .await;
-        eventually("recovery", || async { handle.last_error().is_none() }).await;
+        eventually("recovery", || async {
+            let s = handle.status();
+            !s.spooling && s.db_error.is_none() && s.spool_bytes == 0
+        })
+        .await;
+        assert_eq!(metrics.spool_replayed.get(), 60);
+        assert_eq!(metrics.writer_rows_written.get(), 60);
+        // Back to direct writes.
+        let after = sample_record(61);
+        handle.submit(after.clone()).unwrap();
+        eventually("a direct write", || async {
+            store.get_log(after.request_id).await.unwrap().is_some()
+        })
+        .await;
+        assert_eq!(spooled(&metrics, "db_error"), 60);
         close_and_wait(handle, task).await;
-        assert_eq!(metrics.writer_rows_written.get(), 50);
-        for r in &records {
+        for r in records.iter().chain(&more) {
             assert!(store.get_log(r.request_id).await.unwrap().is_some());
         }
     }
 
     #[tokio::test]
-    async fn postgres_writer_keeps_the_batch_and_retries_until_the_table_is_back() {
+    async fn postgres_outage_spools_then_replays_every_record_once() {
         let (store, _db) = fresh_postgres().await.unwrap();
-        writer_retries_until_the_table_is_back(store).await;
+        outage_spools_then_replays_everything_once(store).await;
     }
 
     #[tokio::test]
-    async fn sqlite_writer_keeps_the_batch_and_retries_until_the_table_is_back() {
+    async fn sqlite_outage_spools_then_replays_every_record_once() {
         let (store, _dir) = fresh_sqlite().await.unwrap();
-        writer_retries_until_the_table_is_back(store).await;
+        outage_spools_then_replays_everything_once(store).await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_with_the_database_down_is_bounded_and_keeps_everything_on_disk() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        run_sql(&store, "ALTER TABLE llm_logs RENAME TO llm_logs_away").await;
+        // A long window: the records are still queued when the shutdown comes.
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(1_000, 30, 60_000, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
+        for i in 0..100 {
+            handle.submit(sample_record(i)).unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), close_and_wait(handle, task))
+            .await
+            .expect("shutdown is bounded while the database is down");
+        assert_eq!(spooled(&metrics, "db_error"), 100);
+        assert!(metrics.spool_bytes.get() > 0);
+        run_sql(&store, "ALTER TABLE llm_logs_away RENAME TO llm_logs").await;
+        let metrics = Arc::new(Metrics::new());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(1_000, 30, 10, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
+        eventually("100 replayed rows", || async {
+            store.count_logs().await.unwrap() == 100
+        })
+        .await;
+        eventually("an empty spool", || async {
+            handle.status().spool_bytes == 0
+        })
+        .await;
+        assert_eq!(metrics.spool_replayed.get(), 100);
+        close_and_wait(handle, task).await;
+    }
+
+    /// Makes the spool directory unusable under an open spool: the directory is moved away and
+    /// a file takes its name. Returns the moved directory to put back.
+    fn break_spool_dir(dir: &Path) -> std::path::PathBuf {
+        let moved = dir.with_extension("moved");
+        std::fs::rename(dir, &moved).unwrap();
+        std::fs::write(dir, b"in the way").unwrap();
+        moved
+    }
+
+    #[tokio::test]
+    async fn with_the_database_and_the_spool_down_losses_are_counted_and_shutdown_still_ends() {
+        let (store, _db) = fresh_sqlite().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let metrics = Arc::new(Metrics::new());
+        run_sql(&store, "ALTER TABLE llm_logs RENAME TO llm_logs_away").await;
+        let mut cfg = config(1, 5, 10, &spool_dir);
+        cfg.db_timeout_ms = 300;
+        let (handle, task) = spawn(store.clone(), &cfg, metrics.clone()).unwrap();
+        let moved = break_spool_dir(&spool_dir);
+        handle.submit(sample_record(1)).unwrap();
+        // Current-thread runtime: the writer has not run yet, so the queue of one is full.
+        let lost = sample_record(2);
+        let err = handle.submit(lost.clone()).unwrap_err();
+        assert!(
+            matches!(&err, SubmitError::QueueFull { request_id, .. } if *request_id == lost.request_id),
+            "{err}"
+        );
+        assert_eq!(dropped(&metrics, "queue_full"), 1);
+        eventually("both failures visible", || async {
+            let s = handle.status();
+            s.db_error.is_some() && s.spool_error.is_some()
+        })
+        .await;
+        assert!(metrics.spool_write_errors.with_label_values(&["io"]).get() >= 2);
+        tokio::time::timeout(Duration::from_secs(10), close_and_wait(handle, task))
+            .await
+            .expect("shutdown is bounded even when nothing can take the records");
+        assert_eq!(dropped(&metrics, "shutdown"), 1);
+        std::fs::remove_file(&spool_dir).unwrap();
+        std::fs::rename(moved, &spool_dir).unwrap();
     }
 
     async fn a_rejected_record_is_dropped_alone(store: Store, poison: LogRecord) {
+        let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(store.clone(), &config(100, 100, 10), metrics.clone());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(100, 100, 10, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
         for i in 0..5 {
             handle.submit(sample_record(i)).unwrap();
         }
@@ -521,19 +1192,12 @@ mod tests {
         close_and_wait(handle, task).await;
         assert_eq!(store.count_logs().await.unwrap(), 10);
         assert_eq!(store.get_log(poison.request_id).await.unwrap(), None);
-        assert_eq!(
-            metrics
-                .writer_dropped
-                .with_label_values(&["rejected"])
-                .get(),
-            1
-        );
+        assert_eq!(dropped(&metrics, "rejected"), 1);
         assert_eq!(metrics.writer_rows_written.get(), 10);
+        assert_eq!(metrics.spool_bytes.get(), 0);
     }
 
-    #[tokio::test]
-    async fn postgres_a_record_the_database_rejects_does_not_stall_the_others() {
-        let (store, _db) = fresh_postgres().await.unwrap();
+    fn pg_poison() -> LogRecord {
         // Incompressible and far above the btree limit of the (user_id, created_at) index.
         let mut poison = sample_record(99);
         poison.user_id = Some(
@@ -541,7 +1205,13 @@ mod tests {
                 .map(|_| uuid::Uuid::new_v4().simple().to_string())
                 .collect(),
         );
-        a_rejected_record_is_dropped_alone(store, poison).await;
+        poison
+    }
+
+    #[tokio::test]
+    async fn postgres_a_record_the_database_rejects_does_not_stall_the_others() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        a_rejected_record_is_dropped_alone(store, pg_poison()).await;
     }
 
     #[tokio::test]
@@ -551,5 +1221,73 @@ mod tests {
         let mut poison = sample_record(99);
         poison.latency_ms = f64::NAN;
         a_rejected_record_is_dropped_alone(store, poison).await;
+    }
+
+    async fn a_replay_cut_short_by_a_crash_is_redone_without_duplicates(store: Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let records: Vec<_> = (0..300).map(sample_record).collect();
+        {
+            let mut spool = Spool::open(dir.path(), 64 * 1024 * 1024, Arc::default()).unwrap();
+            spool.append(&records, SpoolReason::DbError).unwrap();
+        }
+        // What a crash mid-replay leaves: part of the segment committed, the segment still there.
+        store.insert_batch(&records[..120]).await.unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(100, 100, 10, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
+        eventually("an empty spool", || async {
+            handle.status().spool_bytes == 0
+        })
+        .await;
+        close_and_wait(handle, task).await;
+        assert_eq!(store.count_logs().await.unwrap(), 300);
+        assert_eq!(metrics.spool_replayed.get(), 300);
+        // Only the 180 missing rows were new.
+        assert_eq!(metrics.writer_rows_written.get(), 180);
+        assert_eq!(metrics.writer_errors.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn postgres_a_replay_cut_short_by_a_crash_is_redone_without_duplicates() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        a_replay_cut_short_by_a_crash_is_redone_without_duplicates(store).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_a_replay_cut_short_by_a_crash_is_redone_without_duplicates() {
+        let (store, _dir) = fresh_sqlite().await.unwrap();
+        a_replay_cut_short_by_a_crash_is_redone_without_duplicates(store).await;
+    }
+
+    #[tokio::test]
+    async fn a_rejected_record_in_the_spool_is_dropped_alone_on_replay() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let poison = pg_poison();
+        {
+            let mut spool = Spool::open(dir.path(), 64 * 1024 * 1024, Arc::default()).unwrap();
+            let mut batch: Vec<_> = (0..10).map(sample_record).collect();
+            batch.insert(4, poison.clone());
+            spool.append(&batch, SpoolReason::DbError).unwrap();
+        }
+        let metrics = Arc::new(Metrics::new());
+        let (handle, task) = spawn(
+            store.clone(),
+            &config(100, 100, 10, dir.path()),
+            metrics.clone(),
+        )
+        .unwrap();
+        eventually("an empty spool", || async {
+            handle.status().spool_bytes == 0
+        })
+        .await;
+        close_and_wait(handle, task).await;
+        assert_eq!(store.count_logs().await.unwrap(), 10);
+        assert_eq!(dropped(&metrics, "rejected"), 1);
+        assert_eq!(metrics.spool_replayed.get(), 10);
     }
 }

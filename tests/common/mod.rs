@@ -52,8 +52,21 @@ limits: {{ max_prompt_chars: 20000 }}
             p.api_key = Some(SecretString::from(API_KEY.to_string()));
         }
     }
+    // Every app gets its own spool: a spool directory is locked by the process that uses it.
+    cfg.writer.spool_dir = std::env::temp_dir()
+        .join("lqo-test-spool")
+        .join(Uuid::new_v4().simple().to_string());
     cfg.validate().expect("test config is valid");
     cfg
+}
+
+/// Removes a test app's spool directory when the harness goes away.
+pub struct SpoolDir(pub std::path::PathBuf);
+
+impl Drop for SpoolDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub struct Harness {
@@ -74,15 +87,39 @@ impl Harness {
         Self::start(store, Box::new(db)).await
     }
 
+    /// SQLite, with the test config changed by `tweak` first (e.g. to turn auth on).
+    pub async fn sqlite_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let (store, dir) = testing::fresh_sqlite().await.expect("sqlite store");
+        Self::start_with(store, Box::new(dir), tweak).await
+    }
+
+    /// PostgreSQL, with the test config changed by `tweak` first.
+    pub async fn postgres_with(tweak: impl FnOnce(&mut Config)) -> Harness {
+        let (store, db) = testing::fresh_postgres().await.expect("postgres store");
+        Self::start_with(store, Box::new(db), tweak).await
+    }
+
     async fn start(store: Store, guard: Box<dyn std::any::Any + Send>) -> Harness {
+        Self::start_with(store, guard, |_| {}).await
+    }
+
+    async fn start_with(
+        store: Store,
+        guard: Box<dyn std::any::Any + Send>,
+        tweak: impl FnOnce(&mut Config),
+    ) -> Harness {
         let up = upstream().await;
-        let app = App::with_store(config(up), store.clone()).expect("app builds");
+        let mut cfg = config(up);
+        tweak(&mut cfg);
+        cfg.validate().expect("tweaked test config is valid");
+        let spool_dir = SpoolDir(cfg.writer.spool_dir.clone());
+        let app = App::with_store(cfg, store.clone()).expect("app builds");
         let app = RunningApp::start(app).await.expect("app starts");
         Harness {
             app,
             store,
             http: reqwest::Client::new(),
-            _guard: guard,
+            _guard: Box::new((guard, spool_dir)),
         }
     }
 

@@ -1,0 +1,302 @@
+//! `GET /v1/logs` (filtered, keyset-paginated, newest first) and `GET /v1/logs/{request_id}`:
+//! the raw records read back. Parsing and error shapes here; the query is `store::query`.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, Uri};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::error::{ApiError, ErrorBody};
+use super::AppState;
+use crate::eval::EvalDetails;
+use crate::store::query::{LogCursor, LogFilter, LogStatus, MAX_PAGE};
+use crate::store::{LogRecord, StoreError};
+
+const DEFAULT_PAGE: usize = 50;
+/// Longest accepted value of a text filter; anything longer cannot match a stored record anyway.
+const MAX_FILTER_CHARS: usize = 256;
+
+/// Query parameters of `GET /v1/logs`. Unknown parameters are refused, so a typo never silently
+/// widens the result.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct LogsParams {
+    /// Records created at or after this instant (RFC 3339, e.g. `2025-05-01T00:00:00Z`; send
+    /// `+` of an offset as `%2B`).
+    pub since: Option<String>,
+    /// Records created before this instant (RFC 3339).
+    pub until: Option<String>,
+    pub model_version: Option<String>,
+    pub user_id: Option<String>,
+    /// Records carrying this tag.
+    pub tag: Option<String>,
+    /// `ok` or `error`.
+    pub status: Option<String>,
+    /// Records per page, 1 to 500 (default 50).
+    pub limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of records, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogPageBody {
+    pub data: Vec<LogRecord>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One record as `GET /v1/logs/{request_id}` returns it: the stored fields at the top level, so
+/// what quality evaluation adds later (scores, feedback) can sit beside them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogDetail {
+    #[serde(flatten)]
+    pub record: LogRecord,
+    /// `judge` (the LLM judge's job and scores; null when not sampled) and `feedback` (human
+    /// ratings); the heuristic label and results are record fields.
+    #[serde(flatten)]
+    pub evaluation: EvalDetails,
+}
+
+fn invalid(param: &str, message: String) -> ApiError {
+    ApiError::bad_request(message)
+        .param(param)
+        .code("invalid_value")
+}
+
+fn time_param(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    DateTime::parse_from_rfc3339(v.trim())
+        .map(|t| Some(t.with_timezone(&Utc)))
+        .map_err(|e| {
+            let hint = if v.contains(' ') {
+                " (a `+` in a URL query means a space: send the offset's + as %2B, or use Z)"
+            } else {
+                ""
+            };
+            invalid(
+                name,
+                format!("`{name}` must be an RFC 3339 timestamp such as 2025-05-01T00:00:00Z; got {v:?}: {e}{hint}."),
+            )
+        })
+}
+
+fn text_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() => Err(invalid(name, format!("`{name}` must not be empty."))),
+        Some(v) if v.chars().count() > MAX_FILTER_CHARS => Err(invalid(
+            name,
+            format!("`{name}` is longer than {MAX_FILTER_CHARS} characters."),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// The filter a query string asks for, or the first thing wrong with it.
+pub fn parse_filter(params: LogsParams) -> Result<LogFilter, ApiError> {
+    let since = time_param("since", params.since.as_deref())?;
+    let until = time_param("until", params.until.as_deref())?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return Err(invalid(
+                "until",
+                "`until` must be later than `since`.".to_string(),
+            ));
+        }
+    }
+    let status = match params.status.as_deref() {
+        None => None,
+        Some("ok") => Some(LogStatus::Ok),
+        Some("error") => Some(LogStatus::Error),
+        Some(other) => {
+            return Err(invalid(
+                "status",
+                format!("`status` must be ok or error; got {other:?}."),
+            ))
+        }
+    };
+    let limit = match params.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(invalid(
+                    "limit",
+                    format!("`limit` must be a whole number from 1 to {MAX_PAGE}; got {v:?}."),
+                ))
+            }
+        },
+    };
+    let after = match params.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(LogCursor::decode(c).ok_or_else(|| {
+            invalid(
+                "cursor",
+                "`cursor` is not a cursor this API returned; pass `next_cursor` unchanged."
+                    .to_string(),
+            )
+        })?),
+    };
+    Ok(LogFilter {
+        since,
+        until,
+        model_version: text_param("model_version", params.model_version)?,
+        user_id: text_param("user_id", params.user_id)?,
+        tag: text_param("tag", params.tag)?,
+        status,
+        after,
+        limit,
+    })
+}
+
+fn query_error(message: String) -> ApiError {
+    // serde names the offending field in backquotes: `unknown field `x``, `duplicate field `x``.
+    let param = message
+        .split('`')
+        .nth(1)
+        .filter(|p| !p.is_empty() && p.len() <= 64)
+        .map(str::to_string);
+    let err =
+        ApiError::bad_request(format!("Invalid query string: {message}")).code("invalid_query");
+    match param {
+        Some(p) => err.param(p),
+        None => err,
+    }
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    tracing::error!(error = %e, "reading logs failed");
+    match e {
+        StoreError::Corrupt { .. } => ApiError::internal("A stored record could not be read."),
+        _ => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "The log database is unavailable right now; retry shortly.",
+            )
+            .code("database_unavailable");
+            err.retry_after_secs = Some(1);
+            err
+        }
+    }
+}
+
+/// Raw records, newest first, filtered, one page at a time.
+#[utoipa::path(get, path = "/v1/logs", tag = "logs", params(LogsParams),
+    responses(
+        (status = 200, description = "One page of records, newest first", body = LogPageBody),
+        (status = 400, description = "An invalid or unknown parameter (named in `param`)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ))]
+pub async fn list_logs(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Json<LogPageBody>, ApiError> {
+    let Query(params) = Query::<LogsParams>::try_from_uri(&uri).map_err(|e| {
+        let text = e.body_text();
+        query_error(
+            text.strip_prefix("Failed to deserialize query string: ")
+                .unwrap_or(&text)
+                .to_string(),
+        )
+    })?;
+    let filter = parse_filter(params)?;
+    let page = state.store.list_logs(&filter).await.map_err(store_error)?;
+    Ok(Json(LogPageBody {
+        data: page.records,
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// One raw record by its request id (the `x-request-id` of the call).
+#[utoipa::path(get, path = "/v1/logs/{request_id}", tag = "logs",
+    params(("request_id" = String, Path, description = "The call's request id (a UUID)")),
+    responses(
+        (status = 200, description = "The record", body = LogDetail),
+        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 404, description = "No record with that id", body = ErrorBody),
+        (status = 503, description = "The database is unavailable", body = ErrorBody),
+    ))]
+pub async fn get_log(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<LogDetail>, ApiError> {
+    let Path(raw) = path.map_err(|e| {
+        invalid(
+            "request_id",
+            format!("Invalid request id: {}", e.body_text()),
+        )
+    })?;
+    let request_id = Uuid::parse_str(raw.trim()).map_err(|_| {
+        invalid(
+            "request_id",
+            format!("The request id must be a UUID such as 0193f3a4-5b6c-7d8e-9f00-112233445566; got {raw:?}."),
+        )
+    })?;
+    match state.store.get_log(request_id).await.map_err(store_error)? {
+        Some(record) => {
+            let evaluation = crate::eval::details(&state.store, request_id)
+                .await
+                .map_err(store_error)?;
+            Ok(Json(LogDetail { record, evaluation }))
+        }
+        None => Err(ApiError::not_found(format!(
+            "No log record with request id {request_id} (it may not be written yet, or be past the retention)."
+        ))
+        .param("request_id")
+        .code("log_not_found")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(q: &str) -> Result<LogFilter, ApiError> {
+        let uri: Uri = format!("/v1/logs?{q}").parse().unwrap();
+        let Query(p) =
+            Query::<LogsParams>::try_from_uri(&uri).map_err(|e| query_error(e.body_text()))?;
+        parse_filter(p)
+    }
+
+    #[test]
+    fn good_parameters_become_a_filter() {
+        let f = params("since=2025-05-01T00:00:00Z&until=2025-05-02T00:00:00%2B02:00&model_version=v1&user_id=u&tag=t&status=error&limit=500").unwrap();
+        assert_eq!(f.since.unwrap().to_rfc3339(), "2025-05-01T00:00:00+00:00");
+        assert_eq!(f.until.unwrap().to_rfc3339(), "2025-05-01T22:00:00+00:00");
+        assert_eq!(f.status, Some(LogStatus::Error));
+        assert_eq!(f.limit, 500);
+        assert_eq!(params("").unwrap(), LogFilter::default());
+    }
+
+    #[test]
+    fn each_bad_parameter_is_named() {
+        for (q, param) in [
+            ("since=yesterday", "since"),
+            ("until=2025-05-01T00:00:00+02:00", "until"),
+            (
+                "since=2025-05-02T00:00:00Z&until=2025-05-01T00:00:00Z",
+                "until",
+            ),
+            ("status=fine", "status"),
+            ("limit=0", "limit"),
+            ("limit=501", "limit"),
+            ("limit=ten", "limit"),
+            ("cursor=abc", "cursor"),
+            ("model_version=", "model_version"),
+            ("modelversion=v1", "modelversion"),
+            ("tag=a&tag=b", "tag"),
+        ] {
+            let e = params(q).unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{q}");
+            assert_eq!(e.param.as_deref(), Some(param), "{q}: {}", e.message);
+        }
+        let e = params("until=2025-05-01T00:00:00+02:00").unwrap_err();
+        assert!(e.message.contains("%2B"), "{}", e.message);
+    }
+}

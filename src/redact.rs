@@ -1,0 +1,228 @@
+//! Masks personal data and secrets in text before it is stored (`logging.content: redacted`):
+//! e-mail addresses, phone numbers, card numbers (Luhn-checked) and key-like tokens.
+//! Applied only to what is stored; never to what goes upstream or back to the client.
+
+use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use regex::{Captures, Regex};
+
+pub const EMAIL: &str = "[EMAIL]";
+pub const PHONE: &str = "[PHONE]";
+pub const CARD: &str = "[CARD]";
+pub const SECRET: &str = "[SECRET]";
+
+fn re(pattern: &str) -> Regex {
+    // The patterns are constants checked by the unit tests; a typo fails every test run.
+    Regex::new(pattern).unwrap_or_else(|e| panic!("redaction pattern {pattern:?}: {e}"))
+}
+
+/// `Authorization`-style bearer values: the scheme is kept, the credential masked.
+static BEARER: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}"));
+
+/// Tokens with a recognisable vendor shape.
+static VENDOR_TOKEN: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"\b(?:",
+        r"sk-[A-Za-z0-9_-]{16,}", // OpenAI, Anthropic (sk-ant-…), sk-proj-…
+        r"|lqo_[A-Za-z0-9]{16,}", // our own client keys
+        r"|(?:AKIA|ASIA)[0-9A-Z]{16}", // AWS access key ids
+        r"|gh[pousr]_[A-Za-z0-9]{30,}", // GitHub
+        r"|github_pat_[A-Za-z0-9_]{30,}",
+        r"|xox[abposr]-[A-Za-z0-9-]{10,}", // Slack
+        r"|AIza[0-9A-Za-z_-]{35}",         // Google API keys
+        r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}", // JWTs
+        r")"
+    ))
+});
+
+/// Long runs of hex (≥ 32) or base64-ish characters (≥ 32) that mix letters and digits.
+static LONG_TOKEN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Za-z0-9+/_-]{32,}={0,2}"));
+
+static EMAIL_RE: LazyLock<Regex> =
+    LazyLock::new(|| re(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"));
+
+/// 13–19 digits, optionally grouped by single spaces or dashes.
+static CARD_RE: LazyLock<Regex> = LazyLock::new(|| re(r"\b\d(?:[ -]?\d){12,18}\b"));
+
+/// International (+CC …) or grouped national numbers; the digit count is checked afterwards.
+static PHONE_RE: LazyLock<Regex> = LazyLock::new(|| {
+    re(concat!(
+        r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){1,4}\b)",
+        r"|(?:(?:\(\d{3}\)\s?|\b\d{3}[ .-])\d{3}[ .-]\d{4}\b)",
+    ))
+});
+
+/// Luhn checksum, as card numbers carry.
+pub fn luhn_valid(digits: &[u8]) -> bool {
+    let mut sum = 0u32;
+    for (i, d) in digits.iter().rev().enumerate() {
+        let mut v = u32::from(*d);
+        if i % 2 == 1 {
+            v *= 2;
+            if v > 9 {
+                v -= 9;
+            }
+        }
+        sum += v;
+    }
+    sum.is_multiple_of(10)
+}
+
+fn looks_like_secret(s: &str) -> bool {
+    let body = s.trim_end_matches('=');
+    let digits = body.bytes().filter(u8::is_ascii_digit).count();
+    let letters = body.bytes().filter(u8::is_ascii_alphabetic).count();
+    let is_hex = body.bytes().all(|b| b.is_ascii_hexdigit());
+    // Hex digests and keys, or random base64: both letters and digits in quantity. Long plain
+    // words, paths and identifiers (few digits) are left alone.
+    (is_hex && body.len() >= 32 && digits >= 4) || (digits >= 4 && letters >= 8)
+}
+
+/// The text with every e-mail address, phone number, card number and key-like token masked.
+/// Borrowed when nothing matched, so clean text costs no allocation.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let mut out: Cow<'_, str> = Cow::Borrowed(text);
+    let mut apply = |re: &Regex, f: &dyn Fn(&Captures<'_>) -> String| {
+        if re.is_match(&out) {
+            let replaced = re.replace_all(&out, |c: &Captures<'_>| f(c)).into_owned();
+            // A match the check kept (e.g. a long word, a number failing Luhn) changes nothing.
+            if replaced != *out {
+                out = Cow::Owned(replaced);
+            }
+        }
+    };
+    apply(&BEARER, &|c| format!("{} {SECRET}", &c[1]));
+    apply(&VENDOR_TOKEN, &|_| SECRET.to_string());
+    apply(&EMAIL_RE, &|_| EMAIL.to_string());
+    apply(&LONG_TOKEN, &|c| {
+        if looks_like_secret(&c[0]) {
+            SECRET.to_string()
+        } else {
+            c[0].to_string()
+        }
+    });
+    apply(&CARD_RE, &|c| {
+        let digits: Vec<u8> = c[0]
+            .bytes()
+            .filter(u8::is_ascii_digit)
+            .map(|b| b - b'0')
+            .collect();
+        if (13..=19).contains(&digits.len()) && luhn_valid(&digits) {
+            CARD.to_string()
+        } else {
+            c[0].to_string()
+        }
+    });
+    apply(&PHONE_RE, &|c| {
+        let n = c[0].bytes().filter(u8::is_ascii_digit).count();
+        if (7..=15).contains(&n) {
+            PHONE.to_string()
+        } else {
+            c[0].to_string()
+        }
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(s: &str) -> String {
+        redact(s).into_owned()
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(
+            r("mail jane.doe+x@mail.example.co.uk now"),
+            "mail [EMAIL] now"
+        );
+        assert_eq!(r("a@b.io, c_d@e-f.com"), "[EMAIL], [EMAIL]");
+        assert_eq!(r("not an email: a@b"), "not an email: a@b");
+    }
+
+    #[test]
+    fn phone_numbers() {
+        assert_eq!(r("call +1 415-555-0132 today"), "call [PHONE] today");
+        assert_eq!(r("call +44 20 7946 0958"), "call [PHONE]");
+        assert_eq!(r("(415) 555-0132"), "[PHONE]");
+        assert_eq!(r("415.555.0132"), "[PHONE]");
+        assert_eq!(r("+49 (30) 123456"), "[PHONE]");
+        // Not phones: dates, versions, small numbers, IP addresses.
+        for keep in [
+            "2024-05-01",
+            "v1.2.3",
+            "42 apples",
+            "192.168.100.200",
+            "+1 day",
+        ] {
+            assert_eq!(r(keep), keep);
+        }
+    }
+
+    #[test]
+    fn card_numbers_need_a_valid_luhn_checksum() {
+        assert_eq!(r("card 4111 1111 1111 1111 exp"), "card [CARD] exp");
+        assert_eq!(r("4111-1111-1111-1111"), "[CARD]");
+        assert_eq!(r("5500005555555559"), "[CARD]");
+        assert_eq!(r("378282246310005"), "[CARD]"); // Amex, 15 digits
+                                                    // 16 digits failing Luhn: an order number, kept.
+        assert_eq!(r("order 1234567812345678"), "order 1234567812345678");
+        assert!(luhn_valid(&[7, 9, 9, 2, 7, 3, 9, 8, 7, 1, 3]));
+        assert!(!luhn_valid(&[7, 9, 9, 2, 7, 3, 9, 8, 7, 1, 4]));
+    }
+
+    #[test]
+    fn key_like_tokens() {
+        assert_eq!(
+            r("key sk-proj-AbCdEf0123456789xyzXYZ ok"),
+            "key [SECRET] ok"
+        );
+        assert_eq!(r("sk-ant-api03-abcdefghij0123456789"), "[SECRET]");
+        assert_eq!(
+            r("lqo_7fK2mQ9xLp3RtV8wZb1NcY4hJd6GsA0eUoIyTrEqWkM"),
+            "[SECRET]"
+        );
+        assert_eq!(r("aws AKIAIOSFODNN7EXAMPLE"), "aws [SECRET]");
+        assert_eq!(
+            r("Authorization: Bearer abc.def-ghi_jkl"),
+            "Authorization: Bearer [SECRET]"
+        );
+        assert_eq!(r("ghp_abcdefghijklmnopqrstuvwxyz0123456789"), "[SECRET]");
+        assert_eq!(
+            r("sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"),
+            "sha [SECRET]"
+        );
+        assert_eq!(
+            r("secret=dGhpcyBpcyBhIHNlY3JldCB0b2tlbiAxMjM0NTY3ODkw=="),
+            "secret=[SECRET]"
+        );
+        assert_eq!(
+            r("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+            "jwt [SECRET]"
+        );
+    }
+
+    #[test]
+    fn ordinary_text_is_untouched_and_borrowed() {
+        for keep in [
+            "What is the capital of France?",
+            "Antidisestablishmentarianism_and_other_very_long_identifiers_here",
+            "/usr/local/lib/python3.11/site-packages/some_module/file.py",
+            "The meeting is at 10:30 on 2024-05-01, room 4.",
+            "",
+        ] {
+            assert!(matches!(redact(keep), Cow::Borrowed(_)), "{keep}");
+        }
+    }
+
+    #[test]
+    fn several_kinds_in_one_text() {
+        assert_eq!(
+            r("I'm bob@x.org, +1 (415) 555-0132, card 4242 4242 4242 4242, key sk-abcdefghijklmnop1234"),
+            "I'm [EMAIL], [PHONE], card [CARD], key [SECRET]"
+        );
+    }
+}
