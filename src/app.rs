@@ -9,7 +9,7 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, AppStateInner};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::eval::judge::JudgeBuildError;
@@ -78,14 +78,14 @@ impl App {
         }
         let gateway = Arc::new(gateway);
         let auth = Arc::new(Auth::new(&config.auth, store.clone(), metrics.clone()));
-        let state = AppState {
+        let state = AppState::new(AppStateInner {
             config: Arc::new(config),
             gateway,
             store,
             writer: writer_handle,
             metrics,
             auth,
-        };
+        });
         Ok(App {
             state,
             writer_task,
@@ -140,10 +140,8 @@ impl App {
             // No new records arrive now; in-progress judge jobs go back to the queue.
             judge.stop().await;
         }
-        let AppState {
-            writer, gateway, ..
-        } = state;
-        drop(gateway);
+        let writer = state.writer.clone();
+        drop(state);
         // Bounded: with the database down the queue goes to the spool (writer.db_timeout_ms).
         writer::close_and_wait(writer, writer_task).await;
         tracing::info!("writer drained; bye");

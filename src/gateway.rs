@@ -262,10 +262,15 @@ impl Gateway {
         let deadline = self.deadline(&rec.input);
         let out = async_stream::stream! {
             let mut upstream_stream = upstream_stream;
+            // One timer for the whole stream: a `timeout_at` per chunk would insert and remove a
+            // timer entry for every token.
+            let deadline = tokio::time::sleep_until(deadline);
+            tokio::pin!(deadline);
             loop {
-                let next = match tokio::time::timeout_at(deadline, upstream_stream.next()).await {
-                    Ok(n) => n,
-                    Err(_) => Some(Err(ProviderError::Timeout(rec.gateway.request_timeout))),
+                let next = tokio::select! {
+                    biased;
+                    n = upstream_stream.next() => n,
+                    _ = &mut deadline => Some(Err(ProviderError::Timeout(rec.gateway.request_timeout))),
                 };
                 match next {
                     Some(Ok(StreamEvent::Delta(d))) => {

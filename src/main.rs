@@ -12,6 +12,11 @@ use llm_quality_observer::eval::backfill::{self, JudgeArgs};
 use llm_quality_observer::mock_upstream::{self, MockUpstreamConfig};
 use llm_quality_observer::store::Store;
 
+// The request path allocates many short-lived buffers (JSON bodies, headers, records); mimalloc
+// keeps that cheaper than glibc malloc under concurrency (see bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "lqo", version, about = "LLM Quality Observer: an LLM gateway that logs every call and exposes latency, tokens, cost and quality per model version to Prometheus.",
     long_about = None, after_help = "With no subcommand, `lqo` runs `serve`. Configuration: a YAML file (--config, LQO_CONFIG, or ./lqo.yaml) and environment variables DATABASE_URL, LLM_API_KEY, LLM_API_BASE_URL, OPENAI_MODEL_MAIN, LOG_LEVEL, APP_ENV, PORT. See lqo.example.yaml.")]

@@ -335,32 +335,20 @@ pub async fn chat_completions(
     }
 
     let (model, upstream) = state.gateway.stream_chat(input).await?;
-    let chunk = move |delta: serde_json::Value, finish: Option<&str>| {
-        json!({
-            "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
-    };
-    let first =
-        Event::default().data(chunk(json!({"role": "assistant", "content": ""}), None).to_string());
-    let events = futures::stream::once(async move { first })
-        .chain(upstream.flat_map(move |item| {
-            let events: Vec<Event> = match item {
-                GatewayStreamItem::Delta(d) => {
-                    vec![Event::default().data(chunk(json!({ "content": d }), None).to_string())]
-                }
+    let chunks = ChunkWriter::new(&id, created, &model);
+    let events = async_stream::stream! {
+        yield chunks.role();
+        let mut upstream = upstream;
+        while let Some(item) = upstream.next().await {
+            match item {
+                GatewayStreamItem::Delta(d) => yield chunks.delta(&d),
                 GatewayStreamItem::Done(out) => {
-                    let mut v = vec![Event::default().data(
-                        chunk(json!({}), Some(out.finish_reason.as_str())).to_string(),
-                    )];
+                    yield chunks.finish(&out.finish_reason);
                     if include_usage {
-                        let mut u = chunk(json!({}), None);
-                        u["choices"] = json!([]);
-                        u["usage"] = json!(UsageBody::from(&out.usage));
-                        v.push(Event::default().data(u.to_string()));
+                        yield chunks.usage(&UsageBody::from(&out.usage));
                     }
-                    v.push(Event::default().data("[DONE]"));
-                    v
+                    yield "[DONE]".to_string();
+                    break;
                 }
                 GatewayStreamItem::Error(e) => {
                     let code = if http_status_for(&e) == 504 {
@@ -369,15 +357,76 @@ pub async fn chat_completions(
                         "upstream_error"
                     };
                     let body = json!({"error": {"message": e.to_string(), "type": "upstream_error", "param": null, "code": code}});
-                    vec![Event::default().data(body.to_string())]
+                    yield body.to_string();
+                    break;
                 }
-            };
-            futures::stream::iter(events)
-        }))
-        .map(Ok::<_, Infallible>);
+            }
+        }
+    }
+    .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+/// Writes `chat.completion.chunk` objects around a prefix built once per response: a stream sends
+/// one chunk per token, and building a `serde_json::Value` tree for each showed in profiles.
+struct ChunkWriter {
+    /// `{"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[`
+    prefix: String,
+}
+
+impl ChunkWriter {
+    fn new(id: &str, created: i64, model: &str) -> Self {
+        let mut prefix = String::with_capacity(128);
+        prefix.push_str("{\"id\":");
+        prefix.push_str(&json_string(id));
+        prefix.push_str(",\"object\":\"chat.completion.chunk\",\"created\":");
+        prefix.push_str(&created.to_string());
+        prefix.push_str(",\"model\":");
+        prefix.push_str(&json_string(model));
+        prefix.push_str(",\"choices\":[");
+        ChunkWriter { prefix }
+    }
+
+    fn choice(&self, delta: &str, finish_reason: Option<&str>) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + delta.len() + 64);
+        s.push_str(&self.prefix);
+        s.push_str("{\"index\":0,\"delta\":");
+        s.push_str(delta);
+        s.push_str(",\"finish_reason\":");
+        match finish_reason {
+            Some(r) => s.push_str(&json_string(r)),
+            None => s.push_str("null"),
+        }
+        s.push_str("}]}");
+        s
+    }
+
+    fn role(&self) -> String {
+        self.choice("{\"role\":\"assistant\",\"content\":\"\"}", None)
+    }
+
+    fn delta(&self, content: &str) -> String {
+        self.choice(&format!("{{\"content\":{}}}", json_string(content)), None)
+    }
+
+    fn finish(&self, finish_reason: &str) -> String {
+        self.choice("{}", Some(finish_reason))
+    }
+
+    /// The `stream_options.include_usage` chunk: no choices, the usage.
+    fn usage(&self, usage: &UsageBody) -> String {
+        let mut s = self.prefix.clone();
+        s.push_str("],\"usage\":");
+        s.push_str(&serde_json::to_string(usage).unwrap_or_else(|_| "null".into()));
+        s.push('}');
+        s
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -417,4 +466,35 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
         object: "list",
         data,
     })
+}
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_valid_json_with_escaped_content() {
+        let w = ChunkWriter::new("chatcmpl-1", 42, "gpt-\"x\"");
+        let parse = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
+        let role = parse(w.role());
+        assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(role["model"], "gpt-\"x\"");
+        assert_eq!(role["created"], 42);
+        let tricky = "a \"quote\", a \\ backslash,\na newline, ünïcødé 🚀 and \u{1}";
+        let d = parse(w.delta(tricky));
+        assert_eq!(d["object"], "chat.completion.chunk");
+        assert_eq!(d["choices"][0]["delta"]["content"], tricky);
+        assert!(d["choices"][0]["finish_reason"].is_null());
+        let f = parse(w.finish("length"));
+        assert_eq!(f["choices"][0]["finish_reason"], "length");
+        assert_eq!(f["choices"][0]["delta"], json!({}));
+        let u = parse(w.usage(&UsageBody::from(&Usage {
+            input_tokens: 3,
+            cached_input_tokens: 1,
+            output_tokens: 5,
+        })));
+        assert_eq!(u["choices"], json!([]));
+        assert_eq!(u["usage"]["total_tokens"], 8);
+        assert_eq!(u["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
+    }
 }

@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Gateway overhead benchmark: direct to `lqo mock-upstream` vs through the gateway, side by side.
+
+One run starts two mock upstreams (0 ms and 50 ms latency), the gateway in release mode with
+PostgreSQL logging on (a throwaway database on 127.0.0.1:5432), and drives both with `oha`
+(cargo install oha) at fixed rates and at saturation, non-streaming and streaming. It prints the
+added latency (gateway minus direct) at p50/p90/p99, the throughput ratio, the gateway's CPU time
+per request and its peak RSS, then checks that every request answered by the gateway is in
+PostgreSQL exactly once. `--soak SECONDS` adds a soak at 500 req/s that samples the RSS.
+
+    python3 bench/overhead.py                       # ~3 minutes
+    python3 bench/overhead.py --duration 20 --soak 600
+
+Numbers from one run on one machine: the load generator, both upstreams, PostgreSQL and the
+gateway all share its cores, so read the ratios, not the absolute values.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PG_ADMIN = os.environ.get("LQO_BENCH_PG", "postgres://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, deadline_s=30):
+    import urllib.request
+
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"bench: {url} did not come up")
+
+
+def psql(sql, db_url=PG_ADMIN):
+    out = subprocess.run(
+        ["psql", db_url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def proc_status(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])  # kB
+    return 0
+
+
+def oha(url, body, duration, rate, connections):
+    cmd = [
+        "oha", "--no-tui", "--output-format", "json", "-z", f"{duration}s",
+        "-c", str(connections), "-m", "POST", "-T", "application/json", "-d", body,
+    ]
+    if rate:
+        cmd += ["-q", str(rate), "--latency-correction"]
+    cmd.append(url)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def body(model, stream):
+    b = {"model": model, "messages": [{"role": "user", "content": "Benchmark prompt: say hi."}]}
+    if stream:
+        b["stream"] = True
+        b["stream_options"] = {"include_usage": True}
+    return json.dumps(b)
+
+
+def ms(x):
+    return x * 1000.0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=8, help="seconds per measurement (default 8)")
+    ap.add_argument("--soak", type=int, default=0, help="seconds of soak at 500 req/s (0 = none)")
+    ap.add_argument("--skip-build", action="store_true", help="use the existing target/release/lqo")
+    ap.add_argument("--bin", help="gateway binary to use instead of target/release/lqo (implies --skip-build)")
+    ap.add_argument("--log-level", default="info", help="gateway LOG_LEVEL (default info, as deployed)")
+    ap.add_argument("--judge", type=float, default=0.0,
+                    help="LLM-judge sample rate (default 0: the judge's own upstream calls and database "
+                         "work would be measured as gateway overhead)")
+    args = ap.parse_args()
+
+    if not shutil.which("oha"):
+        print("bench: installing oha (cargo install oha --locked)", flush=True)
+        subprocess.run(["cargo", "install", "oha", "--locked"], check=True)
+    if not (args.skip_build or args.bin):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    lqo = args.bin or os.path.join(ROOT, "target", "release", "lqo")
+
+    tmp = tempfile.mkdtemp(prefix="lqo-bench.")
+    db = "lqo_bench_" + uuid.uuid4().hex[:12]
+    procs = []
+
+    def cleanup(*_):
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        try:
+            psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        except subprocess.CalledProcessError as e:
+            print(f"bench: could not drop {db}: {e.stderr}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(130))
+    try:
+        psql(f'CREATE DATABASE "{db}"')
+        db_url = PG_ADMIN.rsplit("/", 1)[0] + "/" + db
+        ports = {"up0": free_port(), "up50": free_port(), "gw": free_port()}
+        devnull = subprocess.DEVNULL
+        for name, latency in (("up0", 0), ("up50", 50)):
+            procs.append(subprocess.Popen(
+                [lqo, "mock-upstream", "--port", str(ports[name]), "--latency-ms", str(latency)],
+                stdout=devnull, stderr=devnull))
+        cfg = os.path.join(tmp, "lqo.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"""
+providers:
+  up0: {{ kind: openai_chat, base_url: "http://127.0.0.1:{ports['up0']}/v1" }}
+  up50: {{ kind: openai_chat, base_url: "http://127.0.0.1:{ports['up50']}/v1" }}
+models:
+  bench-0ms: {{ provider: up0, upstream_model: bench-upstream, pricing: {{ input_per_1m: 0.25, output_per_1m: 2.0 }} }}
+  bench-50ms: {{ provider: up50, upstream_model: bench-upstream, pricing: {{ input_per_1m: 0.25, output_per_1m: 2.0 }} }}
+default_model: bench-0ms
+judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.judge if args.judge > 0 else 0.1} }}
+""")
+        env = dict(os.environ, LQO_CONFIG=cfg, DATABASE_URL=db_url, LLM_API_KEY="bench-dummy-key",
+                   LOG_LEVEL=args.log_level, PORT=str(ports["gw"]))
+        gw_log = open(os.path.join(tmp, "gateway.log"), "w")
+        gw = subprocess.Popen([lqo, "serve"], env=env, stdout=gw_log, stderr=subprocess.STDOUT, cwd=tmp)
+        procs.append(gw)
+        for name in ports:
+            wait_http(f"http://127.0.0.1:{ports[name]}/health")
+
+        # Warm both paths (connection pools, tokenizer, allocator).
+        answered = 0
+        for up in ("up0", "up50"):
+            oha(f"http://127.0.0.1:{ports[up]}/v1/chat/completions", body("bench-upstream", False), 2, 200, 8)
+        for model in ("bench-0ms", "bench-50ms"):
+            warm = oha(f"http://127.0.0.1:{ports['gw']}/v1/chat/completions", body(model, False), 2, 200, 8)
+            answered += warm["statusCodeDistribution"].get("200", 0)
+
+        scenarios = [
+            # name, upstream, stream, rate (None = saturation), connections
+            ("0ms    500 rps", "0ms", False, 500, 16),
+            ("0ms   1000 rps", "0ms", False, 1000, 32),
+            ("0ms   2000 rps", "0ms", False, 2000, 64),
+            ("0ms  saturated", "0ms", False, None, 32),
+            ("0ms   1000 rps stream", "0ms", True, 1000, 32),
+            ("0ms  saturated stream", "0ms", True, None, 32),
+            ("50ms  500 rps", "50ms", False, 500, 64),
+            ("50ms 2000 rps", "50ms", False, 2000, 256),
+            ("50ms 1000 rps stream", "50ms", True, 1000, 128),
+        ]
+        rows = []
+        for name, up, stream, rate, conns in scenarios:
+            up_port = ports["up0" if up == "0ms" else "up50"]
+            direct = oha(f"http://127.0.0.1:{up_port}/v1/chat/completions",
+                         body("bench-upstream", stream), args.duration, rate, conns)
+            cpu0 = cpu_seconds(gw.pid)
+            via = oha(f"http://127.0.0.1:{ports['gw']}/v1/chat/completions",
+                      body(f"bench-{up}", stream), args.duration, rate, conns)
+            cpu1 = cpu_seconds(gw.pid)
+            ok = via["statusCodeDistribution"].get("200", 0)
+            answered += ok
+            bad = {k: v for k, v in via["statusCodeDistribution"].items() if k != "200"}
+            dp, gp = direct["latencyPercentiles"], via["latencyPercentiles"]
+            rows.append({
+                "name": name,
+                "direct": [ms(dp[p]) for p in ("p50", "p90", "p99")],
+                "gateway": [ms(gp[p]) for p in ("p50", "p90", "p99")],
+                "rps_direct": direct["summary"]["requestsPerSec"],
+                "rps_gateway": via["summary"]["requestsPerSec"],
+                "cpu_us_per_req": (cpu1 - cpu0) / max(ok, 1) * 1e6,
+                "errors": bad or via.get("errorDistribution") or {},
+            })
+            print(f"bench: {name}: done", flush=True)
+
+        print()
+        print("Gateway vs direct to the mock upstream (latency in ms; added = gateway - direct)")
+        hdr = f"{'scenario':24} {'direct p50/p90/p99':>22} {'gateway p50/p90/p99':>22} {'added p50/p90/p99':>22} {'rps direct':>10} {'rps gw':>8} {'ratio':>6} {'gw CPU/req':>10}"
+        print(hdr)
+        print("-" * len(hdr))
+        for r in rows:
+            added = [g - d for g, d in zip(r["gateway"], r["direct"])]
+            fmt = lambda v: "/".join(f"{x:.3f}" for x in v)
+            ratio = r["rps_gateway"] / r["rps_direct"] if r["rps_direct"] else 0
+            print(f"{r['name']:24} {fmt(r['direct']):>22} {fmt(r['gateway']):>22} {fmt(added):>22} "
+                  f"{r['rps_direct']:>10.0f} {r['rps_gateway']:>8.0f} {ratio:>6.2f} {r['cpu_us_per_req']:>8.0f}µs"
+                  + (f"  non-200: {r['errors']}" if r["errors"] else ""))
+
+        if args.soak:
+            print(f"\nbench: soak {args.soak}s at 500 req/s, RSS sampled every 10 s", flush=True)
+            soak = subprocess.Popen(
+                ["oha", "--no-tui", "--output-format", "json", "-z", f"{args.soak}s", "-c", "16",
+                 "-q", "500", "-m", "POST", "-T", "application/json", "-d", body("bench-0ms", False),
+                 f"http://127.0.0.1:{ports['gw']}/v1/chat/completions"],
+                stdout=subprocess.PIPE, text=True)
+            samples = []
+            start = time.time()
+            while soak.poll() is None:
+                time.sleep(10)
+                samples.append((time.time() - start, proc_status(gw.pid, "VmRSS")))
+            result = json.loads(soak.stdout.read())
+            answered += result["statusCodeDistribution"].get("200", 0)
+            steady = [kb for t, kb in samples if t >= 60] or [kb for _, kb in samples]
+            lo, hi = min(steady), max(steady)
+            mid = (lo + hi) / 2
+            print("bench: soak RSS (MiB) after warm-up: first %.1f last %.1f min %.1f max %.1f → ±%.1f%%"
+                  % (steady[0] / 1024, steady[-1] / 1024, lo / 1024, hi / 1024, (hi - lo) / 2 / mid * 100))
+            print("bench: soak latency p50/p99 %.3f/%.3f ms, %d requests"
+                  % (ms(result["latencyPercentiles"]["p50"]), ms(result["latencyPercentiles"]["p99"]),
+                     result["statusCodeDistribution"].get("200", 0)))
+
+        print(f"\ngateway peak RSS: {proc_status(gw.pid, 'VmHWM') / 1024:.1f} MiB")
+        # Every call the gateway handled must be in PostgreSQL exactly once. The gateway's own
+        # lqo_requests_total is the reference: oha stops waiting at its deadline, so a few calls
+        # it gave up on were still answered and logged.
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['gw']}/metrics") as r:
+            handled = sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                          if line.startswith("lqo_requests_total{"))
+        handled = int(handled)
+        deadline = time.time() + 60
+        while True:
+            count, distinct = map(int, psql(
+                "SELECT count(*), count(DISTINCT request_id) FROM llm_logs", db_url).split("|"))
+            if count >= handled or time.time() > deadline:
+                break
+            time.sleep(0.2)
+        status = "OK" if count == handled == distinct else "MISMATCH"
+        print(f"records: {handled} calls handled by the gateway ({answered} 200s seen by oha), "
+              f"{count} rows in PostgreSQL, {distinct} distinct request_ids → {status}")
+        if status != "OK":
+            sys.exit(1)
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main()
