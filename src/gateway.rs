@@ -183,23 +183,32 @@ impl Gateway {
             .ok_or_else(|| CoreError::UnknownModel(name.to_string()))
     }
 
-    /// Non-streaming call: forward, meter, queue the record, answer.
-    pub async fn complete_chat(&self, mut input: ChatInput) -> Result<ChatOutput, CoreError> {
+    /// Resolves the model version and counts the call in flight until the guard drops.
+    fn begin(&self, input: &mut ChatInput) -> Result<(Arc<ModelRoute>, InFlight), CoreError> {
         let route = self.resolve(input.model_version.as_deref())?;
         input.request.model = route.upstream_model.clone();
-        let endpoint = input.endpoint.as_str();
-        let _in_flight = InFlight::new(&self.metrics, endpoint);
+        let in_flight = InFlight::new(&self.metrics, input.endpoint.as_str());
+        Ok((route, in_flight))
+    }
 
+    /// Runs an upstream call under the request's deadline (counted from its arrival).
+    async fn within_deadline<T>(
+        &self,
+        input: &ChatInput,
+        call: impl std::future::Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        tokio::time::timeout_at(self.deadline(input), call)
+            .await
+            .unwrap_or(Err(ProviderError::Timeout(self.request_timeout)))
+    }
+
+    /// Non-streaming call: forward, meter, queue the record, answer.
+    pub async fn complete_chat(&self, mut input: ChatInput) -> Result<ChatOutput, CoreError> {
+        let (route, _in_flight) = self.begin(&mut input)?;
         let upstream_start = Instant::now();
-        let result = match tokio::time::timeout_at(
-            self.deadline(&input),
-            route.provider.complete(&input.request),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::Timeout(self.request_timeout)),
-        };
+        let result = self
+            .within_deadline(&input, route.provider.complete(&input.request))
+            .await;
         let upstream = upstream_start.elapsed();
 
         match result {
@@ -227,20 +236,11 @@ impl Gateway {
         ),
         CoreError,
     > {
-        let route = self.resolve(input.model_version.as_deref())?;
-        input.request.model = route.upstream_model.clone();
-        let endpoint = input.endpoint.as_str();
-        let in_flight = InFlight::new(&self.metrics, endpoint);
+        let (route, in_flight) = self.begin(&mut input)?;
         let upstream_start = Instant::now();
-        let started = match tokio::time::timeout_at(
-            self.deadline(&input),
-            route.provider.stream(&input.request),
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(_) => Err(ProviderError::Timeout(self.request_timeout)),
-        };
+        let started = self
+            .within_deadline(&input, route.provider.stream(&input.request))
+            .await;
         let upstream_stream = match started {
             Ok(s) => s,
             Err(e) => {
