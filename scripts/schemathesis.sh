@@ -37,11 +37,13 @@ trap cleanup EXIT
 
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
 
-# A clean environment: the built-in mock model, a throwaway database, $work/lqo.yaml.
+# A clean environment: the built-in mock model, a throwaway database, $work/lqo.yaml. Run in the
+# background, the function is its own subshell and `exec` turns it into the gateway, so `$!` is the
+# gateway's pid and the cleanup trap stops the gateway itself, not a subshell around it.
 run_lqo() {
-  (cd "$work" && env -u LLM_API_KEY -u LLM_API_BASE_URL -u OPENAI_MODEL_MAIN -u LQO_CONFIG \
+  cd "$work" && exec env -u LLM_API_KEY -u LLM_API_BASE_URL -u OPENAI_MODEL_MAIN -u LQO_CONFIG \
     -u LQO_METRICS_TOKEN -u PORT \
-    DATABASE_URL="sqlite://$work/lqo.db" LOG_LEVEL=warn "$LQO_BIN" "$@")
+    DATABASE_URL="sqlite://$work/lqo.db" LOG_LEVEL=warn "$LQO_BIN" "$@"
 }
 
 # The run's key is declared in the config by its hash, so that the admin routes under test cannot
