@@ -151,28 +151,43 @@ macro_rules! log_columns {
 pub const LOG_COLUMNS: &str = log_columns!();
 
 /// One statement per batch: each column travels as one array parameter, so the statement text and
-/// its plan are the same for every batch size. The conflict key includes created_at because
-/// llm_logs is partitioned by it (migration 0002); a replayed record carries its original
-/// created_at, so replays stay idempotent. Tags cannot be a `text[][]` element of UNNEST
-/// (Postgres arrays are not nested), so each row's tags travel as a jsonb array and become text[].
-const PG_INSERT: &str = concat!(
+/// its plan are the same for every batch size. Tags cannot be a `text[][]` element of UNNEST
+/// (PostgreSQL arrays are not ragged), so each row's tags travel as one array literal
+/// ([`pg_array_literal`]) cast to text[] in place.
+macro_rules! pg_insert {
+    () => {
+        concat!(
     "INSERT INTO llm_logs (",
     log_columns!(),
     ") SELECT u.request_id, u.created_at, u.endpoint, u.user_id, u.prompt, u.response, \
      u.model_version, u.provider, u.upstream_model, u.latency_ms, u.ttft_ms, u.input_tokens, \
      u.cached_input_tokens, u.output_tokens, u.cost_usd, u.status, u.http_status, u.error_type, \
      u.error_message, u.finish_reason, u.streamed, \
-     ARRAY(SELECT jsonb_array_elements_text(u.tags)), u.metadata, u.heuristic_label, \
+     u.tags::text[], u.metadata, u.heuristic_label, \
      u.heuristic_results, u.api_key_name \
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::int8[], $13::int8[], \
      $14::int8[], $15::float8[], $16::text[], $17::int4[], $18::text[], $19::text[], $20::text[], \
-     $21::bool[], $22::jsonb[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[]) \
+     $21::bool[], $22::text[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[]) \
      AS u(request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
      upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
      cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-     metadata, heuristic_label, heuristic_results, api_key_name) \
-     ON CONFLICT (request_id, created_at) DO NOTHING"
+     metadata, heuristic_label, heuristic_results, api_key_name)"
+        )
+    };
+}
+
+/// The batch insert without the conflict clause, where PostgreSQL spends ~13 % less CPU per row
+/// (`examples/writer_bench.rs`); a batch that hits an existing row is written again with
+/// [`PG_INSERT_IDEMPOTENT`].
+const PG_INSERT: &str = pg_insert!();
+/// Skips rows already stored, so a batch written twice (spool replay after a crash, a retry after
+/// a lost commit acknowledgement) lands once. The conflict key includes created_at because
+/// llm_logs is partitioned by it (migration 0002); a replayed record carries its original
+/// created_at.
+const PG_INSERT_IDEMPOTENT: &str = concat!(
+    pg_insert!(),
+    " ON CONFLICT (request_id, created_at) DO NOTHING"
 );
 
 /// Prepared once per connection and run per row inside one transaction: as fast as multi-row
@@ -296,12 +311,20 @@ impl Store {
             Store::Postgres(pool) => {
                 let chunks = chunk_by_bytes(records, PG_MAX_STATEMENT_BYTES);
                 if let [only] = chunks.as_slice() {
-                    return Ok(pg_insert_chunk(pool, only).await?);
+                    // Duplicates are rare (a batch written again), so the cheaper statement
+                    // goes first; the failed one wrote nothing.
+                    return match pg_insert_chunk(pool, only, PG_INSERT).await {
+                        Err(e) if is_unique_violation(&e) => {
+                            Ok(pg_insert_chunk(pool, only, PG_INSERT_IDEMPOTENT).await?)
+                        }
+                        other => Ok(other?),
+                    };
                 }
+                // Oversized batches are rare; a failed statement would abort the transaction.
                 let mut tx = pool.begin().await?;
                 let mut inserted = 0;
                 for chunk in chunks {
-                    inserted += pg_insert_chunk(&mut *tx, chunk).await?;
+                    inserted += pg_insert_chunk(&mut *tx, chunk, PG_INSERT_IDEMPOTENT).await?;
                 }
                 tx.commit().await?;
                 Ok(inserted)
@@ -457,7 +480,16 @@ pub fn log_from_sqlite_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
     })
 }
 
-async fn pg_insert_chunk<'e, E>(executor: E, records: &[LogRecord]) -> Result<u64, sqlx::Error>
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
+}
+
+async fn pg_insert_chunk<'e, E>(
+    executor: E,
+    records: &[LogRecord],
+    statement: &'static str,
+) -> Result<u64, sqlx::Error>
 where
     E: sqlx::PgExecutor<'e>,
 {
@@ -510,12 +542,7 @@ where
         error_message.push(r.error_message.as_deref().map(pg_text));
         finish_reason.push(r.finish_reason.as_deref().map(pg_text));
         streamed.push(r.streamed);
-        tags.push(serde_json::Value::from(
-            r.tags
-                .iter()
-                .map(|t| pg_text(t).into_owned())
-                .collect::<Vec<_>>(),
-        ));
+        tags.push(pg_array_literal(&r.tags));
         let mut m = r.metadata.clone();
         strip_nul_json(&mut m);
         metadata.push(m);
@@ -525,7 +552,7 @@ where
         heuristic_results.push(h);
         api_key_name.push(r.api_key_name.as_deref().map(pg_text));
     }
-    let result = sqlx::query(PG_INSERT)
+    let result = sqlx::query(statement)
         .bind(request_id)
         .bind(created_at)
         .bind(endpoint)
@@ -565,6 +592,28 @@ fn pg_text(s: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(s)
     }
+}
+
+/// A PostgreSQL array literal of text elements (`{"a","b \"c\""}`), every element quoted so
+/// commas, braces, spaces and the word NULL stay text.
+fn pg_array_literal(items: &[String]) -> String {
+    let mut out = String::with_capacity(2 + items.iter().map(|t| t.len() + 3).sum::<usize>());
+    out.push('{');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        for c in pg_text(item).chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('}');
+    out
 }
 
 /// jsonb rejects `\u0000` in strings and keys for the same reason as [`pg_text`].
@@ -984,6 +1033,67 @@ mod tests {
             got.metadata,
             serde_json::json!({"k\u{FFFD}": ["v\u{FFFD}"]})
         );
+    }
+
+    #[tokio::test]
+    async fn postgres_keeps_tags_that_look_like_array_syntax() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        let awkward: Vec<String> = [
+            "plain",
+            "with space",
+            "a,b",
+            "{braces}",
+            "quote\"d",
+            "back\\slash",
+            "NULL",
+            "",
+            "ünïcödé ✓",
+            "\\\"",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        let mut r = sample_record(4);
+        r.tags = awkward.clone();
+        let mut none = sample_record(5);
+        none.tags = vec![];
+        assert_eq!(
+            store
+                .insert_batch(&[r.clone(), none.clone()])
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(
+            store.get_log(r.request_id).await.unwrap().unwrap().tags,
+            awkward
+        );
+        assert!(store
+            .get_log(none.request_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .tags
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn postgres_batch_with_one_stored_row_lands_the_others() {
+        // The plain insert fails on the stored row; the idempotent retry keeps the rest.
+        let (store, _db) = fresh_postgres().await.unwrap();
+        let old = sample_record(6);
+        assert_eq!(
+            store
+                .insert_batch(std::slice::from_ref(&old))
+                .await
+                .unwrap(),
+            1
+        );
+        let batch = vec![sample_record(7), old.clone(), sample_record(8)];
+        assert_eq!(store.insert_batch(&batch).await.unwrap(), 2);
+        for r in &batch {
+            assert!(store.get_log(r.request_id).await.unwrap().is_some());
+        }
     }
 
     #[tokio::test]
