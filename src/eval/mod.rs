@@ -47,11 +47,12 @@ pub struct JudgeDetails {
 /// The judge's job and scores and the feedback of one record (empty when there are none; the
 /// caller decides whether the record itself exists).
 pub async fn details(store: &Store, request_id: Uuid) -> Result<EvalDetails, StoreError> {
-    let (job, scores, feedback) = tokio::try_join!(
-        db::job(store, request_id),
-        db::scores(store, request_id),
-        db::feedback_of(store, request_id),
-    )?;
+    // One after the other, the job first: a job is marked done in the transaction that stores
+    // its scores, so scores read after a `done` job are all there. Read concurrently, on two
+    // connections, the scores could come from before that commit and the job from after it.
+    let job = db::job(store, request_id).await?;
+    let scores = db::scores(store, request_id).await?;
+    let feedback = db::feedback_of(store, request_id).await?;
     let judge = (job.is_some() || !scores.is_empty()).then(|| JudgeDetails {
         status: job.as_ref().map(|j| j.status.clone()),
         job,
