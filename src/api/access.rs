@@ -18,21 +18,30 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 
 use super::error::ApiError;
-use super::{AppState, RequestId};
+use super::AppState;
 use crate::auth::{access_for, is_model_call, Access};
 
-/// Authenticates and authorizes a request for its matched route; on success the
-/// [`crate::auth::Caller`] travels in the request's extensions to the handler.
-/// Installed as a route layer, so unknown routes stay 404 whatever the credentials.
-pub async fn require_access(
-    State(state): State<AppState>,
+/// The route layer: authenticates and authorizes a request for its matched route (on success the
+/// [`crate::auth::Caller`] travels in the request's extensions to the handler), and copies the
+/// matched route template to the response, where the outer `request_context` labels metrics with
+/// it. A route layer, so unknown routes stay 404 whatever the credentials.
+pub async fn route_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.extensions().get::<MatchedPath>().cloned();
+    let mut resp = require_access(&state, path.as_ref(), req, next).await;
+    if let Some(p) = path {
+        resp.extensions_mut().insert(p);
+    }
+    resp
+}
+
+async fn require_access(
+    state: &AppState,
+    matched: Option<&MatchedPath>,
     mut req: Request,
     next: Next,
 ) -> Response {
     let (access, model_call) = {
-        let path = req
-            .extensions()
-            .get::<MatchedPath>()
+        let path = matched
             .map(MatchedPath::as_str)
             .unwrap_or_else(|| req.uri().path());
         (access_for(path), is_model_call(path))
@@ -65,15 +74,11 @@ const BACKSTOP_GRACE: Duration = Duration::from_secs(1);
 /// Bounds the whole request, body upload included: 408 if the client had not finished sending the
 /// body in time, 504 if the gateway had not finished answering.
 pub async fn whole_request_timeout(
-    State(state): State<AppState>,
+    state: &AppState,
+    started: Instant,
     req: Request,
     next: Next,
 ) -> Response {
-    let started = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.1)
-        .unwrap_or_else(Instant::now);
     let limit = state.config.request_timeout();
     let deadline = tokio::time::Instant::from_std(started) + limit + BACKSTOP_GRACE;
 
@@ -116,8 +121,7 @@ pub async fn whole_request_timeout(
 
 /// Gives errors that axum produces on its own with an empty body (405 Method Not Allowed, for
 /// one) the OpenAI-style JSON body every other error has, keeping their headers (`Allow`).
-pub async fn json_bare_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+pub fn json_bare_errors(resp: Response) -> Response {
     let status = resp.status();
     if !(status.is_client_error() || status.is_server_error())
         || resp.headers().contains_key(CONTENT_TYPE)

@@ -17,7 +17,7 @@ pub struct OpenAiResponses {
 impl OpenAiResponses {
     pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
         Ok(OpenAiResponses {
-            http: HttpUpstream::new(cfg)?,
+            http: HttpUpstream::new(cfg, "/responses")?,
         })
     }
 }
@@ -285,7 +285,7 @@ impl Provider for OpenAiResponses {
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
         let (response, retries) = self
             .http
-            .post_json("/responses", &ResponsesRequest::new(req, false), false)
+            .post_json(&ResponsesRequest::new(req, false), false)
             .await?;
         let body: ResponseObject = self.http.read_json(response).await?;
         let mut completion = body
@@ -298,7 +298,7 @@ impl Provider for OpenAiResponses {
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let (response, _retries) = self
             .http
-            .post_json("/responses", &ResponsesRequest::new(req, true), true)
+            .post_json(&ResponsesRequest::new(req, true), true)
             .await?;
         Ok(self.http.stream_events(response, ResponsesStreamHandler))
     }
