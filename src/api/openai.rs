@@ -408,7 +408,14 @@ impl ChunkWriter {
     }
 
     fn delta(&self, content: &str) -> String {
-        self.choice(&format!("{{\"content\":{}}}", json_string(content)), None)
+        // The hottest of these (one per token): built in one buffer.
+        let content = json_string(content);
+        let mut s = String::with_capacity(self.prefix.len() + content.len() + 56);
+        s.push_str(&self.prefix);
+        s.push_str("{\"index\":0,\"delta\":{\"content\":");
+        s.push_str(&content);
+        s.push_str("},\"finish_reason\":null}]}");
+        s
     }
 
     fn finish(&self, finish_reason: &str) -> String {

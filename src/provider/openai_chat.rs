@@ -403,30 +403,45 @@ pub(super) struct SseDecoder {
 }
 
 impl SseDecoder {
-    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<SseEvent>, ProviderError> {
+    /// Splits on line endings with `memchr` and copies whole runs: a byte-at-a-time loop showed
+    /// in profiles of saturated streaming (one token is one ~200-byte event).
+    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, ProviderError> {
         let mut events = Vec::new();
-        for &b in bytes {
-            if self.after_cr {
-                self.after_cr = false;
-                if b == b'\n' {
-                    continue;
-                }
+        if std::mem::take(&mut self.after_cr) {
+            if let [b'\n', rest @ ..] = bytes {
+                bytes = rest;
             }
-            match b {
-                b'\n' | b'\r' => {
-                    self.after_cr = b == b'\r';
-                    let line = std::mem::take(&mut self.line);
-                    if let Some(ev) = self.end_line(&line)? {
-                        events.push(ev);
-                    }
-                }
-                _ => {
-                    if self.line.len() >= MAX_SSE_EVENT_BYTES {
-                        return Err(ProviderError::InvalidResponse(
-                            "stream line exceeds the size limit".into(),
-                        ));
-                    }
-                    self.line.push(b);
+        }
+        while !bytes.is_empty() {
+            let end = memchr::memchr2(b'\n', b'\r', bytes);
+            let run = end.unwrap_or(bytes.len());
+            if self.line.len() + run > MAX_SSE_EVENT_BYTES {
+                return Err(ProviderError::InvalidResponse(
+                    "stream line exceeds the size limit".into(),
+                ));
+            }
+            let Some(i) = end else {
+                self.line.extend_from_slice(bytes);
+                break;
+            };
+            let event = if self.line.is_empty() {
+                self.end_line(&bytes[..i])?
+            } else {
+                let mut line = std::mem::take(&mut self.line);
+                line.extend_from_slice(&bytes[..i]);
+                let event = self.end_line(&line);
+                line.clear();
+                self.line = line;
+                event?
+            };
+            events.extend(event);
+            let cr = bytes[i] == b'\r';
+            bytes = &bytes[i + 1..];
+            if cr {
+                match bytes.first() {
+                    Some(b'\n') => bytes = &bytes[1..],
+                    Some(_) => {}
+                    None => self.after_cr = true,
                 }
             }
         }
