@@ -8,6 +8,13 @@ added latency (gateway minus direct) at p50/p90/p99, the throughput ratio, the g
 per request and its peak RSS, then checks that every request answered by the gateway is in
 PostgreSQL exactly once. `--soak SECONDS` adds a soak at 500 req/s that samples the RSS.
 
+A second table splits the CPU time of every call between the load generator, the upstream, the
+gateway and PostgreSQL, direct and through the gateway. The "isolated" saturation runs put the load
+generator and the upstreams on one half of the CPUs and a second gateway (started there, so its
+runtime sizes itself to them) with its PostgreSQL backends on the other half — the layout of
+separate machines; every other run shares all CPUs between everything. `--only REGEX` runs the
+scenarios whose name matches.
+
     python3 bench/overhead.py                       # ~3 minutes
     python3 bench/overhead.py --duration 20 --soak 600
 
@@ -18,6 +25,8 @@ gateway all share its cores, so read the ratios, not the absolute values.
 import argparse
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import socket
@@ -77,7 +86,34 @@ def proc_status(pid, key):
     return 0
 
 
-def oha(url, body, duration, rate, connections):
+def children_cpu():
+    """CPU seconds of the waited-for children (the load generator runs)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def postgres_cpu():
+    """CPU seconds of every live PostgreSQL process (backends, WAL writer, checkpointer...)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+            total += cpu_seconds(int(entry))
+        except (OSError, ValueError, IndexError):
+            pass  # the process ended meanwhile
+    return total
+
+
+def pin(pid, cpus):
+    """Moves every thread of a running process onto `cpus` (a taskset list like "0" or "0-1")."""
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
+
+
+def oha(url, body, duration, rate, connections, cpus=None):
     cmd = [
         "oha", "--no-tui", "--output-format", "json", "-z", f"{duration}s",
         "-c", str(connections), "-m", "POST", "-T", "application/json", "-d", body,
@@ -85,6 +121,8 @@ def oha(url, body, duration, rate, connections):
     if rate:
         cmd += ["-q", str(rate), "--latency-correction"]
     cmd.append(url)
+    if cpus:
+        cmd = ["taskset", "-c", cpus] + cmd
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
@@ -108,6 +146,7 @@ def main():
     ap.add_argument("--skip-build", action="store_true", help="use the existing target/release/lqo")
     ap.add_argument("--bin", help="gateway binary to use instead of target/release/lqo (implies --skip-build)")
     ap.add_argument("--log-level", default="info", help="gateway LOG_LEVEL (default info, as deployed)")
+    ap.add_argument("--only", help="run only the scenarios whose name matches this regular expression")
     ap.add_argument("--judge", type=float, default=0.0,
                     help="LLM-judge sample rate (default 0: the judge's own upstream calls and database "
                          "work would be measured as gateway overhead)")
@@ -161,11 +200,31 @@ models:
 default_model: bench-0ms
 judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.judge if args.judge > 0 else 0.1} }}
 """)
+        # Isolated runs give the load generator and the upstreams half of the CPUs and a second
+        # gateway, started on the other half (so its runtime sizes itself to them, as on a machine
+        # of that size), with its PostgreSQL backends, the other half: how much traffic one
+        # gateway core carries next to one core of client and upstream. The other runs share
+        # every CPU between all of them.
+        ncpu = os.cpu_count() or 1
+        all_cpus = f"0-{ncpu - 1}"
+        half = max(ncpu // 2, 1)
+        load_cpus = f"0-{half - 1}" if half > 1 else "0"
+        gw_cpus = (f"{half}-{ncpu - 1}" if ncpu - half > 1 else str(half)) if ncpu > 1 else "0"
         env = dict(os.environ, LQO_CONFIG=cfg, DATABASE_URL=db_url, LLM_API_KEY="bench-dummy-key",
                    LOG_LEVEL=args.log_level, PORT=str(ports["gw"]))
         gw_log = open(os.path.join(tmp, "gateway.log"), "w")
         gw = subprocess.Popen([lqo, "serve"], env=env, stdout=gw_log, stderr=subprocess.STDOUT, cwd=tmp)
         procs.append(gw)
+        gateways = [(gw, ports["gw"])]
+        if ncpu >= 2:
+            ports["gw_iso"] = free_port()
+            iso_dir = os.path.join(tmp, "isolated")  # its own spool directory
+            os.mkdir(iso_dir)
+            gw_iso = subprocess.Popen(["taskset", "-c", gw_cpus, lqo, "serve"],
+                                      env=dict(env, PORT=str(ports["gw_iso"])), stdout=gw_log,
+                                      stderr=subprocess.STDOUT, cwd=iso_dir)
+            procs.append(gw_iso)
+            gateways.append((gw_iso, ports["gw_iso"]))
         for name in ports:
             wait_http(f"http://127.0.0.1:{ports[name]}/health")
 
@@ -173,58 +232,102 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
         answered = 0
         for up in ("up0", "up50"):
             oha(f"http://127.0.0.1:{ports[up]}/v1/chat/completions", body("bench-upstream", False), 2, 200, 8)
-        for model in ("bench-0ms", "bench-50ms"):
-            warm = oha(f"http://127.0.0.1:{ports['gw']}/v1/chat/completions", body(model, False), 2, 200, 8)
-            answered += warm["statusCodeDistribution"].get("200", 0)
+        for _, port in gateways:
+            for model in ("bench-0ms", "bench-50ms"):
+                warm = oha(f"http://127.0.0.1:{port}/v1/chat/completions", body(model, False), 2, 200, 8)
+                answered += warm["statusCodeDistribution"].get("200", 0)
 
         scenarios = [
-            # name, upstream, stream, rate (None = saturation), connections
-            ("0ms    500 rps", "0ms", False, 500, 16),
-            ("0ms   1000 rps", "0ms", False, 1000, 32),
-            ("0ms   2000 rps", "0ms", False, 2000, 64),
-            ("0ms  saturated", "0ms", False, None, 32),
-            ("0ms   1000 rps stream", "0ms", True, 1000, 32),
-            ("0ms  saturated stream", "0ms", True, None, 32),
-            ("50ms  500 rps", "50ms", False, 500, 64),
-            ("50ms 2000 rps", "50ms", False, 2000, 256),
-            ("50ms 1000 rps stream", "50ms", True, 1000, 128),
+            # name, upstream, stream, rate (None = saturation), connections, isolated
+            ("0ms    500 rps", "0ms", False, 500, 16, False),
+            ("0ms   1000 rps", "0ms", False, 1000, 32, False),
+            ("0ms   2000 rps", "0ms", False, 2000, 64, False),
+            ("0ms  saturated", "0ms", False, None, 64, False),
+            ("0ms  saturated isolated", "0ms", False, None, 64, True),
+            ("0ms   1000 rps stream", "0ms", True, 1000, 32, False),
+            ("0ms  saturated stream", "0ms", True, None, 64, False),
+            ("0ms  sat. stream isolated", "0ms", True, None, 64, True),
+            ("50ms  500 rps", "50ms", False, 500, 64, False),
+            ("50ms 2000 rps", "50ms", False, 2000, 256, False),
+            ("50ms 1000 rps stream", "50ms", True, 1000, 128, False),
         ]
+        if ncpu < 2:
+            scenarios = [sc for sc in scenarios if not sc[5]]
+        if args.only:
+            scenarios = [sc for sc in scenarios if re.search(args.only, sc[0])]
+        upstream_pid = {"0ms": procs[0].pid, "50ms": procs[1].pid}
+
+        def place(isolated):
+            for pid in upstream_pid.values():
+                pin(pid, load_cpus if isolated else all_cpus)
+            if isolated:
+                # The isolated gateway's database work counts on its side of the machine.
+                for pid in psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{db}' "
+                                f"AND client_port IS NOT NULL").split():
+                    pin(pid, gw_cpus)
+
         rows = []
-        for name, up, stream, rate, conns in scenarios:
+        for name, up, stream, rate, conns, isolated in scenarios:
             up_port = ports["up0" if up == "0ms" else "up50"]
+            if isolated:
+                place(True)
+            cpus = load_cpus if isolated else None
+            g, g_port = gateways[1] if isolated else gateways[0]
+            c0 = (children_cpu(), cpu_seconds(upstream_pid[up]))
             direct = oha(f"http://127.0.0.1:{up_port}/v1/chat/completions",
-                         body("bench-upstream", stream), args.duration, rate, conns)
-            cpu0 = cpu_seconds(gw.pid)
-            via = oha(f"http://127.0.0.1:{ports['gw']}/v1/chat/completions",
-                      body(f"bench-{up}", stream), args.duration, rate, conns)
-            cpu1 = cpu_seconds(gw.pid)
+                         body("bench-upstream", stream), args.duration, rate, conns, cpus)
+            c1 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
+            via = oha(f"http://127.0.0.1:{g_port}/v1/chat/completions",
+                      body(f"bench-{up}", stream), args.duration, rate, conns, cpus)
+            c2 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
+            if isolated:
+                place(False)
+            n_direct = max(direct["statusCodeDistribution"].get("200", 0), 1)
             ok = via["statusCodeDistribution"].get("200", 0)
             answered += ok
             bad = {k: v for k, v in via["statusCodeDistribution"].items() if k != "200"}
             dp, gp = direct["latencyPercentiles"], via["latencyPercentiles"]
+            per = lambda a, b, n: (b - a) / max(n, 1) * 1e6
             rows.append({
                 "name": name,
                 "direct": [ms(dp[p]) for p in ("p50", "p90", "p99")],
                 "gateway": [ms(gp[p]) for p in ("p50", "p90", "p99")],
                 "rps_direct": direct["summary"]["requestsPerSec"],
                 "rps_gateway": via["summary"]["requestsPerSec"],
-                "cpu_us_per_req": (cpu1 - cpu0) / max(ok, 1) * 1e6,
+                "cpu_us_per_req": per(c1[2], c2[2], ok),
+                # µs of CPU per call of each process: direct run, then the run through the gateway
+                "cpu_direct": [per(c0[0], c1[0], n_direct), per(c0[1], c1[1], n_direct)],
+                "cpu_via": [per(c1[0], c2[0], ok), per(c1[1], c2[1], ok), per(c1[2], c2[2], ok),
+                            per(c1[3], c2[3], ok)],
                 "errors": bad or via.get("errorDistribution") or {},
             })
             print(f"bench: {name}: done", flush=True)
 
         print()
         print("Gateway vs direct to the mock upstream (latency in ms; added = gateway - direct)")
-        hdr = f"{'scenario':24} {'direct p50/p90/p99':>22} {'gateway p50/p90/p99':>22} {'added p50/p90/p99':>22} {'rps direct':>10} {'rps gw':>8} {'ratio':>6} {'gw CPU/req':>10}"
+        hdr = f"{'scenario':26} {'direct p50/p90/p99':>22} {'gateway p50/p90/p99':>22} {'added p50/p90/p99':>22} {'rps direct':>10} {'rps gw':>8} {'ratio':>6} {'gw CPU/req':>10}"
         print(hdr)
         print("-" * len(hdr))
         for r in rows:
             added = [g - d for g, d in zip(r["gateway"], r["direct"])]
             fmt = lambda v: "/".join(f"{x:.3f}" for x in v)
             ratio = r["rps_gateway"] / r["rps_direct"] if r["rps_direct"] else 0
-            print(f"{r['name']:24} {fmt(r['direct']):>22} {fmt(r['gateway']):>22} {fmt(added):>22} "
+            print(f"{r['name']:26} {fmt(r['direct']):>22} {fmt(r['gateway']):>22} {fmt(added):>22} "
                   f"{r['rps_direct']:>10.0f} {r['rps_gateway']:>8.0f} {ratio:>6.2f} {r['cpu_us_per_req']:>8.0f}µs"
                   + (f"  non-200: {r['errors']}" if r["errors"] else ""))
+
+        print()
+        print("CPU time per call by process (µs; from /proc and getrusage). Direct: load generator + upstream."
+              " Through the gateway: the same two, plus the gateway and PostgreSQL.")
+        hdr2 = f"{'scenario':26} {'direct load/upstream':>21} {'total':>6} {'gateway run load/upstream/gateway/postgres':>44} {'total':>6}"
+        print(hdr2)
+        print("-" * len(hdr2))
+        for r in rows:
+            d, v = r["cpu_direct"], r["cpu_via"]
+            print(f"{r['name']:26} {'/'.join(f'{x:.0f}' for x in d):>21} {sum(d):>6.0f} "
+                  f"{'/'.join(f'{x:.0f}' for x in v):>44} {sum(v):>6.0f}")
+        print(f"(isolated: load generator and upstreams on CPUs {load_cpus}, gateway and its PostgreSQL "
+              f"backends on CPUs {gw_cpus}; other rows share all {ncpu} CPUs)")
 
         if args.soak:
             print(f"\nbench: soak {args.soak}s at 500 req/s, RSS sampled every 10 s", flush=True)
@@ -249,15 +352,19 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                   % (ms(result["latencyPercentiles"]["p50"]), ms(result["latencyPercentiles"]["p99"]),
                      result["statusCodeDistribution"].get("200", 0)))
 
-        print(f"\ngateway peak RSS: {proc_status(gw.pid, 'VmHWM') / 1024:.1f} MiB")
-        # Every call the gateway handled must be in PostgreSQL exactly once. The gateway's own
+        print(f"\ngateway peak RSS: {proc_status(gw.pid, 'VmHWM') / 1024:.1f} MiB"
+              + (f" (isolated gateway: {proc_status(gateways[1][0].pid, 'VmHWM') / 1024:.1f} MiB)"
+                 if len(gateways) > 1 else ""))
+        # Every call the gateways handled must be in PostgreSQL exactly once. Their own
         # lqo_requests_total is the reference: oha stops waiting at its deadline, so a few calls
         # it gave up on were still answered and logged.
         import urllib.request
 
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['gw']}/metrics") as r:
-            handled = sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
-                          if line.startswith("lqo_requests_total{"))
+        handled = 0.0
+        for _, port in gateways:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+                handled += sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
+                               if line.startswith("lqo_requests_total{"))
         handled = int(handled)
         deadline = time.time() + 60
         while True:
