@@ -221,7 +221,9 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             iso_dir = os.path.join(tmp, "isolated")  # its own spool directory
             os.mkdir(iso_dir)
             gw_iso = subprocess.Popen(["taskset", "-c", gw_cpus, lqo, "serve"],
-                                      env=dict(env, PORT=str(ports["gw_iso"])), stdout=gw_log,
+                                      env=dict(env, PORT=str(ports["gw_iso"]),
+                                               DATABASE_URL=db_url + "?application_name=lqo-bench-isolated"),
+                                      stdout=gw_log,
                                       stderr=subprocess.STDOUT, cwd=iso_dir)
             procs.append(gw_iso)
             gateways.append((gw_iso, ports["gw_iso"]))
@@ -262,9 +264,12 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                 pin(pid, load_cpus if isolated else all_cpus)
             if isolated:
                 # The isolated gateway's database work counts on its side of the machine.
-                for pid in psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{db}' "
-                                f"AND client_port IS NOT NULL").split():
+                backends = psql("SELECT pid FROM pg_stat_activity "
+                                "WHERE application_name = 'lqo-bench-isolated'").split()
+                for pid in backends:
                     pin(pid, gw_cpus)
+                print(f"bench: {len(backends)} PostgreSQL backends of the isolated gateway on CPUs {gw_cpus}",
+                      flush=True)
 
         rows = []
         for name, up, stream, rate, conns, isolated in scenarios:
