@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{is_unique_violation, Store, StoreError};
 
 /// One row of `api_keys`. `scopes` are the stored names (`chat`, `logs:read`, …).
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -73,11 +73,6 @@ where
     })
 }
 
-/// True when the error is the live-name unique index refusing a second live key of that name.
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
-}
-
 /// Why a key could not be created.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateKeyError {
@@ -121,6 +116,7 @@ impl Store {
         };
         match result {
             Ok(_) => Ok(()),
+            // The live-name unique index refuses a second live key of that name.
             Err(e) if is_unique_violation(&e) => Err(CreateKeyError::NameTaken(k.name.to_string())),
             Err(e) => Err(CreateKeyError::Store(e.into())),
         }

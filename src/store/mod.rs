@@ -480,6 +480,7 @@ pub fn log_from_sqlite_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
     })
 }
 
+/// A unique index refused the statement (on either backend).
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .is_some_and(|d| d.is_unique_violation())
