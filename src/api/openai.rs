@@ -389,11 +389,13 @@ impl ChunkWriter {
         ChunkWriter { prefix }
     }
 
-    fn choice(&self, delta: &str, finish_reason: Option<&str>) -> String {
-        let mut s = String::with_capacity(self.prefix.len() + delta.len() + 64);
+    /// One chunk with one choice; its `delta` object is the concatenation of `delta`.
+    fn choice(&self, delta: &[&str], finish_reason: Option<&str>) -> String {
+        let len: usize = delta.iter().map(|p| p.len()).sum();
+        let mut s = String::with_capacity(self.prefix.len() + len + 64);
         s.push_str(&self.prefix);
         s.push_str("{\"index\":0,\"delta\":");
-        s.push_str(delta);
+        delta.iter().for_each(|p| s.push_str(p));
         s.push_str(",\"finish_reason\":");
         match finish_reason {
             Some(r) => s.push_str(&json_string(r)),
@@ -404,22 +406,16 @@ impl ChunkWriter {
     }
 
     fn role(&self) -> String {
-        self.choice("{\"role\":\"assistant\",\"content\":\"\"}", None)
+        self.choice(&["{\"role\":\"assistant\",\"content\":\"\"}"], None)
     }
 
+    /// The hottest of these (one per token): the escaped text goes straight into the chunk.
     fn delta(&self, content: &str) -> String {
-        // The hottest of these (one per token): built in one buffer.
-        let content = json_string(content);
-        let mut s = String::with_capacity(self.prefix.len() + content.len() + 56);
-        s.push_str(&self.prefix);
-        s.push_str("{\"index\":0,\"delta\":{\"content\":");
-        s.push_str(&content);
-        s.push_str("},\"finish_reason\":null}]}");
-        s
+        self.choice(&["{\"content\":", &json_string(content), "}"], None)
     }
 
     fn finish(&self, finish_reason: &str) -> String {
-        self.choice("{}", Some(finish_reason))
+        self.choice(&["{}"], Some(finish_reason))
     }
 
     /// The `stream_options.include_usage` chunk: no choices, the usage.
