@@ -206,10 +206,10 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
         # gateway core carries next to one core of client and upstream. The other runs share
         # every CPU between all of them.
         ncpu = os.cpu_count() or 1
-        all_cpus = f"0-{ncpu - 1}"
+        cpu_list = lambda lo, hi: str(lo) if lo == hi else f"{lo}-{hi}"  # taskset syntax
         half = max(ncpu // 2, 1)
-        load_cpus = f"0-{half - 1}" if half > 1 else "0"
-        gw_cpus = (f"{half}-{ncpu - 1}" if ncpu - half > 1 else str(half)) if ncpu > 1 else "0"
+        all_cpus, load_cpus = cpu_list(0, ncpu - 1), cpu_list(0, half - 1)
+        gw_cpus = cpu_list(half, ncpu - 1) if ncpu >= 2 else all_cpus  # isolated runs need 2 CPUs
         env = dict(os.environ, LQO_CONFIG=cfg, DATABASE_URL=db_url, LLM_API_KEY="bench-dummy-key",
                    LOG_LEVEL=args.log_level, PORT=str(ports["gw"]))
         gw_log = open(os.path.join(tmp, "gateway.log"), "w")
@@ -299,7 +299,6 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                 "gateway": [ms(gp[p]) for p in ("p50", "p90", "p99")],
                 "rps_direct": direct["summary"]["requestsPerSec"],
                 "rps_gateway": via["summary"]["requestsPerSec"],
-                "cpu_us_per_req": per(c1[2], c2[2], ok),
                 # µs of CPU per call of each process: direct run, then the run through the gateway
                 "cpu_direct": [per(c0[0], c1[0], n_direct), per(c0[1], c1[1], n_direct)],
                 "cpu_via": [per(c1[0], c2[0], ok), per(c1[1], c2[1], ok), per(c1[2], c2[2], ok),
@@ -318,7 +317,7 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             fmt = lambda v: "/".join(f"{x:.3f}" for x in v)
             ratio = r["rps_gateway"] / r["rps_direct"] if r["rps_direct"] else 0
             print(f"{r['name']:26} {fmt(r['direct']):>22} {fmt(r['gateway']):>22} {fmt(added):>22} "
-                  f"{r['rps_direct']:>10.0f} {r['rps_gateway']:>8.0f} {ratio:>6.2f} {r['cpu_us_per_req']:>8.0f}µs"
+                  f"{r['rps_direct']:>10.0f} {r['rps_gateway']:>8.0f} {ratio:>6.2f} {r['cpu_via'][2]:>8.0f}µs"
                   + (f"  non-200: {r['errors']}" if r["errors"] else ""))
 
         print()
