@@ -114,17 +114,10 @@ fn config(a: &Args, spool_dir: &std::path::Path) -> WriterConfig {
     }
 }
 
-async fn pg_exec(store: &Store, sql: &str) -> Result<(), sqlx::Error> {
-    if let Store::Postgres(pool) = store {
-        sqlx::raw_sql(sql).execute(pool).await?;
-    }
-    Ok(())
-}
-
 async fn wait_for_rows(store: &Store, n: i64, limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     loop {
-        let have = store.count_logs().await.map_err(|e| e.to_string())?;
+        let have = store.logs.count_logs().await.map_err(|e| e.to_string())?;
         if have == n {
             return Ok(());
         }
@@ -139,6 +132,8 @@ async fn wait_for_rows(store: &Store, n: i64, limit: Duration) -> Result<(), Str
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a = parse_args()?;
     let (store, db) = testing::fresh_postgres().await?;
+    // The bench's own connection, to lock and truncate the table behind the writer's back.
+    let pool = sqlx::PgPool::connect(db.url()).await?;
     println!(
         "writer bench: {} records, {} producers, batch_size {}, channel {}, database {} (fresh)",
         a.records,
@@ -160,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spool_dir = tempfile::tempdir()?;
     let metrics = Arc::new(Metrics::new());
     let (handle, task) = writer::spawn(
-        store.clone(),
+        store.logs.clone(),
         &config(&a, spool_dir.path()),
         metrics.clone(),
     )?;
@@ -197,7 +192,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     writer::close_and_wait(handle, task).await;
     let elapsed = started.elapsed();
-    let rows = store.count_logs().await?;
+    let rows = store.logs.count_logs().await?;
     latencies.sort();
     let batches = metrics.writer_batch_size.get_sample_count();
     println!(
@@ -224,15 +219,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut cfg = config(&a, overflow_dir.path());
         cfg.channel_capacity = 1;
         cfg.batch_size = 1;
-        let Store::Postgres(pool) = &store else {
-            return Err("PostgreSQL expected".into());
-        };
         let mut locker = pool.begin().await?;
         sqlx::query("LOCK TABLE llm_logs IN ACCESS EXCLUSIVE MODE")
             .execute(&mut *locker)
             .await?;
         let metrics = Arc::new(Metrics::new());
-        let (handle, task) = writer::spawn(store.clone(), &cfg, metrics.clone())?;
+        let (handle, task) = writer::spawn(store.logs.clone(), &cfg, metrics.clone())?;
         let mut lat = Vec::with_capacity(a.overflow);
         let mut spooled = 0;
         for i in 0..a.overflow {
@@ -266,7 +258,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // 3. Replay: a spool left by an outage, fed back into the database.
     if a.replay > 0 {
-        pg_exec(&store, "TRUNCATE llm_logs").await?;
+        sqlx::raw_sql("TRUNCATE llm_logs").execute(&pool).await?;
         let replay_dir = tempfile::tempdir()?;
         {
             let mut spool = Spool::open(replay_dir.path(), u64::MAX, Arc::default())?;
@@ -287,7 +279,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let metrics = Arc::new(Metrics::new());
         let t = Instant::now();
         let (handle, task) = writer::spawn(
-            store.clone(),
+            store.logs.clone(),
             &config(&a, replay_dir.path()),
             metrics.clone(),
         )?;
@@ -301,6 +293,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         writer::close_and_wait(handle, task).await;
     }
+    pool.close().await;
     store.close().await;
     db.cleanup().await?;
     Ok(())

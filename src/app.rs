@@ -13,6 +13,7 @@ use crate::api::{self, AppState, AppStateInner};
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::eval::judge::JudgeBuildError;
+use crate::eval::worker::EvalStores;
 use crate::eval::JudgeRuntime;
 use crate::gateway::{BuildError, Gateway};
 use crate::metrics::Metrics;
@@ -64,22 +65,24 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         // Opening the spool also starts replaying what a crashed run left in it.
         let (writer_handle, writer_task) =
-            writer::spawn(store.clone(), &config.writer, metrics.clone())?;
+            writer::spawn(store.logs.clone(), &config.writer, metrics.clone())?;
         let maintenance = Maintenance::start(
-            store.clone(),
+            store.retention.clone(),
             config.logging.retention_days,
             metrics.clone(),
         );
         let mut gateway = Gateway::new(&config, metrics.clone(), writer_handle.clone())?;
-        crate::eval::init_metrics(&config, &metrics);
-        let judge = JudgeRuntime::start(Arc::new(config.clone()), store.clone(), metrics.clone())?;
+        let eval = Arc::new(config.eval_settings());
+        crate::eval::init_metrics(&eval, &metrics);
+        let judge = JudgeRuntime::start(eval.clone(), EvalStores::of(&store), metrics.clone())?;
         if let Some(j) = &judge {
             gateway.set_judge_queue(j.queue());
         }
         let gateway = Arc::new(gateway);
-        let auth = Arc::new(Auth::new(&config.auth, store.clone(), metrics.clone()));
+        let auth = Arc::new(Auth::new(&config.auth, store.keys.clone(), metrics.clone()));
         let state = AppState::new(AppStateInner {
             config: Arc::new(config),
+            eval,
             gateway,
             store,
             writer: writer_handle,

@@ -1,5 +1,9 @@
-//! Typed configuration: a YAML file (`LQO_CONFIG`, default `lqo.yaml` if present), then environment
-//! overrides with the original service's variable names, then validation that reports every problem.
+//! The whole configuration, assembled: a YAML file (`LQO_CONFIG`, default `lqo.yaml` if present),
+//! then environment overrides with the original service's variable names, then validation that
+//! reports every problem. Each subsystem owns its section and that section's checks
+//! (`store::config`, `provider::config`, `eval::config`, `auth::config`); this module only puts
+//! them together, adds the sections of the layers above them (server, limits, logging) and the
+//! checks that span sections. Nothing below `config` imports it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +13,13 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 pub use crate::auth::config::AuthConfig;
+pub use crate::eval::config::{EvalSettings, HeuristicsConfig, JudgeConfig};
+pub use crate::provider::config::{
+    known_pricing, valid_label, ModelConfig, Pricing, ProviderConfig, ProviderKind,
+    DEFAULT_API_KEY_ENV,
+};
+pub use crate::redact::ContentLogging;
+pub use crate::store::config::{DatabaseConfig, WriterConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -73,93 +84,6 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DatabaseConfig {
-    /// `postgres://…` / `postgresql://…`, or `sqlite://path` / a plain file path.
-    #[serde(serialize_with = "serialize_db_url")]
-    pub url: String,
-    pub max_connections: u32,
-    pub run_migrations: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct WriterConfig {
-    pub channel_capacity: usize,
-    pub batch_size: usize,
-    pub flush_interval_ms: u64,
-    /// Append-only spool for records the database cannot take right now (down, slow, or the
-    /// queue is full); replayed in order once it is back, and on the next start after a crash.
-    /// One gateway process per directory (it is locked).
-    pub spool_dir: PathBuf,
-    /// When the spool holds this much, further records are dropped (counted and logged).
-    pub spool_max_bytes: u64,
-    /// A batch insert that takes longer counts as failed and goes to the spool.
-    pub db_timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProviderKind {
-    /// OpenAI Chat Completions (`POST {base_url}/chat/completions`), or any compatible server.
-    OpenaiChat,
-    /// OpenAI Responses API (`POST {base_url}/responses`), as the original service used.
-    OpenaiResponses,
-    /// The built-in deterministic mock model: no network at all.
-    Mock,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProviderConfig {
-    pub kind: ProviderKind,
-    pub base_url: String,
-    /// Environment variable holding the API key (read at start; never printed).
-    pub api_key_env: Option<String>,
-    /// Set from the environment or a file; never read from YAML so keys stay out of config files.
-    #[serde(skip)]
-    pub api_key: Option<SecretString>,
-    /// A file whose trimmed content is the API key (e.g. a Docker secret).
-    pub api_key_file: Option<PathBuf>,
-    pub timeout_secs: u64,
-    pub connect_timeout_secs: u64,
-    pub max_retries: u32,
-    pub retry_backoff_ms: u64,
-    /// Mock only: latency before answering, in milliseconds.
-    pub mock_latency_ms: u64,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Pricing {
-    pub input_per_1m: f64,
-    pub cached_input_per_1m: f64,
-    pub output_per_1m: f64,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelConfig {
-    pub provider: String,
-    /// Model name sent upstream; defaults to the model version's own name.
-    #[serde(default)]
-    pub upstream_model: Option<String>,
-    #[serde(default)]
-    pub pricing: Pricing,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ContentLogging {
-    #[default]
-    Full,
-    /// Stored with e-mail addresses, phone numbers, card numbers and key-like tokens masked.
-    Redacted,
-    /// Prompts and responses are not stored; everything else is.
-    None,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -193,46 +117,6 @@ impl Default for ServerConfig {
     }
 }
 
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: "sqlite://data/lqo.db".into(),
-            max_connections: 10,
-            run_migrations: true,
-        }
-    }
-}
-
-impl Default for WriterConfig {
-    fn default() -> Self {
-        WriterConfig {
-            channel_capacity: 10_000,
-            batch_size: 500,
-            flush_interval_ms: 100,
-            spool_dir: PathBuf::from("data/spool"),
-            spool_max_bytes: 1024 * 1024 * 1024,
-            db_timeout_ms: 10_000,
-        }
-    }
-}
-
-impl Default for ProviderConfig {
-    fn default() -> Self {
-        ProviderConfig {
-            kind: ProviderKind::Mock,
-            base_url: "https://api.openai.com/v1".into(),
-            api_key_env: None,
-            api_key: None,
-            api_key_file: None,
-            timeout_secs: 60,
-            connect_timeout_secs: 5,
-            max_retries: 2,
-            retry_backoff_ms: 200,
-            mock_latency_ms: 0,
-        }
-    }
-}
-
 impl Default for LoggingConfig {
     fn default() -> Self {
         LoggingConfig {
@@ -261,42 +145,6 @@ impl Default for Config {
             heuristics: HeuristicsConfig::default(),
             judge: JudgeConfig::default(),
         }
-    }
-}
-
-fn serialize_db_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&redact_url(url))
-}
-
-/// Hides the password of a `scheme://user:password@host` URL.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((userinfo, host)) = rest.rsplit_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
-        }
-    }
-    url.to_string()
-}
-
-/// Prices per 1M tokens of the models the built-in defaults know (USD, list prices).
-fn known_pricing(model: &str) -> Pricing {
-    let (input, cached, output) = match model {
-        "gpt-5" => (1.25, 0.125, 10.0),
-        "gpt-5-mini" => (0.25, 0.025, 2.0),
-        "gpt-5-nano" => (0.05, 0.005, 0.4),
-        "gpt-4o" => (2.5, 1.25, 10.0),
-        "gpt-4o-mini" => (0.15, 0.075, 0.6),
-        "gpt-4.1" => (2.0, 0.5, 8.0),
-        "gpt-4.1-mini" => (0.4, 0.1, 1.6),
-        _ => (0.25, 0.025, 2.0),
-    };
-    Pricing {
-        input_per_1m: input,
-        cached_input_per_1m: cached,
-        output_per_1m: output,
     }
 }
 
@@ -401,7 +249,7 @@ impl Config {
                 };
                 let mut p = ProviderConfig {
                     kind,
-                    api_key_env: Some("LLM_API_KEY".into()),
+                    api_key_env: Some(DEFAULT_API_KEY_ENV.into()),
                     ..ProviderConfig::default()
                 };
                 if let Some(base) = env("LLM_API_BASE_URL") {
@@ -464,7 +312,7 @@ impl Config {
                 let var = p
                     .api_key_env
                     .clone()
-                    .unwrap_or_else(|| "LLM_API_KEY".into());
+                    .unwrap_or_else(|| DEFAULT_API_KEY_ENV.into());
                 p.api_key = env(&var).map(SecretString::from);
             }
         }
@@ -475,7 +323,8 @@ impl Config {
         }
     }
 
-    /// Every problem, one line each, with the path of the offending value.
+    /// Every problem, one line each, with the path of the offending value: each section's own
+    /// checks, then the ones that span sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         if self.server.max_body_bytes == 0 {
@@ -484,91 +333,25 @@ impl Config {
         if self.server.request_timeout_secs == 0 {
             problems.push("server.request_timeout_secs must be > 0".into());
         }
-        let url = self.database.url.as_str();
-        if url.is_empty() {
-            problems.push("database.url must not be empty".into());
-        } else if url.contains("://")
-            && !(url.starts_with("postgres://")
-                || url.starts_with("postgresql://")
-                || url.starts_with("sqlite:"))
-        {
-            problems.push(format!(
-                "database.url must start with postgres://, postgresql:// or sqlite://, got {}",
-                redact_url(url)
-            ));
-        }
-        if self.database.max_connections == 0 {
-            problems.push("database.max_connections must be > 0".into());
-        }
+        problems.extend(self.database.problems());
         if self.limits.max_messages == 0 {
             problems.push("limits.max_messages must be > 0".into());
         }
         if self.limits.max_prompt_chars == 0 {
             problems.push("limits.max_prompt_chars must be > 0".into());
         }
-        if self.writer.channel_capacity == 0 {
-            problems.push("writer.channel_capacity must be > 0".into());
-        }
-        if self.writer.batch_size == 0 {
-            problems.push("writer.batch_size must be > 0".into());
-        }
-        if self.writer.spool_dir.as_os_str().is_empty() {
-            problems.push("writer.spool_dir must not be empty".into());
-        }
-        if self.writer.spool_max_bytes < 1024 * 1024 {
-            problems.push("writer.spool_max_bytes must be at least 1048576 (1 MiB)".into());
-        }
-        if self.writer.db_timeout_ms == 0 {
-            problems.push("writer.db_timeout_ms must be > 0".into());
-        }
+        problems.extend(self.writer.problems());
         if self.providers.is_empty() {
             problems.push("providers must declare at least one provider".into());
         }
         for (name, p) in &self.providers {
-            if p.kind != ProviderKind::Mock {
-                if !(p.base_url.starts_with("http://") || p.base_url.starts_with("https://")) {
-                    problems.push(format!(
-                        "providers.{name}.base_url must be an http(s) URL, got {:?}",
-                        p.base_url
-                    ));
-                }
-                if p.api_key.is_none() {
-                    problems.push(format!(
-                        "providers.{name} has no API key: set {} or providers.{name}.api_key_file",
-                        p.api_key_env.as_deref().unwrap_or("LLM_API_KEY")
-                    ));
-                }
-            }
-            if p.timeout_secs == 0 {
-                problems.push(format!("providers.{name}.timeout_secs must be > 0"));
-            }
+            problems.extend(p.problems(name));
         }
         if self.models.is_empty() {
             problems.push("models must declare at least one model version".into());
         }
         for (name, m) in &self.models {
-            if !valid_label(name) {
-                problems.push(format!(
-                    "models.{name}: a model version name may only use letters, digits and . _ - : (max 64)"
-                ));
-            }
-            if !self.providers.contains_key(&m.provider) {
-                problems.push(format!(
-                    "models.{name}.provider {:?} is not declared under providers",
-                    m.provider
-                ));
-            }
-            for (field, v) in [
-                ("input_per_1m", m.pricing.input_per_1m),
-                ("cached_input_per_1m", m.pricing.cached_input_per_1m),
-                ("output_per_1m", m.pricing.output_per_1m),
-            ] {
-                if !(v.is_finite() && v >= 0.0) {
-                    problems.push(format!(
-                        "models.{name}.pricing.{field} must be ≥ 0, got {v}"
-                    ));
-                }
-            }
+            problems.extend(m.problems(name, &self.providers));
         }
         if self.default_model.is_empty() {
             problems.push("default_model must be set".into());
@@ -579,7 +362,8 @@ impl Config {
             ));
         }
         problems.extend(self.auth.problems());
-        problems.extend(self.eval_problems());
+        problems.extend(self.heuristics.problems());
+        problems.extend(self.judge.problems(&|m| self.models.contains_key(m)));
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             problems.push(format!("logging.level {:?}: {e}", self.logging.level));
         }
@@ -595,8 +379,7 @@ impl Config {
     }
 
     pub fn is_postgres(&self) -> bool {
-        self.database.url.starts_with("postgres://")
-            || self.database.url.starts_with("postgresql://")
+        self.database.is_postgres()
     }
 
     /// The configuration as YAML with secrets shown only as set / not set.
@@ -618,104 +401,6 @@ impl Config {
         };
         out.push_str(&format!("#   auth.metrics_token: {metrics_token}\n"));
         out
-    }
-}
-
-/// Model version names become metric label values and URL parts; keep them tame.
-pub fn valid_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
-}
-
-/// Cheap checks on every answer (see `eval::heuristics`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HeuristicsConfig {
-    pub enabled: bool,
-    /// Answers shorter than this many characters (Unicode scalar values) get WARN.
-    pub min_chars: usize,
-    /// Answers longer than this many characters get WARN.
-    pub max_chars: usize,
-    /// Case-insensitive substrings that make an answer BAD (e.g. internal code names).
-    pub forbidden_terms: Vec<String>,
-    /// Case-insensitive phrases that, in the opening of an answer, mark it a refusal (WARN).
-    pub refusal_phrases: Vec<String>,
-}
-
-impl Default for HeuristicsConfig {
-    fn default() -> Self {
-        HeuristicsConfig {
-            enabled: true,
-            min_chars: 2,
-            max_chars: 20_000,
-            forbidden_terms: Vec::new(),
-            refusal_phrases: crate::eval::heuristics::default_refusal_phrases(),
-        }
-    }
-}
-
-/// The LLM judge (see `eval::judge`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct JudgeConfig {
-    pub enabled: bool,
-    /// A configured model version that judges; unset → `default_model`.
-    pub model: Option<String>,
-    /// Share of each model version's successful answers that are judged, 0.0–1.0. Unset → 1.0
-    /// when the judge model is the built-in mock (free), 0.1 otherwise.
-    pub sample_rate: Option<f64>,
-    /// Per model version overrides of `sample_rate`.
-    pub per_model_sample_rate: BTreeMap<String, f64>,
-    /// What the judge scores, each 1–5; must include `overall`.
-    pub criteria: Vec<String>,
-    /// Descriptions of criteria for the rubric; needed for criteria without a built-in one
-    /// (built-in: overall, instruction_following, truthfulness, helpfulness, relevance,
-    /// conciseness, safety).
-    pub rubric: BTreeMap<String, String>,
-    /// Judge calls per record at most (first try plus retries after invalid output or an
-    /// upstream error); then the record is a judge error.
-    pub max_attempts: u32,
-    /// How often an idle worker looks for jobs queued by other replicas.
-    pub poll_interval_ms: u64,
-    /// Jobs claimed per round trip.
-    pub batch_size: usize,
-    /// Judge calls in flight per worker.
-    pub concurrency: usize,
-    /// Deadline of one judge call.
-    pub timeout_secs: u64,
-    /// A claimed job whose worker has not finished it after this long is claimed again (the
-    /// worker died); must exceed `timeout_secs × max_attempts`.
-    pub lease_secs: u64,
-    /// Wait before retrying after an upstream error; doubles per attempt, capped at 60 s.
-    pub retry_backoff_ms: u64,
-    /// A job whose record has not reached the database after this long is given up.
-    pub record_wait_secs: u64,
-}
-
-impl Default for JudgeConfig {
-    fn default() -> Self {
-        JudgeConfig {
-            enabled: true,
-            model: None,
-            sample_rate: None,
-            per_model_sample_rate: BTreeMap::new(),
-            criteria: vec![
-                "overall".into(),
-                "instruction_following".into(),
-                "truthfulness".into(),
-            ],
-            rubric: BTreeMap::new(),
-            max_attempts: 3,
-            poll_interval_ms: 1_000,
-            batch_size: 8,
-            concurrency: 4,
-            timeout_secs: 60,
-            lease_secs: 600,
-            retry_backoff_ms: 1_000,
-            record_wait_secs: 600,
-        }
     }
 }
 
@@ -743,111 +428,16 @@ impl Config {
         }
     }
 
-    fn eval_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        let h = &self.heuristics;
-        if h.max_chars == 0 || h.min_chars > h.max_chars {
-            problems.push(format!(
-                "heuristics.max_chars must be > 0 and ≥ heuristics.min_chars, got min {} max {}",
-                h.min_chars, h.max_chars
-            ));
+    /// What evaluation needs from this configuration.
+    pub fn eval_settings(&self) -> EvalSettings {
+        EvalSettings {
+            judge: self.judge.clone(),
+            judge_model: self.judge_model().to_string(),
+            sample_rate: self.judge_sample_rate(),
+            models: self.models.clone(),
+            providers: self.providers.clone(),
+            content: self.logging.content,
         }
-        for (field, terms) in [
-            ("forbidden_terms", &h.forbidden_terms),
-            ("refusal_phrases", &h.refusal_phrases),
-        ] {
-            for (i, t) in terms.iter().enumerate() {
-                if t.trim().is_empty() {
-                    problems.push(format!("heuristics.{field}[{i}] must not be blank"));
-                }
-            }
-        }
-        let j = &self.judge;
-        if let Some(m) = &j.model {
-            if !self.models.contains_key(m) {
-                problems.push(format!(
-                    "judge.model {m:?} is not one of the configured models"
-                ));
-            }
-        }
-        let valid_rate = |r: f64| r.is_finite() && (0.0..=1.0).contains(&r);
-        if let Some(r) = j.sample_rate {
-            if !valid_rate(r) {
-                problems.push(format!(
-                    "judge.sample_rate must be between 0 and 1, got {r}"
-                ));
-            }
-        }
-        for (name, r) in &j.per_model_sample_rate {
-            if !self.models.contains_key(name) {
-                problems.push(format!(
-                    "judge.per_model_sample_rate.{name}: not one of the configured models"
-                ));
-            }
-            if !valid_rate(*r) {
-                problems.push(format!(
-                    "judge.per_model_sample_rate.{name} must be between 0 and 1, got {r}"
-                ));
-            }
-        }
-        if !j.criteria.iter().any(|c| c == "overall") {
-            problems.push("judge.criteria must include overall".into());
-        }
-        if j.criteria.len() > 10 {
-            problems.push("judge.criteria may list at most 10 criteria".into());
-        }
-        for (i, c) in j.criteria.iter().enumerate() {
-            let tame = !c.is_empty()
-                && c.len() <= 40
-                && c.chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
-            if !tame {
-                problems.push(format!(
-                    "judge.criteria[{i}] {c:?}: use lowercase letters, digits and _ (max 40)"
-                ));
-            } else if j.criteria[..i].contains(c) {
-                problems.push(format!("judge.criteria[{i}] {c:?} is listed twice"));
-            } else if !j.rubric.contains_key(c)
-                && crate::eval::judge::builtin_description(c).is_none()
-            {
-                problems.push(format!(
-                    "judge.criteria[{i}] {c:?} has no built-in description: add judge.rubric.{c}"
-                ));
-            }
-        }
-        for (name, text) in &j.rubric {
-            if !j.criteria.contains(name) {
-                problems.push(format!("judge.rubric.{name}: not one of judge.criteria"));
-            } else if text.trim().is_empty() {
-                problems.push(format!("judge.rubric.{name} must not be blank"));
-            }
-        }
-        for (field, v) in [
-            ("max_attempts", u64::from(j.max_attempts)),
-            ("poll_interval_ms", j.poll_interval_ms),
-            ("batch_size", j.batch_size as u64),
-            ("concurrency", j.concurrency as u64),
-            ("timeout_secs", j.timeout_secs),
-            ("lease_secs", j.lease_secs),
-        ] {
-            if v == 0 {
-                problems.push(format!("judge.{field} must be > 0"));
-            }
-        }
-        if j.max_attempts > 10 {
-            problems.push(format!(
-                "judge.max_attempts must be at most 10, got {}",
-                j.max_attempts
-            ));
-        }
-        if j.lease_secs <= j.timeout_secs.saturating_mul(u64::from(j.max_attempts)) {
-            problems.push(format!(
-                "judge.lease_secs ({}) must exceed judge.timeout_secs × judge.max_attempts ({})",
-                j.lease_secs,
-                j.timeout_secs.saturating_mul(u64::from(j.max_attempts))
-            ));
-        }
-        problems
     }
 }
 

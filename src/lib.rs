@@ -12,4 +12,5 @@ pub mod mock_upstream;
 pub mod provider;
 pub mod redact;
 pub mod store;
+pub mod timespec;
 pub mod tokens;

@@ -172,7 +172,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             init_tracing(&cfg);
-            match backfill::command(cfg, args, shutdown_signal()).await {
+            match backfill::command(cfg.eval_settings(), &cfg.database, args, shutdown_signal())
+                .await
+            {
                 Ok(summary) => {
                     println!("{summary}");
                     Ok(ExitCode::SUCCESS)
@@ -201,7 +203,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 KeysCommand::List => KeysAction::List,
                 KeysCommand::Revoke { name } => KeysAction::Revoke { name },
             };
-            match auth_cli::run(&cfg, action).await {
+            match auth_cli::run(&cfg.database, &cfg.auth, action).await {
                 Ok(out) => {
                     print!("{}", out.stdout);
                     eprint!("{}", out.stderr);

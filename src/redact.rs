@@ -1,6 +1,10 @@
 //! Masks personal data and secrets in text before it is stored (`logging.content: redacted`):
 //! e-mail addresses, phone numbers, card numbers (Luhn-checked) and key-like tokens.
 //! Applied only to what is stored; never to what goes upstream or back to the client.
+//!
+//! Also the one place that hides the secrets of a connection URL (userinfo password and any
+//! password-, secret-, token- or key-like query parameter) wherever a URL is shown: config dumps,
+//! connection errors, logs. And `ContentLogging`, the `logging.content` setting it serves.
 
 use std::borrow::Cow;
 use std::sync::LazyLock;
@@ -125,6 +129,152 @@ pub fn redact(text: &str) -> Cow<'_, str> {
     out
 }
 
+/// What of prompts and responses is stored in `llm_logs` (`logging.content`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentLogging {
+    #[default]
+    Full,
+    /// Stored with e-mail addresses, phone numbers, card numbers and key-like tokens masked.
+    Redacted,
+    /// Prompts and responses are not stored; everything else is.
+    None,
+}
+
+/// Query parameter names (URL-decoded, lowercased) that carry a secret when they contain one of
+/// these: `password`, `pwd`, `sslpassword`, `api_key`, `apikey`, `access_token`, `secret`, …
+const SECRET_PARAM_WORDS: [&str; 7] = [
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+];
+
+/// The URL with its secrets replaced by `***`: the password of `scheme://user:password@host`
+/// and the value of every query parameter whose name (URL-decoded, so `pass%77ord` counts)
+/// looks like a password, secret, token or key. Anything else is kept as written.
+pub fn redact_url(url: &str) -> String {
+    let (before_fragment, fragment) = match url.find('#') {
+        Some(i) => url.split_at(i),
+        None => (url, ""),
+    };
+    let (head, query) = match before_fragment.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (before_fragment, None),
+    };
+    let mut out = String::with_capacity(url.len());
+    match userinfo_password_span(head) {
+        Some((start, end)) => {
+            out.push_str(&head[..start]);
+            out.push_str("***");
+            out.push_str(&head[end..]);
+        }
+        None => out.push_str(head),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((name, _)) if is_secret_param(name) => {
+                    out.push_str(name);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    out.push_str(fragment);
+    out
+}
+
+/// `message` with the URL and each of its secrets (as written and URL-decoded) masked, for driver
+/// errors that might echo them.
+pub fn scrub_url_secrets(message: &str, url: &str) -> String {
+    let mut out = message.replace(url, &redact_url(url));
+    for secret in url_secrets(url) {
+        // A one- or two-character secret would mask unrelated text; the URL itself is masked above.
+        if secret.chars().count() >= 3 {
+            out = out.replace(&secret, "***");
+        }
+    }
+    out
+}
+
+/// Byte range of the password in `scheme://user:password@host…` (`head` has no query).
+fn userinfo_password_span(head: &str) -> Option<(usize, usize)> {
+    let start = head.find("://")? + 3;
+    // The last `@` ends the userinfo, even when an unencoded `/` sits in the password.
+    let at = start + head[start..].rfind('@')?;
+    let colon = start + head[start..at].find(':')?;
+    Some((colon + 1, at))
+}
+
+fn is_secret_param(raw_name: &str) -> bool {
+    let name = percent_decode(raw_name).to_lowercase();
+    SECRET_PARAM_WORDS.iter().any(|w| name.contains(w))
+}
+
+fn url_secrets(url: &str) -> Vec<String> {
+    let before_fragment = url.split('#').next().unwrap_or(url);
+    let (head, query) = match before_fragment.split_once('?') {
+        Some((h, q)) => (h, q),
+        None => (before_fragment, ""),
+    };
+    let mut secrets = Vec::new();
+    if let Some((start, end)) = userinfo_password_span(head) {
+        secrets.push(head[start..end].to_string());
+    }
+    for pair in query.split('&') {
+        if let Some((name, value)) = pair.split_once('=') {
+            if is_secret_param(name) {
+                secrets.push(value.to_string());
+            }
+        }
+    }
+    let decoded: Vec<String> = secrets.iter().map(|s| percent_decode(s)).collect();
+    secrets.extend(decoded);
+    secrets
+}
+
+/// `%XX` escapes and `+` (a space in a query) decoded; invalid escapes kept as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,5 +374,58 @@ mod tests {
             r("I'm bob@x.org, +1 (415) 555-0132, card 4242 4242 4242 4242, key sk-abcdefghijklmnop1234"),
             "I'm [EMAIL], [PHONE], card [CARD], key [SECRET]"
         );
+    }
+
+    #[test]
+    fn urls_lose_userinfo_passwords_and_secret_like_parameters() {
+        assert_eq!(
+            redact_url("postgresql://u:p%40ss@h:5432/db?sslmode=require&password=x"),
+            "postgresql://u:***@h:5432/db?sslmode=require&password=***"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://data/lqo.db"), "sqlite://data/lqo.db");
+        assert_eq!(redact_url("data/lqo.db"), "data/lqo.db");
+        // Encoded names are secrets too, and so is anything token- or key-like.
+        assert_eq!(
+            redact_url("postgres://h/db?pass%77ord=hunter2&application_name=lqo"),
+            "postgres://h/db?pass%77ord=***&application_name=lqo"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?PASSWORD=a&sslpassword=b&api_key=c&access_token=d&Secret=e&sslkey=f"),
+            "postgres://h/db?PASSWORD=***&sslpassword=***&api_key=***&access_token=***&Secret=***&sslkey=***"
+        );
+        // A `/` or `?`-free password with an unencoded `/` still ends at the last `@`.
+        assert_eq!(
+            redact_url("postgres://u:pa/ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("sqlite:x.db?mode=rwc#frag"),
+            "sqlite:x.db?mode=rwc#frag"
+        );
+        assert_eq!(
+            redact_url("sqlite:x.db?token=t#frag"),
+            "sqlite:x.db?token=***#frag"
+        );
+    }
+
+    #[test]
+    fn driver_messages_lose_every_form_of_the_url_secrets() {
+        let url = "postgres://lqo:s3cret%21pw@db/x?pass%77ord=hunter22";
+        let msg = format!("failed {url}: password s3cret!pw / s3cret%21pw rejected, hunter22 too");
+        let clean = scrub_url_secrets(&msg, url);
+        for secret in ["s3cret", "hunter22"] {
+            assert!(!clean.contains(secret), "{clean}");
+        }
+        assert!(clean.contains("lqo:***@db/x"), "{clean}");
+    }
+
+    #[test]
+    fn percent_decoding_never_panics_on_broken_escapes() {
+        for s in ["%", "%4", "%zz", "a%", "%%41", "%C3%A9", "%FF"] {
+            let _ = percent_decode(s);
+        }
+        assert_eq!(percent_decode("pass%77ord"), "password");
+        assert_eq!(percent_decode("%41%"), "A%");
     }
 }

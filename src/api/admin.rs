@@ -14,6 +14,7 @@ use super::AppState;
 use crate::auth::config::default_scopes;
 use crate::auth::keys::{self, CreatedKey};
 use crate::auth::{Caller, ANONYMOUS};
+use crate::timespec::{parse_time, Toward};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -60,8 +61,8 @@ pub struct KeyInfo {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
-impl From<crate::store::auth::StoredKey> for KeyInfo {
-    fn from(k: crate::store::auth::StoredKey) -> Self {
+impl From<crate::store::keys::StoredKey> for KeyInfo {
+    fn from(k: crate::store::keys::StoredKey) -> Self {
         KeyInfo {
             name: k.name,
             prefix: Some(k.prefix),
@@ -111,11 +112,12 @@ pub async fn create_key(
     let expires_at = match req.expires.as_deref() {
         None => None,
         Some(s) => Some(
-            keys::parse_expiry(s, now).map_err(|m| ApiError::bad_request(m).param("expires"))?,
+            parse_time(s, now, Toward::Future)
+                .map_err(|e| ApiError::bad_request(format!("`expires`: {e}.")).param("expires"))?,
         ),
     };
     let created = keys::create_key(
-        &state.store,
+        state.store.keys.as_ref(),
         &state.auth.config_key_names(),
         &req.name,
         &req.scopes,
@@ -140,7 +142,7 @@ pub async fn list_keys(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
 ) -> Result<Json<KeyList>, ApiError> {
-    let stored = state.store.list_api_keys().await.map_err(|e| {
+    let stored = state.store.keys.list_api_keys().await.map_err(|e| {
         tracing::error!(error = %e, "listing API keys failed");
         ApiError::internal("The key table could not be read.")
     })?;
@@ -158,7 +160,7 @@ pub async fn list_keys(
         });
     }
     keys::audit(
-        &state.store,
+        state.store.keys.as_ref(),
         &actor(&caller),
         "key.list",
         None,
@@ -192,7 +194,7 @@ pub async fn revoke_key(
     caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
 ) -> Result<Json<KeyInfo>, ApiError> {
-    let revoked = keys::revoke_key(&state.store, &name, &actor(&caller)).await?;
+    let revoked = keys::revoke_key(state.store.keys.as_ref(), &name, &actor(&caller)).await?;
     state.auth.forget(&name);
     Ok(Json(KeyInfo::from(revoked)))
 }

@@ -15,8 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
-use super::AppState;
-use crate::eval::backfill::parse_time;
+use super::{time_param, AppState};
 use crate::eval::feedback::{self, AgreementRow, FeedbackInput, Scale};
 use crate::eval::FeedbackRow;
 
@@ -76,9 +75,9 @@ pub async fn submit_feedback(
         user_id: req.user_id,
     };
     let row = feedback::record(
-        &state.store,
+        state.store.feedback.as_ref(),
         &state.metrics,
-        &state.config,
+        &state.eval,
         input,
         lookup_wait(&state),
     )
@@ -107,21 +106,6 @@ pub struct AgreementBody {
     pub data: Vec<AgreementRow>,
 }
 
-fn time_param(
-    name: &str,
-    value: Option<&str>,
-    default: DateTime<Utc>,
-) -> Result<DateTime<Utc>, ApiError> {
-    match value {
-        None => Ok(default),
-        Some(v) => parse_time(v, Utc::now()).map_err(|e| {
-            ApiError::bad_request(format!("`{name}`: {e}."))
-                .param(name)
-                .code("invalid_value")
-        }),
-    }
-}
-
 /// How often the LLM judge agrees with human ratings, per model version, for ratings given in
 /// the window: a rating and the judge's overall score agree when both are positive (4–5 stars or
 /// thumbs up vs a score of 4–5) or both negative; neutral on either side is not compared. Use it
@@ -142,8 +126,8 @@ pub async fn agreement(
             .code("invalid_query")
     })?;
     let now = Utc::now();
-    let since = time_param("since", p.since.as_deref(), now - chrono::Duration::days(7))?;
-    let until = time_param("until", p.until.as_deref(), now)?;
+    let since = time_param("since", p.since.as_deref())?.unwrap_or(now - chrono::Duration::days(7));
+    let until = time_param("until", p.until.as_deref())?.unwrap_or(now);
     if since >= until {
         return Err(ApiError::bad_request("`since` must be before `until`.")
             .param("since")
@@ -158,7 +142,8 @@ pub async fn agreement(
             .code("model_not_found"));
         }
     }
-    let data = feedback::agreement_report(&state.store, since, until, p.model_version.as_deref())
+    let store = state.store.feedback.as_ref();
+    let data = feedback::agreement_report(store, since, until, p.model_version.as_deref())
         .await
         .map_err(ApiError::from_store)?;
     Ok(Json(AgreementBody { since, until, data }))

@@ -8,6 +8,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::store::health::{readiness, ReadinessState};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
@@ -39,62 +40,29 @@ pub struct Readiness {
     pub reasons: Vec<String>,
 }
 
-/// Readiness of the write path. A database outage alone keeps the gateway in rotation (200,
-/// `degraded`): calls are still served and their records are safe in the spool, and a readiness
-/// failure on every replica at once would turn a database outage into a gateway outage. Only
-/// when records cannot be kept at all — database and spool both failing — is it 503.
+/// Readiness of the write path (the rules are `store::health`): 200 `ready`, 200 `degraded`
+/// while still serving (the database is down and records go to the spool on disk), 503
+/// `not_ready` when records are being lost (database and spool both fail).
 #[utoipa::path(get, path = "/ready", tag = "ops",
     responses(
         (status = 200, description = "Ready, or degraded but serving (see `reasons`)", body = Readiness),
         (status = 503, description = "Records are being lost: database and spool both fail", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let mut reasons = Vec::new();
-    let ping = tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await;
-    let mut db_failing = match ping {
-        Ok(Ok(())) => false,
-        Ok(Err(e)) => {
-            reasons.push(format!("database unreachable: {e}"));
-            true
-        }
-        Err(_) => {
-            reasons.push("database unreachable: ping timed out after 2 s".into());
-            true
-        }
-    };
-    let writer = state.writer.status();
-    if let Some(e) = &writer.db_error {
-        reasons.push(format!("writer cannot write to the database: {e}"));
-        db_failing = true;
-    }
-    if writer.spooling {
-        reasons.push(format!(
-            "log records go to the spool on disk until the database takes writes again ({} bytes waiting)",
-            writer.spool_bytes
-        ));
-    }
-    let spool_failing = writer.spool_error.is_some();
-    if let Some(e) = &writer.spool_error {
-        reasons.push(format!(
-            "LOG RECORDS CAN BE LOST: the spool cannot be written: {e}"
-        ));
-    }
-    let (code, status) = if db_failing && spool_failing {
-        (StatusCode::SERVICE_UNAVAILABLE, "not_ready")
-    } else if reasons.is_empty() {
-        (StatusCode::OK, "ready")
-    } else {
-        (StatusCode::OK, "degraded")
+    let r = readiness(&state.store, &state.writer).await;
+    let code = match r.state {
+        ReadinessState::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        ReadinessState::Ready | ReadinessState::Degraded => StatusCode::OK,
     };
     (
         code,
         Json(Readiness {
-            status,
-            database: state.store.backend(),
-            writer_queue_depth: writer.queue_depth,
-            spooling: writer.spooling,
-            spool_bytes: writer.spool_bytes,
-            reasons,
+            status: r.state.as_str(),
+            database: r.database,
+            writer_queue_depth: r.writer.queue_depth,
+            spooling: r.writer.spooling,
+            spool_bytes: r.writer.spool_bytes,
+            reasons: r.reasons,
         }),
     )
 }

@@ -1,19 +1,19 @@
 //! `GET /v1/logs` (filtered, keyset-paginated, newest first) and `GET /v1/logs/{request_id}`:
-//! the raw records read back. Parsing and error shapes here; the query is `store::query`.
+//! the raw records read back. Parsing and error shapes here; the query is the store's `LogStore`.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::error::{ApiError, ErrorBody};
-use super::AppState;
+use super::{time_param, AppState};
 use crate::eval::EvalDetails;
-use crate::store::query::{LogCursor, LogFilter, LogStatus, MAX_PAGE};
+use crate::store::logs::{LogCursor, LogFilter, MAX_PAGE};
+use crate::store::record::LogStatus;
 use crate::store::{LogRecord, StoreError};
 
 const DEFAULT_PAGE: usize = 50;
@@ -26,10 +26,10 @@ const MAX_FILTER_CHARS: usize = 256;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogsParams {
-    /// Records created at or after this instant (RFC 3339, e.g. `2025-05-01T00:00:00Z`; send
-    /// `+` of an offset as `%2B`).
+    /// Records created at or after this instant: RFC 3339 (e.g. `2025-05-01T00:00:00Z`; send
+    /// `+` of an offset as `%2B`), a date (`2025-05-01`) or a span back from now (`24h`, `7d`).
     pub since: Option<String>,
-    /// Records created before this instant (RFC 3339).
+    /// Records created before this instant (same forms).
     pub until: Option<String>,
     pub model_version: Option<String>,
     pub user_id: Option<String>,
@@ -69,23 +69,6 @@ fn invalid(param: &str, message: String) -> ApiError {
         .code("invalid_value")
 }
 
-fn time_param(name: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
-    let Some(v) = value else { return Ok(None) };
-    DateTime::parse_from_rfc3339(v.trim())
-        .map(|t| Some(t.with_timezone(&Utc)))
-        .map_err(|e| {
-            let hint = if v.contains(' ') {
-                " (a `+` in a URL query means a space: send the offset's + as %2B, or use Z)"
-            } else {
-                ""
-            };
-            invalid(
-                name,
-                format!("`{name}` must be an RFC 3339 timestamp such as 2025-05-01T00:00:00Z; got {v:?}: {e}{hint}."),
-            )
-        })
-}
-
 fn text_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if v.is_empty() => Err(invalid(name, format!("`{name}` must not be empty."))),
@@ -109,11 +92,10 @@ pub fn parse_filter(params: LogsParams) -> Result<LogFilter, ApiError> {
             ));
         }
     }
-    let status = match params.status.as_deref() {
+    let status = match params.status.as_deref().map(|s| (s, LogStatus::parse(s))) {
         None => None,
-        Some("ok") => Some(LogStatus::Ok),
-        Some("error") => Some(LogStatus::Error),
-        Some(other) => {
+        Some((_, Some(s))) => Some(s),
+        Some((other, None)) => {
             return Err(invalid(
                 "status",
                 format!("`status` must be ok or error; got {other:?}."),
@@ -206,7 +188,12 @@ pub async fn list_logs(
         )
     })?;
     let filter = parse_filter(params)?;
-    let page = state.store.list_logs(&filter).await.map_err(store_error)?;
+    let page = state
+        .store
+        .logs
+        .list_logs(&filter)
+        .await
+        .map_err(store_error)?;
     Ok(Json(LogPageBody {
         data: page.records,
         next_cursor: page.next.map(|c| c.encode()),
@@ -238,7 +225,7 @@ pub async fn get_log(
             format!("The request id must be a UUID such as 0193f3a4-5b6c-7d8e-9f00-112233445566; got {raw:?}."),
         )
     })?;
-    match state.store.get_log(request_id).await.map_err(store_error)? {
+    match state.store.logs.get_log(request_id).await.map_err(store_error)? {
         Some(record) => {
             let evaluation = crate::eval::details(&state.store, request_id)
                 .await

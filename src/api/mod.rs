@@ -25,6 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::Auth;
 use crate::config::Config;
+use crate::eval::EvalSettings;
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::provider::ChatMessage;
@@ -55,6 +56,8 @@ impl std::ops::Deref for AppState {
 
 pub struct AppStateInner {
     pub config: Arc<Config>,
+    /// The evaluation's view of `config` (judge, model versions), built once.
+    pub eval: Arc<EvalSettings>,
     pub gateway: Arc<Gateway>,
     pub store: Store,
     pub writer: WriterHandle,
@@ -174,6 +177,27 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
 }
 
 /// `x-lqo-overhead-ms`: what the gateway added to this request, so users see it without a benchmark.
+/// A `since`/`until`-style query parameter: any form `timespec` reads, spans counted back from
+/// now. A 400 naming the parameter otherwise.
+pub fn time_param(
+    name: &'static str,
+    value: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    let Some(v) = value else { return Ok(None) };
+    crate::timespec::parse_time(v, chrono::Utc::now(), crate::timespec::Toward::Past)
+        .map(Some)
+        .map_err(|e| {
+            let hint = if v.trim().contains(' ') {
+                " (a `+` in a URL query means a space: send the offset's + as %2B, or use Z)"
+            } else {
+                ""
+            };
+            ApiError::bad_request(format!("`{name}`: {e}{hint}."))
+                .param(name)
+                .code("invalid_value")
+        })
+}
+
 pub fn overhead_header(overhead_ms: f64) -> [(HeaderName, HeaderValue); 1] {
     let v = HeaderValue::from_str(&format!("{overhead_ms:.3}"))
         .unwrap_or_else(|_| HeaderValue::from_static("0"));

@@ -3,9 +3,11 @@
 
 use chrono::{DateTime, Utc};
 
+use super::config::AuthConfig;
 use super::keys::{self, KeyAdminError};
-use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::store::config::DatabaseConfig;
+use crate::store::{KeyStore, Store, StoreError};
+use crate::timespec::{parse_time, Toward};
 
 /// Who the audit log names for actions taken from the command line.
 pub const CLI_ACTOR: &str = "cli";
@@ -45,15 +47,23 @@ fn when(t: Option<DateTime<Utc>>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-pub async fn run(cfg: &Config, action: KeysAction) -> Result<KeysOutput, KeysCliError> {
-    let store = Store::connect(&cfg.database.url, 2).await?;
+pub async fn run(
+    database: &DatabaseConfig,
+    auth: &AuthConfig,
+    action: KeysAction,
+) -> Result<KeysOutput, KeysCliError> {
+    let store = Store::connect(&database.url, 2).await?;
     store.migrate().await?;
-    let result = act(cfg, &store, action).await;
+    let result = act(auth, store.keys.as_ref(), action).await;
     store.close().await;
     result
 }
 
-async fn act(cfg: &Config, store: &Store, action: KeysAction) -> Result<KeysOutput, KeysCliError> {
+async fn act(
+    auth: &AuthConfig,
+    store: &dyn KeyStore,
+    action: KeysAction,
+) -> Result<KeysOutput, KeysCliError> {
     let mut out = KeysOutput::default();
     match action {
         KeysAction::Create {
@@ -64,10 +74,10 @@ async fn act(cfg: &Config, store: &Store, action: KeysAction) -> Result<KeysOutp
             let scopes = keys::parse_scopes(&scopes).map_err(KeysCliError::Usage)?;
             let expires_at = expires
                 .as_deref()
-                .map(|s| keys::parse_expiry(s, Utc::now()))
+                .map(|s| parse_time(s, Utc::now(), Toward::Future))
                 .transpose()
-                .map_err(KeysCliError::Usage)?;
-            let config_names: Vec<String> = cfg.auth.keys.iter().map(|k| k.name.clone()).collect();
+                .map_err(|e| KeysCliError::Usage(format!("--expires {e}")))?;
+            let config_names: Vec<String> = auth.keys.iter().map(|k| k.name.clone()).collect();
             let created =
                 keys::create_key(store, &config_names, &name, &scopes, expires_at, CLI_ACTOR)
                     .await?;
@@ -79,7 +89,7 @@ async fn act(cfg: &Config, store: &Store, action: KeysAction) -> Result<KeysOutp
                 created.scopes.join(","),
                 when(created.expires_at)
             );
-            if !cfg.auth.required {
+            if !auth.required {
                 out.stderr.push_str(
                     "note: authentication is off; set auth.required: true or LQO_AUTH=required for keys to be checked\n",
                 );
@@ -111,7 +121,7 @@ async fn act(cfg: &Config, store: &Store, action: KeysAction) -> Result<KeysOutp
                     when(k.last_used_at)
                 ));
             }
-            for k in &cfg.auth.keys {
+            for k in &auth.keys {
                 let status = if k.expires_at.is_some_and(|t| t <= now) {
                     "expired"
                 } else {
@@ -132,7 +142,7 @@ async fn act(cfg: &Config, store: &Store, action: KeysAction) -> Result<KeysOutp
             out.stdout = table;
         }
         KeysAction::Revoke { name } => {
-            if cfg.auth.keys.iter().any(|k| k.name == name) {
+            if auth.keys.iter().any(|k| k.name == name) {
                 return Err(KeysCliError::Usage(format!(
                     "{name:?} is declared in the config file (auth.keys); remove it there"
                 )));
@@ -140,7 +150,7 @@ async fn act(cfg: &Config, store: &Store, action: KeysAction) -> Result<KeysOutp
             let k = keys::revoke_key(store, &name, CLI_ACTOR).await?;
             out.stderr = format!(
                 "revoked key {:?} (prefix {}); running gateways stop accepting it within auth.cache_ttl_secs ({} s)\n",
-                k.name, k.prefix, cfg.auth.cache_ttl_secs
+                k.name, k.prefix, auth.cache_ttl_secs
             );
         }
     }

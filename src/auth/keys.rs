@@ -2,15 +2,15 @@
 //! the management operations (create, list, revoke) shared by `lqo keys` and the admin routes.
 //! Every create and revoke leaves an `audit_log` row.
 
-use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use rand::rngs::OsRng;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::config::{valid_key_name, SCOPE_NAMES};
-use crate::store::auth::{AuditEntry, CreateKeyError, NewKey, StoredKey};
-use crate::store::{Store, StoreError};
+use crate::store::keys::{AuditEntry, CreateKeyError, NewKey, StoredKey};
+use crate::store::{KeyStore, StoreError};
 
 /// Every generated key starts with this, so scanners and humans recognise it.
 pub const KEY_PREFIX: &str = "lqo_";
@@ -60,34 +60,6 @@ pub fn lookup_prefix(key: &str) -> Option<&str> {
         return None;
     }
     Some(&key[..STORED_PREFIX_LEN])
-}
-
-/// Parses `--expires`: an RFC 3339 time, a date (midnight UTC), or a duration from `now` such as
-/// `90d`, `12h`, `30m`, `2w`.
-pub fn parse_expiry(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        if let Some(t) = d.and_hms_opt(0, 0, 0) {
-            return Ok(t.and_utc());
-        }
-    }
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| {
-        format!("cannot read expiry {s:?}: use e.g. 90d, 12h, 2030-01-01 or an RFC 3339 time")
-    })?;
-    let d = match unit {
-        "m" => ChronoDuration::try_minutes(n),
-        "h" => ChronoDuration::try_hours(n),
-        "d" => ChronoDuration::try_days(n),
-        "w" => ChronoDuration::try_weeks(n),
-        _ => None,
-    }
-    .ok_or_else(|| format!("cannot read expiry {s:?}: the unit must be m, h, d or w"))?;
-    now.checked_add_signed(d)
-        .ok_or_else(|| format!("expiry {s:?} is too far in the future"))
 }
 
 /// Parses a comma-separated scope list; every entry must be a known scope.
@@ -163,7 +135,7 @@ pub enum KeyAdminError {
 /// Creates a key, stores its hash and prefix, and audits the creation under `actor`.
 /// `config_names` are the names declared in the config file, which a stored key may not reuse.
 pub async fn create_key(
-    store: &Store,
+    store: &dyn KeyStore,
     config_names: &[String],
     name: &str,
     scopes: &[String],
@@ -225,7 +197,7 @@ pub async fn create_key(
 
 /// Revokes the live key of that name and audits it.
 pub async fn revoke_key(
-    store: &Store,
+    store: &dyn KeyStore,
     name: &str,
     actor: &str,
 ) -> Result<StoredKey, KeyAdminError> {
@@ -246,7 +218,7 @@ pub async fn revoke_key(
 
 /// Appends an audit row now.
 pub async fn audit(
-    store: &Store,
+    store: &dyn KeyStore,
     actor: &str,
     action: &str,
     target: Option<&str>,
@@ -297,34 +269,6 @@ mod tests {
             hash_key_hex("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-    }
-
-    #[test]
-    fn expiry_forms() {
-        let now = DateTime::parse_from_rfc3339("2025-01-01T00:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        assert_eq!(
-            parse_expiry("90d", now).unwrap(),
-            now + ChronoDuration::days(90)
-        );
-        assert_eq!(
-            parse_expiry("12h", now).unwrap(),
-            now + ChronoDuration::hours(12)
-        );
-        assert_eq!(
-            parse_expiry("2030-01-02", now).unwrap().to_rfc3339(),
-            "2030-01-02T00:00:00+00:00"
-        );
-        assert_eq!(
-            parse_expiry("2030-01-02T03:04:05+02:00", now)
-                .unwrap()
-                .to_rfc3339(),
-            "2030-01-02T01:04:05+00:00"
-        );
-        assert!(parse_expiry("soon", now).is_err());
-        assert!(parse_expiry("5y", now).is_err());
-        assert!(parse_expiry("99999999999999d", now).is_err());
     }
 
     #[test]

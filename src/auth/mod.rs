@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::KeyStore;
 use config::AuthConfig;
 use keys::{hash_key, hashes_equal, lookup_prefix, parse_hash_hex};
 use ratelimit::{KeyLimiter, Limited, RateLimiters};
@@ -258,7 +258,7 @@ const MAX_CACHE_ENTRIES: usize = 10_000;
 
 pub struct Auth {
     required: bool,
-    store: Store,
+    keys: Arc<dyn KeyStore>,
     config_keys: Vec<(KnownKey, [u8; 32])>,
     metrics_token: Option<[u8; 32]>,
     cache: Mutex<HashMap<[u8; 32], Cached>>,
@@ -283,7 +283,7 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, Denied> {
 
 impl Auth {
     /// Config validation has checked the key hashes; a malformed one is skipped here, never a panic.
-    pub fn new(cfg: &AuthConfig, store: Store, metrics: Arc<Metrics>) -> Auth {
+    pub fn new(cfg: &AuthConfig, keys: Arc<dyn KeyStore>, metrics: Arc<Metrics>) -> Auth {
         let config_keys = cfg
             .keys
             .iter()
@@ -311,7 +311,7 @@ impl Auth {
         }
         Auth {
             required: cfg.required,
-            store,
+            keys,
             config_keys,
             metrics_token,
             cache: Mutex::new(HashMap::new()),
@@ -458,7 +458,7 @@ impl Auth {
             return Ok(Verdict::Invalid);
         };
         let rows = self
-            .store
+            .keys
             .api_keys_by_prefix(prefix)
             .await
             .map_err(|e| Denied::Unavailable(e.to_string()))?;
@@ -472,10 +472,10 @@ impl Auth {
             if row.revoked_at.is_some() {
                 return Ok(Verdict::Revoked);
             }
-            let store = self.store.clone();
+            let keys = self.keys.clone();
             let key_hash = row.key_hash.clone();
             tokio::spawn(async move {
-                if let Err(e) = store.touch_api_key(&key_hash, Utc::now()).await {
+                if let Err(e) = keys.touch_api_key(&key_hash, Utc::now()).await {
                     tracing::debug!(error = %e, "could not record the key's last use");
                 }
             });
@@ -530,7 +530,7 @@ impl Auth {
                 .iter()
                 .filter(|(k, _)| k.expires_at.is_none_or(|t| t > now))
                 .count();
-            match self.store.count_live_api_keys(now).await {
+            match self.keys.count_live_api_keys(now).await {
                 Ok(0) if config_keys == 0 => tracing::error!(
                     "authentication is required but no API key exists: every request will get 401; create one with `lqo keys create --name NAME --scopes chat` or declare one under auth.keys"
                 ),

@@ -9,13 +9,15 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{watch, Notify};
 
-use super::db::{self, NewJob};
+use super::config::EvalSettings;
 use super::judge::{JudgeBuildError, JudgeModel};
 use super::sampling::Sampler;
-use super::worker::{self, Mode, Worker, WorkerStats};
-use crate::config::Config;
+use super::worker::{self, EvalStores, Mode, Worker, WorkerStats};
 use crate::metrics::Metrics;
+use crate::store::config::DatabaseConfig;
+use crate::store::judge::{CandidateScan, NewJob};
 use crate::store::{Store, StoreError};
+use crate::timespec::{parse_time, Toward};
 
 /// Records read per page of the scan.
 const PAGE: usize = 1_000;
@@ -63,8 +65,8 @@ pub enum BackfillError {
 /// Queues and judges the records of `opts`; returns when no job created up to the end of the
 /// queueing is left open (or `shutdown` is set).
 pub async fn run(
-    config: Arc<Config>,
-    store: Store,
+    settings: Arc<EvalSettings>,
+    stores: EvalStores,
     metrics: Arc<Metrics>,
     opts: &BackfillOptions,
     shutdown: watch::Receiver<bool>,
@@ -84,45 +86,40 @@ pub async fn run(
         }
     }
     if let Some(mv) = &opts.model_version {
-        if !config.models.contains_key(mv) {
+        if !settings.is_model(mv) {
             return Err(BackfillError::Invalid(format!(
                 "model version {mv:?} is not configured"
             )));
         }
     }
-    let judge = JudgeModel::from_config(&config)?;
-    worker::init_metrics(&config, &metrics);
+    let judge = JudgeModel::from_settings(&settings)?;
+    worker::init_metrics(&settings, &metrics);
     let sampler = match opts.sample_rate {
         Some(r) => Sampler::new(r, Default::default()),
-        None => worker::sampler(&config),
+        None => worker::sampler(&settings),
     };
+    let jobs_store = stores.judge.clone();
     let mut summary = BackfillSummary::default();
     if opts.retry_errors {
-        summary.requeued_errors = db::retry_errors(
-            &store,
-            opts.since,
-            opts.until,
-            opts.model_version.as_deref(),
-        )
-        .await?;
+        summary.requeued_errors = jobs_store
+            .retry_errors(opts.since, opts.until, opts.model_version.as_deref())
+            .await?;
     }
-    let mut after = None;
+    let mut scan = CandidateScan {
+        since: opts.since,
+        until: opts.until,
+        model_version: opts.model_version.clone(),
+        after: None,
+        limit: PAGE,
+    };
     loop {
-        let page = db::candidates(
-            &store,
-            opts.since,
-            opts.until,
-            opts.model_version.as_deref(),
-            after,
-            PAGE,
-        )
-        .await?;
+        let page = jobs_store.candidates(&scan).await?;
         let Some(last) = page.last() else { break };
-        after = Some((last.created_at, last.request_id));
+        scan.after = Some((last.created_at, last.request_id));
         let mut jobs = Vec::new();
         for c in &page {
             summary.scanned += 1;
-            if !config.models.contains_key(&c.model_version) {
+            if !settings.is_model(&c.model_version) {
                 summary.skipped_unconfigured += 1;
                 continue;
             }
@@ -134,13 +131,20 @@ pub async fn run(
                 });
             }
         }
-        summary.queued += db::enqueue(&store, &jobs).await?;
+        summary.queued += jobs_store.enqueue(&jobs).await?;
         if page.len() < PAGE || *shutdown.borrow() {
             break;
         }
     }
-    let mark = db::now(&store).await?;
-    let worker = Worker::new(store, judge, metrics, config, Arc::new(Notify::new()), None);
+    let mark = jobs_store.now().await?;
+    let worker = Worker::new(
+        stores,
+        judge,
+        metrics,
+        settings,
+        Arc::new(Notify::new()),
+        None,
+    );
     summary.worker = worker
         .run(
             Mode::Drain {
@@ -199,21 +203,22 @@ impl std::fmt::Display for BackfillSummary {
 /// `lqo judge`: opens the configured database, backfills, and returns the summary. Stops early
 /// (handing claimed jobs back) when `stop` resolves.
 pub async fn command(
-    config: Config,
+    settings: EvalSettings,
+    database: &DatabaseConfig,
     args: JudgeArgs,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<BackfillSummary, BackfillError> {
     let now = Utc::now();
-    let since =
-        parse_time(&args.since, now).map_err(|e| BackfillError::Invalid(format!("--since {e}")))?;
+    let time = |s: &str, flag: &str| {
+        parse_time(s, now, Toward::Past).map_err(|e| BackfillError::Invalid(format!("{flag} {e}")))
+    };
+    let since = time(&args.since, "--since")?;
     let until = match &args.until {
-        Some(u) => {
-            parse_time(u, now).map_err(|e| BackfillError::Invalid(format!("--until {e}")))?
-        }
+        Some(u) => time(u, "--until")?,
         None => now,
     };
-    let store = Store::connect(&config.database.url, config.database.max_connections).await?;
-    if config.database.run_migrations {
+    let store = Store::connect(&database.url, database.max_connections).await?;
+    if database.run_migrations {
         store.migrate().await?;
     }
     let opts = BackfillOptions {
@@ -229,8 +234,8 @@ pub async fn command(
         tx.send_replace(true);
     });
     let result = run(
-        Arc::new(config),
-        store.clone(),
+        Arc::new(settings),
+        EvalStores::of(&store),
         Arc::new(Metrics::new()),
         &opts,
         rx,
@@ -239,69 +244,4 @@ pub async fn command(
     stopper.abort();
     store.close().await;
     result
-}
-
-/// `2024-05-01T00:00:00Z` (RFC 3339) or a span back from `now`: `90s`, `30m`, `24h`, `7d`, `2w`.
-pub fn parse_time(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-    let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let split = s
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{s:?}: add a unit (s, m, h, d, w) or give an RFC 3339 time"))?;
-    let (n, unit) = s.split_at(split);
-    let n: i64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a span like 24h"))?;
-    let secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3_600,
-        "d" => 86_400,
-        "w" => 604_800,
-        _ => {
-            return Err(format!(
-                "{s:?}: unknown unit {unit:?}; use s, m, h, d or w, or an RFC 3339 time"
-            ))
-        }
-    };
-    let span = n
-        .checked_mul(secs)
-        .and_then(chrono::Duration::try_seconds)
-        .ok_or_else(|| format!("{s:?} is too long a span"))?;
-    now.checked_sub_signed(span)
-        .ok_or_else(|| format!("{s:?} is too long a span"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_are_rfc3339_or_spans_back_from_now() {
-        let now = DateTime::parse_from_rfc3339("2025-01-10T12:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        let at = |s| parse_time(s, now).unwrap().to_rfc3339();
-        assert_eq!(at("24h"), "2025-01-09T12:00:00+00:00");
-        assert_eq!(at("90s"), "2025-01-10T11:58:30+00:00");
-        assert_eq!(at("30m"), "2025-01-10T11:30:00+00:00");
-        assert_eq!(at("7d"), "2025-01-03T12:00:00+00:00");
-        assert_eq!(at("1w"), "2025-01-03T12:00:00+00:00");
-        assert_eq!(at("2025-01-01T00:00:00+02:00"), "2024-12-31T22:00:00+00:00");
-        for bad in [
-            "",
-            "24",
-            "h",
-            "24y",
-            "-5h",
-            "1.5h",
-            "99999999999999999999d",
-            "yesterday",
-        ] {
-            assert!(parse_time(bad, now).is_err(), "{bad:?}");
-        }
-        assert!(parse_time("9999999999999w", now).is_err());
-    }
 }

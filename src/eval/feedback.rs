@@ -10,63 +10,21 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
-use super::db::{self, FeedbackRow, NewFeedback};
-use crate::config::Config;
+use super::config::EvalSettings;
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::store::feedback::{FeedbackRow, NewFeedback};
+pub use crate::store::record::{Agreement, Rating, Scale};
+use crate::store::{FeedbackStore, StoreError};
 
 /// Longest accepted comment, in characters.
 pub const MAX_COMMENT_CHARS: usize = 4_000;
 /// Longest accepted user id, in characters.
 pub const MAX_USER_ID_CHARS: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Scale {
-    /// -1 (thumbs down) or 1 (thumbs up).
-    Thumbs,
-    /// 1 to 5.
-    Stars,
-}
-
-impl Scale {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scale::Thumbs => "thumbs",
-            Scale::Stars => "stars",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Rating {
-    Positive,
-    Neutral,
-    Negative,
-}
-
 impl Rating {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Rating::Positive => "positive",
-            Rating::Neutral => "neutral",
-            Rating::Negative => "negative",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Rating> {
-        match s {
-            "positive" => Some(Rating::Positive),
-            "neutral" => Some(Rating::Neutral),
-            "negative" => Some(Rating::Negative),
-            _ => None,
-        }
-    }
-
     /// What a judge's 1–5 score says, on the same terms as a star rating.
     pub fn of_judge_score(score: i16) -> Rating {
         match score {
@@ -77,29 +35,13 @@ impl Rating {
     }
 }
 
-/// Whether a human rating and the judge's overall score say the same thing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agreement {
-    Agree,
-    Disagree,
-    /// One side is neutral: nothing to compare.
-    NotComparable,
-}
-
 impl Agreement {
+    /// Only polar pairs compare: same side → agree, opposite sides → disagree.
     pub fn between(judge_overall: i16, human: Rating) -> Agreement {
         match (Rating::of_judge_score(judge_overall), human) {
             (Rating::Neutral, _) | (_, Rating::Neutral) => Agreement::NotComparable,
             (j, h) if j == h => Agreement::Agree,
             _ => Agreement::Disagree,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Agreement::Agree => "agree",
-            Agreement::Disagree => "disagree",
-            Agreement::NotComparable => "not_comparable",
         }
     }
 }
@@ -174,9 +116,9 @@ pub struct FeedbackInput {
 /// is already judged. The record may still be on its way to the database (the writer batches
 /// for `writer.flush_interval_ms`), so an unknown id is looked up again for up to `wait`.
 pub async fn record(
-    store: &Store,
+    store: &dyn FeedbackStore,
     metrics: &Metrics,
-    cfg: &Config,
+    settings: &EvalSettings,
     input: FeedbackInput,
     wait: Duration,
 ) -> Result<FeedbackRow, FeedbackError> {
@@ -206,22 +148,22 @@ pub async fn record(
         request_id: input.request_id,
         model_version: model_version.clone(),
         score: input.score as i16,
-        scale: scale.as_str(),
-        rating: rating.as_str(),
+        scale,
+        rating,
         comment,
         user_id,
     };
-    let (id, created_at) = db::insert_feedback(store, &new).await?;
-    if cfg.models.contains_key(&model_version) {
+    let (id, created_at) = store.insert_feedback(&new).await?;
+    if settings.is_model(&model_version) {
         metrics
             .feedback
             .with_label_values(&[&model_version, rating.as_str()])
             .inc();
     }
-    let agreement = match settle_agreement(store, metrics, cfg, input.request_id, &model_version)
-        .await
-    {
-        Ok(()) => db::feedback_of(store, input.request_id)
+    let settled = settle_agreement(store, metrics, settings, input.request_id, &model_version);
+    let agreement = match settled.await {
+        Ok(()) => store
+            .feedback_of(input.request_id)
             .await?
             .into_iter()
             .find(|f| f.id == id)
@@ -237,8 +179,8 @@ pub async fn record(
         request_id: input.request_id,
         model_version,
         score: new.score,
-        scale: new.scale.to_string(),
-        rating: new.rating.to_string(),
+        scale,
+        rating,
         comment: new.comment,
         user_id: new.user_id,
         agreement,
@@ -247,14 +189,14 @@ pub async fn record(
 }
 
 async fn lookup_with_wait(
-    store: &Store,
+    store: &dyn FeedbackStore,
     request_id: Uuid,
     wait: Duration,
 ) -> Result<Option<String>, StoreError> {
     // No signal says "this record was written", so poll briefly with a deadline.
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        if let Some(v) = db::log_model_version(store, request_id).await? {
+        if let Some(v) = store.logged_model_version(request_id).await? {
             return Ok(Some(v));
         }
         let now = tokio::time::Instant::now();
@@ -269,23 +211,20 @@ async fn lookup_with_wait(
 /// process to record a rating's agreement counts it. Called after a rating is stored and after
 /// the judge stores scores, so whichever comes second settles it.
 pub async fn settle_agreement(
-    store: &Store,
+    store: &dyn FeedbackStore,
     metrics: &Metrics,
-    cfg: &Config,
+    settings: &EvalSettings,
     request_id: Uuid,
     model_version: &str,
 ) -> Result<(), StoreError> {
-    let Some(overall) = db::overall_score(store, request_id).await? else {
+    let Some(overall) = store.overall_score(request_id).await? else {
         return Ok(());
     };
-    for (id, rating) in db::unsettled_feedback(store, request_id).await? {
-        let Some(rating) = Rating::parse(&rating) else {
-            continue;
-        };
+    for (id, rating) in store.unsettled_feedback(request_id).await? {
         let agreement = Agreement::between(overall, rating);
-        if db::settle(store, id, agreement.as_str()).await?
+        if store.settle(id, agreement).await?
             && agreement != Agreement::NotComparable
-            && cfg.models.contains_key(model_version)
+            && settings.is_model(model_version)
         {
             metrics
                 .judge_human_agreement
@@ -321,29 +260,29 @@ pub struct AgreementRow {
 
 /// Agreement per model version for feedback given in `[since, until)`.
 pub async fn agreement_report(
-    store: &Store,
+    store: &dyn FeedbackStore,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
     model_version: Option<&str>,
 ) -> Result<Vec<AgreementRow>, StoreError> {
     use std::collections::BTreeMap;
     let mut rows: BTreeMap<String, AgreementRow> = BTreeMap::new();
-    for c in db::feedback_counts(store, since, until, model_version).await? {
+    for c in store.feedback_counts(since, until, model_version).await? {
         let row = row_for(&mut rows, &c.model_version);
         row.feedback += c.count;
-        match c.rating.as_str() {
-            "positive" => row.positive += c.count,
-            "neutral" => row.neutral += c.count,
-            _ => row.negative += c.count,
+        match c.rating {
+            Rating::Positive => row.positive += c.count,
+            Rating::Neutral => row.neutral += c.count,
+            Rating::Negative => row.negative += c.count,
         }
-        match c.agreement.as_deref() {
-            Some("agree") => row.agree += c.count,
-            Some("disagree") => row.disagree += c.count,
-            Some("not_comparable") => row.not_comparable += c.count,
-            _ => {}
+        match c.agreement {
+            Some(Agreement::Agree) => row.agree += c.count,
+            Some(Agreement::Disagree) => row.disagree += c.count,
+            Some(Agreement::NotComparable) => row.not_comparable += c.count,
+            None => {}
         }
     }
-    for j in db::judged_counts(store, since, until, model_version).await? {
+    for j in store.judged_counts(since, until, model_version).await? {
         let row = row_for(&mut rows, &j.model_version);
         row.judged = j.judged;
         row.mean_judge_score = j.mean_overall.map(|m| (m * 100.0).round() / 100.0);

@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::config::HeuristicsConfig;
+use super::config::HeuristicsConfig;
 use crate::metrics::Metrics;
 
 /// Refusals open an answer; looking further would flag answers that merely quote one.

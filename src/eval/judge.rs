@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::config::{Config, JudgeConfig, Pricing};
+use super::config::{EvalSettings, JudgeConfig};
 use crate::metrics::Metrics;
+use crate::provider::config::Pricing;
 use crate::provider::mock::{JUDGE_CRITERIA_PREFIX, JUDGE_MARKER};
 use crate::provider::{self, ChatMessage, CompletionRequest, Provider, ProviderError, Usage};
 use crate::tokens;
@@ -386,8 +387,8 @@ pub struct CallOutput {
 impl JudgeModel {
     /// Builds its own client for the judge model (judge traffic never shares the gateway's
     /// metering or its record path).
-    pub fn from_config(cfg: &Config) -> Result<JudgeModel, JudgeBuildError> {
-        let name = cfg.judge_model().to_string();
+    pub fn from_settings(cfg: &EvalSettings) -> Result<JudgeModel, JudgeBuildError> {
+        let name = cfg.judge_model.clone();
         let model = cfg
             .models
             .get(&name)

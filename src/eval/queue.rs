@@ -14,10 +14,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::db::{self, NewJob};
 use super::sampling::Sampler;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::judge::NewJob;
+use crate::store::JudgeJobs;
 
 /// Jobs waiting for the enqueuer at most; beyond that, sampled records are dropped (counted).
 pub const QUEUE_CAPACITY: usize = 10_000;
@@ -72,7 +72,7 @@ impl JudgeQueue {
 /// Starts the task that inserts queued jobs; it wakes `notify` after each insert and, once
 /// `shutdown` is set, inserts what is still queued and exits.
 pub fn spawn(
-    store: Store,
+    store: Arc<dyn JudgeJobs>,
     metrics: Arc<Metrics>,
     sampler: Sampler,
     notify: Arc<Notify>,
@@ -89,7 +89,7 @@ pub fn spawn(
 }
 
 async fn run(
-    store: Store,
+    store: Arc<dyn JudgeJobs>,
     metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<NewJob>,
     notify: Arc<Notify>,
@@ -111,7 +111,7 @@ async fn run(
             let mut left = buf.len();
             let flush = async {
                 for chunk in buf.chunks(INSERT_BATCH) {
-                    insert(&store, &metrics, chunk, &notify, None).await;
+                    insert(store.as_ref(), &metrics, chunk, &notify, None).await;
                     left -= chunk.len();
                 }
             };
@@ -127,7 +127,7 @@ async fn run(
             }
             return;
         }
-        insert(&store, &metrics, &buf, &notify, Some(&mut shutdown)).await;
+        insert(store.as_ref(), &metrics, &buf, &notify, Some(&mut shutdown)).await;
         buf.clear();
     }
 }
@@ -135,7 +135,7 @@ async fn run(
 /// Inserts one batch, retrying database outages with backoff until it lands, the data is
 /// refused, or (with a shutdown receiver) shutdown begins; lost jobs are counted.
 async fn insert(
-    store: &Store,
+    store: &dyn JudgeJobs,
     metrics: &Metrics,
     jobs: &[NewJob],
     notify: &Notify,
@@ -143,7 +143,7 @@ async fn insert(
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match db::enqueue(store, jobs).await {
+        match store.enqueue(jobs).await {
             Ok(_) => {
                 notify.notify_one();
                 return;

@@ -16,14 +16,16 @@ use futures::StreamExt;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use super::db::{self, ClaimedJob, NewScore, Outcome, Spend};
+use super::config::{EvalSettings, JudgeConfig};
 use super::feedback;
 use super::judge::{self, Criterion, JudgeBuildError, JudgeModel};
 use super::queue::{self, JudgeQueue};
 use super::sampling::Sampler;
-use crate::config::{Config, ContentLogging};
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
+use crate::redact::ContentLogging;
+use crate::store::judge::{ClaimedJob, NewScore, Outcome, Spend};
+use crate::store::record::LogStatus;
+use crate::store::{FeedbackStore, JudgeJobs, Store, StoreError};
 
 /// Every `error_type` of `lqo_judge_errors_total`.
 pub const ERROR_TYPES: [&str; 8] = [
@@ -57,8 +59,7 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    pub fn from_config(cfg: &Config) -> WorkerSettings {
-        let j = &cfg.judge;
+    pub fn from_judge(j: &JudgeConfig) -> WorkerSettings {
         WorkerSettings {
             batch_size: j.batch_size.max(1),
             concurrency: j.concurrency.max(1),
@@ -103,13 +104,31 @@ impl WorkerStats {
     }
 }
 
+/// The store concerns a worker talks to: the judge's queue and, to settle agreement with human
+/// ratings, the feedback. Real backends or the in-memory fake of tests.
+#[derive(Clone)]
+pub struct EvalStores {
+    pub judge: Arc<dyn JudgeJobs>,
+    pub feedback: Arc<dyn FeedbackStore>,
+}
+
+impl EvalStores {
+    pub fn of(store: &Store) -> EvalStores {
+        EvalStores {
+            judge: store.judge.clone(),
+            feedback: store.feedback.clone(),
+        }
+    }
+}
+
 /// A judge worker. Several may run on one database (in one process or many).
 pub struct Worker {
-    store: Store,
+    store: Arc<dyn JudgeJobs>,
+    feedback: Arc<dyn FeedbackStore>,
     judge: JudgeModel,
     criteria: Vec<Criterion>,
     metrics: Arc<Metrics>,
-    config: Arc<Config>,
+    eval: Arc<EvalSettings>,
     settings: WorkerSettings,
     /// Model versions the metrics may be labelled with.
     known: BTreeSet<String>,
@@ -119,21 +138,22 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        store: Store,
+        stores: EvalStores,
         judge: JudgeModel,
         metrics: Arc<Metrics>,
-        config: Arc<Config>,
+        eval: Arc<EvalSettings>,
         notify: Arc<Notify>,
         queue: Option<JudgeQueue>,
     ) -> Worker {
         Worker {
-            criteria: judge::criteria(&config.judge),
-            settings: WorkerSettings::from_config(&config),
-            known: config.models.keys().cloned().collect(),
-            store,
+            criteria: judge::criteria(&eval.judge),
+            settings: WorkerSettings::from_judge(&eval.judge),
+            known: eval.models.keys().cloned().collect(),
+            store: stores.judge,
+            feedback: stores.feedback,
             judge,
             metrics,
-            config,
+            eval,
             notify,
             queue,
         }
@@ -162,14 +182,15 @@ impl Worker {
                 return stats;
             }
             self.refresh_backlog().await;
-            let jobs = match db::claim(
-                &self.store,
-                self.settings.batch_size,
-                self.settings.lease,
-                created_before,
-            )
-            .await
-            {
+            let claimed = self
+                .store
+                .claim(
+                    self.settings.batch_size,
+                    self.settings.lease,
+                    created_before,
+                )
+                .await;
+            let jobs = match claimed {
                 Ok(jobs) => {
                     if failures > 0 {
                         tracing::info!(failures, "claiming judge jobs works again");
@@ -199,7 +220,7 @@ impl Worker {
             };
             if jobs.is_empty() {
                 if let Some(mark) = created_before {
-                    match db::open_jobs(&self.store, Some(mark)).await {
+                    match self.store.open_jobs(Some(mark)).await {
                         Ok(0) => return stats,
                         Ok(_) => {}
                         Err(e) => tracing::warn!(error = %e, "counting judge jobs failed"),
@@ -235,7 +256,7 @@ impl Worker {
     }
 
     async fn refresh_backlog(&self) {
-        match db::open_jobs(&self.store, None).await {
+        match self.store.open_jobs(None).await {
             Ok(n) => {
                 let local = self.queue.as_ref().map_or(0, |q| q.depth()) as i64;
                 self.metrics.judge_backlog.set(n + local);
@@ -280,7 +301,7 @@ impl Worker {
             .await?;
             return Ok(stats);
         }
-        let material = match db::material(&self.store, job.request_id).await? {
+        let material = match self.store.material(job.request_id).await? {
             Some(m) => m,
             None => {
                 let age = Utc::now().signed_duration_since(job.created_at);
@@ -291,7 +312,7 @@ impl Worker {
                         ..Outcome::default()
                     };
                     let delay = self.settings.poll_interval.min(Duration::from_secs(1));
-                    if db::defer(&self.store, job, delay, &o).await? {
+                    if self.store.defer(job, delay, &o).await? {
                         stats.waiting_for_record += 1;
                     } else {
                         stats.lost_claims += 1;
@@ -314,7 +335,10 @@ impl Worker {
                 return Ok(stats);
             }
         };
-        let Some(answer) = material.response.filter(|_| material.status == "ok") else {
+        let Some(answer) = material
+            .response
+            .filter(|_| material.status == LogStatus::Ok)
+        else {
             let msg = "the record has no stored answer (failed call, or content logging off)";
             self.give_up(
                 job,
@@ -335,7 +359,7 @@ impl Worker {
             let call = tokio::select! {
                 r = self.judge.call(&messages, &self.metrics) => r,
                 _ = stopped(&mut shutdown) => {
-                    db::release(&self.store, job).await?;
+                    self.store.release(job).await?;
                     return Ok(stats);
                 }
             };
@@ -354,15 +378,10 @@ impl Worker {
                                     rationale: s.rationale.clone(),
                                 })
                                 .collect();
-                            let stored = db::complete(
-                                &self.store,
-                                job,
-                                attempts,
-                                &self.judge.name,
-                                spend,
-                                &rows,
-                            )
-                            .await?;
+                            let stored = self
+                                .store
+                                .complete(job, attempts, &self.judge.name, spend, &rows)
+                                .await?;
                             if !stored {
                                 stats.lost_claims += 1;
                                 return Ok(stats);
@@ -371,9 +390,9 @@ impl Worker {
                             self.observe_scores(&job.model_version, &rows);
                             tracing::debug!(attempts, "judged");
                             if let Err(e) = feedback::settle_agreement(
-                                &self.store,
+                                self.feedback.as_ref(),
                                 &self.metrics,
-                                &self.config,
+                                &self.eval,
                                 job.request_id,
                                 &job.model_version,
                             )
@@ -431,7 +450,7 @@ impl Worker {
                         judge_model: Some(&self.judge.name),
                         spend,
                     };
-                    if !db::defer(&self.store, job, delay, &o).await? {
+                    if !self.store.defer(job, delay, &o).await? {
                         stats.lost_claims += 1;
                     }
                     return Ok(stats);
@@ -458,7 +477,7 @@ impl Worker {
                 .then_some(self.judge.name.as_str()),
             spend,
         };
-        if !db::fail(&self.store, job, &o).await? {
+        if !self.store.fail(job, &o).await? {
             stats.lost_claims += 1;
             return Ok(());
         }
@@ -530,59 +549,56 @@ pub struct JudgeRuntime {
 
 /// Creates the evaluation series at zero for every configured model version (and the judge
 /// model's metering series when the judge runs).
-pub fn init_metrics(cfg: &Config, metrics: &Metrics) {
-    let criteria: Vec<&str> = cfg.judge.criteria.iter().map(String::as_str).collect();
-    for mv in cfg.models.keys() {
+pub fn init_metrics(eval: &EvalSettings, metrics: &Metrics) {
+    let criteria: Vec<&str> = eval.judge.criteria.iter().map(String::as_str).collect();
+    for mv in eval.models.keys() {
         metrics.init_quality_series(mv, &super::heuristics::CHECKS);
-        if cfg.judge.enabled {
+        if eval.judge.enabled {
             metrics.init_judge_series(mv, &criteria, &ERROR_TYPES);
         }
     }
-    if cfg.judge.enabled {
-        metrics.init_judge_model(cfg.judge_model());
+    if eval.judge.enabled {
+        metrics.init_judge_model(&eval.judge_model);
     }
 }
 
 /// The sampler the configuration describes.
-pub fn sampler(cfg: &Config) -> Sampler {
-    Sampler::new(
-        cfg.judge_sample_rate(),
-        cfg.judge.per_model_sample_rate.clone(),
-    )
+pub fn sampler(eval: &EvalSettings) -> Sampler {
+    Sampler::new(eval.sample_rate, eval.judge.per_model_sample_rate.clone())
 }
 
 impl JudgeRuntime {
     /// Starts the enqueuer and a worker; None when the judge is off (or cannot see answers).
     pub fn start(
-        config: Arc<Config>,
-        store: Store,
+        eval: Arc<EvalSettings>,
+        stores: EvalStores,
         metrics: Arc<Metrics>,
     ) -> Result<Option<JudgeRuntime>, JudgeBuildError> {
-        if !config.judge.enabled {
+        if !eval.judge.enabled {
             return Ok(None);
         }
-        if config.logging.content == ContentLogging::None {
+        if eval.content == ContentLogging::None {
             tracing::warn!(
                 "LLM judge off: logging.content is none, so no answer is stored to judge"
             );
             return Ok(None);
         }
-        let judge = JudgeModel::from_config(&config)?;
+        let judge = JudgeModel::from_settings(&eval)?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let notify = Arc::new(Notify::new());
         let (queue, enqueuer) = queue::spawn(
-            store.clone(),
+            stores.judge.clone(),
             metrics.clone(),
-            sampler(&config),
+            sampler(&eval),
             notify.clone(),
             shutdown_rx.clone(),
         );
         tracing::info!(
             judge_model = %judge.name,
-            sample_rate = config.judge_sample_rate(),
+            sample_rate = eval.sample_rate,
             "LLM judge on"
         );
-        let worker = Worker::new(store, judge, metrics, config, notify, Some(queue.clone()));
+        let worker = Worker::new(stores, judge, metrics, eval, notify, Some(queue.clone()));
         let worker = tokio::spawn(async move { worker.run(Mode::Serve, shutdown_rx).await });
         Ok(Some(JudgeRuntime {
             queue,

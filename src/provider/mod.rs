@@ -1,6 +1,7 @@
 //! Upstream model clients behind one trait: OpenAI Chat Completions, OpenAI Responses, and the
 //! built-in deterministic mock. Knows nothing about HTTP handlers or storage.
 
+pub mod config;
 pub mod mock;
 pub mod openai_chat;
 pub mod openai_responses;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use futures::stream::BoxStream;
 
-use crate::config::{ProviderConfig, ProviderKind};
+use config::{ProviderConfig, ProviderKind};
 
 /// One chat message as the gateway passes it upstream (text content only).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

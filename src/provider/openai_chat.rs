@@ -9,12 +9,12 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
+use super::config::ProviderConfig;
 use super::retry::{self, AttemptError, RetryPolicy};
 use super::{
     ChatMessage, Completion, CompletionRequest, CompletionStream, Provider, ProviderError,
     StreamEvent, Usage,
 };
-use crate::config::ProviderConfig;
 
 /// Upstream error messages are cut to this many characters before they reach logs and records.
 const MAX_ERROR_MESSAGE_CHARS: usize = 500;
@@ -864,7 +864,7 @@ pub(super) mod tests {
 
     pub fn config(addr: SocketAddr) -> ProviderConfig {
         ProviderConfig {
-            kind: crate::config::ProviderKind::OpenaiChat,
+            kind: crate::provider::config::ProviderKind::OpenaiChat,
             base_url: format!("http://{addr}/v1"),
             api_key: Some(SecretString::from(FAKE_KEY)),
             timeout_secs: 5,

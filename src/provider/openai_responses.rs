@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::config::ProviderConfig;
 use super::openai_chat::{truncate_chars, ErrorDetail, HttpUpstream, SseEvent, SseHandler};
 use super::{
     Completion, CompletionRequest, CompletionStream, Provider, ProviderError, StreamEvent, Usage,
 };
-use crate::config::ProviderConfig;
 
 /// Client for `POST {base_url}/responses`.
 pub struct OpenAiResponses {
@@ -314,7 +314,7 @@ mod tests {
         collect, config, decode_split, request, summarize, upstream, FAKE_KEY,
     };
     use super::*;
-    use crate::config::ProviderKind;
+    use crate::provider::config::ProviderKind;
 
     fn responses(addr: std::net::SocketAddr) -> OpenAiResponses {
         let mut cfg = config(addr);

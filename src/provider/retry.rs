@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::config::ProviderConfig;
 use super::ProviderError;
-use crate::config::ProviderConfig;
 
 /// No single wait between attempts is longer than this; a server asking for more (Retry-After) is
 /// not retried, because the gateway's own request deadline would expire first anyway.

@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::LogRecord;
@@ -126,8 +127,37 @@ pub struct Damage {
     pub what: &'static str,
 }
 
+/// What the spool holds and whether it can be written, published after every operation so that
+/// readers (`/ready`, the writer's logs) never wait for the spool's lock, which is held during
+/// disk I/O.
+#[derive(Debug, Default)]
+pub struct SpoolStats {
+    bytes: AtomicU64,
+    segments: AtomicUsize,
+    failure: Mutex<Option<String>>,
+}
+
+impl SpoolStats {
+    /// Bytes on disk in every segment, including the one being written.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    pub fn segments(&self) -> usize {
+        self.segments.load(Ordering::Acquire)
+    }
+
+    /// The last failed write, unless a later write or probe succeeded.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// The spool of one gateway process. Not internally synchronised: the writer keeps it behind a
-/// mutex that is never held across an await.
+/// mutex that is only taken on blocking threads (it is held during disk I/O).
 pub struct Spool {
     dir: PathBuf,
     max_bytes: u64,
@@ -140,6 +170,7 @@ pub struct Spool {
     total_bytes: u64,
     last_failure: Option<SpoolFailure>,
     metrics: Arc<Metrics>,
+    stats: Arc<SpoolStats>,
 }
 
 impl std::fmt::Debug for Spool {
@@ -203,9 +234,10 @@ impl Spool {
             total_bytes,
             last_failure: None,
             metrics,
+            stats: Arc::default(),
         };
         spool.metrics.spool_max_bytes.set(clamp_i64(max_bytes));
-        spool.update_gauge();
+        spool.publish();
         if total_bytes > 0 {
             tracing::warn!(
                 dir = %dir.display(),
@@ -219,6 +251,11 @@ impl Spool {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The figures this spool publishes after every operation.
+    pub fn stats(&self) -> Arc<SpoolStats> {
+        self.stats.clone()
     }
 
     /// Bytes on disk in every segment, including the one being written.
@@ -267,7 +304,7 @@ impl Spool {
                 });
             }
         }
-        self.update_gauge();
+        self.publish();
         result
     }
 
@@ -356,6 +393,7 @@ impl Spool {
     pub fn oldest(&mut self) -> Option<Segment> {
         if self.closed.is_empty() {
             self.close_active();
+            self.publish();
         }
         self.closed.front().cloned()
     }
@@ -369,7 +407,7 @@ impl Spool {
         if let Some(s) = self.closed.remove(pos) {
             self.total_bytes = self.total_bytes.saturating_sub(s.bytes);
         }
-        self.update_gauge();
+        self.publish();
         match fs::remove_file(&segment.path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -400,11 +438,18 @@ impl Spool {
         if healthy {
             tracing::info!(dir = %self.dir.display(), "spool is writable again");
             self.last_failure = None;
+            self.publish();
         }
     }
 
-    fn update_gauge(&self) {
+    fn publish(&self) {
         self.metrics.spool_bytes.set(clamp_i64(self.total_bytes));
+        self.stats.bytes.store(self.total_bytes, Ordering::Release);
+        self.stats
+            .segments
+            .store(self.segment_count(), Ordering::Release);
+        *self.stats.failure.lock().unwrap_or_else(|p| p.into_inner()) =
+            self.last_failure.as_ref().map(|f| f.message.clone());
     }
 }
 

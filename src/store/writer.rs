@@ -7,6 +7,11 @@
 //! queue) is spooled. After a failed write the writer is *spooling*: every batch is appended to
 //! the spool behind what is already there, and only the replay task talks to the database. It
 //! leaves that state once it has drained the spool and the database answers.
+//!
+//! Spool I/O (appends with their fsync, deletes, probes) never runs on a runtime worker thread:
+//! the writer and the replay task use `spawn_blocking`, and `submit` — synchronous, called on the
+//! request path and from `Drop` — hands its thread over with `block_in_place` first. The spool's
+//! figures for `/ready` are read without its lock.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,9 +21,10 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::spool::{read_segment, Spool, SpoolError, SpoolReason};
-use super::{LogRecord, Store, StoreError};
-use crate::config::WriterConfig;
+use super::config::WriterConfig;
+use super::logs::LogStore;
+use super::spool::{read_segment, Segment, Spool, SpoolError, SpoolReason, SpoolStats};
+use super::{LogRecord, StoreError};
 use crate::metrics::Metrics;
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -103,8 +109,10 @@ impl Throttle {
 /// State shared by every handle, the writer task and the replay task.
 struct Shared {
     metrics: Arc<Metrics>,
-    /// Never held across an await.
+    /// Held during disk I/O, so only ever locked on a blocking thread (see [`Shared::with_spool`]).
     spool: Mutex<Spool>,
+    /// The spool's figures, readable without its lock.
+    spool_stats: Arc<SpoolStats>,
     /// The last write error while the database has not yet accepted a write since.
     last_error: Mutex<Option<String>>,
     spooling: AtomicBool,
@@ -123,6 +131,28 @@ impl Shared {
         self.spool.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs `f` on the spool on a blocking thread. None only when the runtime is shutting down
+    /// before the blocking task ran, or `f` panicked (logged).
+    async fn with_spool<R, F>(self: &Arc<Self>, f: F) -> Option<R>
+    where
+        F: FnOnce(&Shared, &mut Spool) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let shared = self.clone();
+        match tokio::task::spawn_blocking(move || {
+            let mut spool = shared.lock_spool();
+            f(&shared, &mut spool)
+        })
+        .await
+        {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::error!(error = %e, "spool operation failed");
+                None
+            }
+        }
+    }
+
     fn set_last_error(&self, error: Option<String>) -> Option<String> {
         let mut guard = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
         std::mem::replace(&mut *guard, error)
@@ -132,7 +162,8 @@ impl Shared {
         self.spooling.load(Ordering::Acquire)
     }
 
-    /// Appends and fsyncs; wakes the replay task on success, logs loudly on failure.
+    /// Appends and fsyncs; wakes the replay task on success, logs loudly on failure. Blocks on
+    /// disk I/O: call it on a blocking thread.
     fn spool_append(&self, records: &[LogRecord], reason: SpoolReason) -> Result<(), SpoolError> {
         let result = self.lock_spool().append(records, reason);
         match &result {
@@ -222,10 +253,11 @@ impl WriterHandle {
     }
 
     fn overflow(&self, record: LogRecord, reason: SpoolReason) -> Result<Submitted, SubmitError> {
-        match self
-            .shared
-            .spool_append(std::slice::from_ref(&record), reason)
-        {
+        let appended = off_the_runtime(|| {
+            self.shared
+                .spool_append(std::slice::from_ref(&record), reason)
+        });
+        match appended {
             Ok(()) => {
                 if let Some(suppressed) = self.shared.overflow_log.check() {
                     tracing::warn!(
@@ -273,23 +305,16 @@ impl WriterHandle {
             .clone()
     }
 
-    /// Queue, spool and error state, for `/ready`.
+    /// Queue, spool and error state, for `/ready`. Never waits for disk I/O.
     pub fn status(&self) -> WriterStatus {
-        let (spool_bytes, spool_segments, spool_error) = {
-            let spool = self.shared.lock_spool();
-            (
-                spool.bytes(),
-                spool.segment_count(),
-                spool.last_failure().map(|f| f.message.clone()),
-            )
-        };
+        let stats = &self.shared.spool_stats;
         WriterStatus {
             queue_depth: self.queue_depth(),
             spooling: self.shared.spooling(),
             db_error: self.last_error(),
-            spool_bytes,
-            spool_segments,
-            spool_error,
+            spool_bytes: stats.bytes(),
+            spool_segments: stats.segments(),
+            spool_error: stats.failure(),
         }
     }
 
@@ -300,20 +325,35 @@ impl WriterHandle {
     }
 }
 
+/// Runs blocking I/O from synchronous code that may be on a runtime worker thread: on the
+/// multi-threaded runtime (the gateway's) the worker first hands its other tasks to another
+/// thread (`block_in_place`), so they do not wait for the disk. Elsewhere (no runtime, a blocking
+/// thread, the current-thread runtime of some tests) it runs inline.
+fn off_the_runtime<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Opens the spool (replaying what a previous run left there) and starts the writer and replay
 /// tasks on the current runtime. The returned task ends after both.
 pub fn spawn(
-    store: Store,
+    store: Arc<dyn LogStore>,
     cfg: &WriterConfig,
     metrics: Arc<Metrics>,
 ) -> Result<(WriterHandle, JoinHandle<()>), SpoolError> {
-    let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, metrics.clone())?;
+    let spool =
+        off_the_runtime(|| Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, metrics.clone()))?;
+    let spool_stats = spool.stats();
     // A zero capacity or batch size would panic or spin; one is the least that works.
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
     let (shutdown, shutdown_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         metrics,
         spool: Mutex::new(spool),
+        spool_stats,
         last_error: Mutex::new(None),
         spooling: AtomicBool::new(false),
         replay_wake: Notify::new(),
@@ -374,7 +414,7 @@ enum WriteError {
 }
 
 async fn timed_insert(
-    store: &Store,
+    store: &dyn LogStore,
     records: &[LogRecord],
     limit: Duration,
 ) -> Result<u64, WriteError> {
@@ -390,7 +430,7 @@ async fn timed_insert(
 /// returns how many leading records are done and how many of those were dropped; the rest may
 /// or may not have landed, and sending them again is safe.
 async fn insert_isolating(
-    store: &Store,
+    store: &dyn LogStore,
     records: &[LogRecord],
     limit: Duration,
     shared: &Shared,
@@ -428,20 +468,6 @@ async fn insert_isolating(
     }
 }
 
-/// Whether the database would take writes again: reachable, and the table is there.
-async fn probe(store: &Store) -> Result<(), StoreError> {
-    const PROBE: &str = "SELECT 1 FROM llm_logs WHERE false";
-    match store {
-        Store::Postgres(pool) => {
-            sqlx::query(PROBE).execute(pool).await?;
-        }
-        Store::Sqlite(pool) => {
-            sqlx::query(PROBE).execute(pool).await?;
-        }
-    }
-    Ok(())
-}
-
 /// Waits for `pause` unless shutdown comes first; true if shutdown came.
 async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>, pause: Duration) -> bool {
     tokio::select! {
@@ -451,7 +477,7 @@ async fn pause_or_shutdown(shutdown: &mut watch::Receiver<bool>, pause: Duration
 }
 
 struct Writer {
-    store: Store,
+    store: Arc<dyn LogStore>,
     rx: mpsc::Receiver<LogRecord>,
     shutdown: watch::Receiver<bool>,
     shared: Arc<Shared>,
@@ -464,11 +490,7 @@ struct Writer {
 
 impl Writer {
     async fn run(mut self) {
-        tracing::info!(
-            backend = self.store.backend(),
-            batch_size = self.batch_size,
-            "log writer started"
-        );
+        tracing::info!(batch_size = self.batch_size, "log writer started");
         let mut batch = Vec::with_capacity(self.batch_size);
         while self.fill(&mut batch).await {
             self.shared
@@ -478,7 +500,7 @@ impl Writer {
             self.write(&mut batch).await;
         }
         self.shared.metrics.writer_queue_depth.set(0);
-        let spool_bytes = self.shared.lock_spool().bytes();
+        let spool_bytes = self.shared.spool_stats.bytes();
         if spool_bytes > 0 {
             tracing::warn!(
                 spool_bytes,
@@ -554,7 +576,9 @@ impl Writer {
         let mut try_db = !self.shared.spooling();
         while !batch.is_empty() {
             if try_db {
-                match insert_isolating(&self.store, batch, self.db_timeout, &self.shared).await {
+                match insert_isolating(self.store.as_ref(), batch, self.db_timeout, &self.shared)
+                    .await
+                {
                     Ok(_) => {
                         batch.clear();
                         return;
@@ -637,7 +661,7 @@ impl Writer {
 /// Feeds the spool back into the database, oldest segment first, and decides when the database
 /// is healthy again.
 struct Replayer {
-    store: Store,
+    store: Arc<dyn LogStore>,
     shared: Arc<Shared>,
     chunk: usize,
     db_timeout: Duration,
@@ -648,10 +672,10 @@ impl Replayer {
     async fn run(mut self) {
         let mut backoff = INITIAL_BACKOFF;
         while !*self.shutdown.borrow() {
-            let next = self.shared.lock_spool().oldest();
-            let replayed = match next {
-                Some(segment) => self.replay(segment, &mut backoff).await,
-                None => self.idle(&mut backoff).await,
+            let replayed = match self.shared.with_spool(|_, s| s.oldest()).await {
+                Some(Some(segment)) => self.replay(segment, &mut backoff).await,
+                Some(None) => self.idle(&mut backoff).await,
+                None => !pause_or_shutdown(&mut self.shutdown, MAX_BACKOFF).await,
             };
             if !replayed {
                 break;
@@ -661,7 +685,7 @@ impl Replayer {
 
     /// Replays one segment and deletes it. False when shutdown interrupted it (the segment stays
     /// on disk for the next start).
-    async fn replay(&mut self, segment: super::spool::Segment, backoff: &mut Duration) -> bool {
+    async fn replay(&mut self, segment: Segment, backoff: &mut Duration) -> bool {
         let path = segment.path.clone();
         let contents = match tokio::task::spawn_blocking(move || read_segment(&path)).await {
             Ok(Ok(c)) => c,
@@ -692,7 +716,7 @@ impl Replayer {
         while done < records.len() {
             let end = (done + self.chunk).min(records.len());
             match insert_isolating(
-                &self.store,
+                self.store.as_ref(),
                 &records[done..end],
                 self.db_timeout,
                 &self.shared,
@@ -725,8 +749,12 @@ impl Replayer {
                 return false;
             }
         }
-        let removed = self.shared.lock_spool().remove(&segment);
-        if let Err(e) = removed {
+        let to_remove = segment.clone();
+        let removed = self
+            .shared
+            .with_spool(move |_, s| s.remove(&to_remove))
+            .await;
+        if let Some(Err(e)) = removed {
             tracing::error!(error = %e, "replayed spool segment could not be deleted; it will be replayed again (harmless duplicates)");
         }
         tracing::info!(
@@ -740,17 +768,24 @@ impl Replayer {
     /// The spool is empty. While spooling, probe the database and leave that state when it
     /// answers; otherwise wait for something to replay. False on shutdown.
     async fn idle(&mut self, backoff: &mut Duration) -> bool {
-        self.shared.lock_spool().recheck();
+        self.shared.with_spool(|_, s| s.recheck()).await;
         if self.shared.spooling() {
-            let ping = tokio::time::timeout(self.db_timeout, probe(&self.store)).await;
+            let ping = tokio::time::timeout(self.db_timeout, self.store.probe_writes()).await;
             match ping {
                 Ok(Ok(())) => {
-                    let spool = self.shared.lock_spool();
                     // Under the spool lock: no batch can be appended between the check and
                     // the switch, so nothing is left behind unnoticed.
-                    if spool.is_empty() {
-                        self.shared.spooling.store(false, Ordering::Release);
-                        drop(spool);
+                    let switched = self
+                        .shared
+                        .with_spool(|shared, spool| {
+                            let empty = spool.is_empty();
+                            if empty {
+                                shared.spooling.store(false, Ordering::Release);
+                            }
+                            empty
+                        })
+                        .await;
+                    if switched == Some(true) {
                         self.shared.set_last_error(None);
                         tracing::info!(
                             "database is back and the spool is drained; writing directly again"
@@ -784,510 +819,4 @@ impl Replayer {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-    use crate::store::testing::{fresh_postgres, fresh_sqlite, sample_record};
-
-    fn config(
-        channel_capacity: usize,
-        batch_size: usize,
-        flush_interval_ms: u64,
-        spool_dir: &Path,
-    ) -> WriterConfig {
-        WriterConfig {
-            channel_capacity,
-            batch_size,
-            flush_interval_ms,
-            spool_dir: spool_dir.to_path_buf(),
-            spool_max_bytes: 64 * 1024 * 1024,
-            db_timeout_ms: 2_000,
-        }
-    }
-
-    async fn run_sql(store: &Store, sql: &str) {
-        match store {
-            Store::Postgres(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
-            Store::Sqlite(pool) => sqlx::raw_sql(sql).execute(pool).await.map(|_| ()),
-        }
-        .unwrap();
-    }
-
-    /// Polls `check` every 20 ms for up to 20 s.
-    async fn eventually<F, Fut>(what: &str, mut check: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !check().await {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn spooled(m: &Metrics, reason: &str) -> u64 {
-        m.spool_records.with_label_values(&[reason]).get()
-    }
-
-    fn dropped(m: &Metrics, reason: &str) -> u64 {
-        m.writer_dropped.with_label_values(&[reason]).get()
-    }
-
-    async fn records_from_many_tasks_all_land(store: Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(10_000, 500, 50, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        let mut producers = Vec::new();
-        for p in 0..8 {
-            let handle = handle.clone();
-            producers.push(tokio::spawn(async move {
-                for i in 0..625 {
-                    assert_eq!(
-                        handle.submit(sample_record(p * 625 + i)),
-                        Ok(Submitted::Queued)
-                    );
-                    if i % 100 == 0 {
-                        tokio::task::yield_now().await;
-                    }
-                }
-            }));
-        }
-        for p in producers {
-            p.await.unwrap();
-        }
-        close_and_wait(handle, task).await;
-        assert_eq!(store.count_logs().await.unwrap(), 5_000);
-        assert_eq!(metrics.writer_rows_written.get(), 5_000);
-        assert_eq!(metrics.writer_errors.get(), 0);
-        assert_eq!(metrics.writer_queue_depth.get(), 0);
-        assert_eq!(metrics.spool_bytes.get(), 0);
-        assert!(metrics.writer_batch_size.get_sample_count() >= 10);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres_5000_records_from_many_tasks_all_land_after_shutdown() {
-        let (store, _db) = fresh_postgres().await.unwrap();
-        records_from_many_tasks_all_land(store).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite_5000_records_from_many_tasks_all_land_after_shutdown() {
-        let (store, _dir) = fresh_sqlite().await.unwrap();
-        records_from_many_tasks_all_land(store).await;
-    }
-
-    #[tokio::test]
-    async fn full_queue_spools_the_record_and_a_restart_replays_it() {
-        let (store, _db) = fresh_sqlite().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        // On the current-thread runtime neither task can run between these submits, so the
-        // queue of one stays full for exactly as long as the test needs.
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(1, 10, 10, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        let first = sample_record(1);
-        let second = sample_record(2);
-        assert_eq!(handle.submit(first.clone()), Ok(Submitted::Queued));
-        assert_eq!(handle.queue_depth(), 1);
-        assert_eq!(handle.submit(second.clone()), Ok(Submitted::Spooled));
-        assert_eq!(spooled(&metrics, "queue_full"), 1);
-        assert!(handle.status().spool_bytes > 0);
-        // Shutdown wins over replay here: the spooled record waits for the next start.
-        close_and_wait(handle, task).await;
-        assert_eq!(store.count_logs().await.unwrap(), 1);
-        assert_eq!(dropped(&metrics, "queue_full"), 0);
-
-        let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(100, 10, 10, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        eventually("the spooled record", || async {
-            store.get_log(second.request_id).await.unwrap().is_some()
-        })
-        .await;
-        eventually("an empty spool", || async {
-            handle.status().spool_bytes == 0
-        })
-        .await;
-        assert_eq!(metrics.spool_replayed.get(), 1);
-        close_and_wait(handle, task).await;
-        assert_eq!(store.count_logs().await.unwrap(), 2);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn overflow_is_replayed_while_the_writer_keeps_running() {
-        let (store, _db) = fresh_postgres().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        // A tiny queue: a burst overflows into the spool, and the replay task catches up live.
-        let (handle, task) =
-            spawn(store.clone(), &config(8, 8, 5, dir.path()), metrics.clone()).unwrap();
-        let mut outcomes = Vec::new();
-        for i in 0..2_000 {
-            outcomes.push(handle.submit(sample_record(i)).unwrap());
-        }
-        assert!(outcomes.contains(&Submitted::Spooled), "nothing overflowed");
-        eventually("all 2000 rows", || async {
-            store.count_logs().await.unwrap() == 2_000
-        })
-        .await;
-        eventually("an empty spool", || async {
-            handle.status().spool_bytes == 0
-        })
-        .await;
-        let spooled_n = outcomes
-            .iter()
-            .filter(|o| **o == Submitted::Spooled)
-            .count() as u64;
-        assert_eq!(spooled(&metrics, "queue_full"), spooled_n);
-        assert_eq!(metrics.spool_replayed.get(), spooled_n);
-        assert_eq!(metrics.writer_rows_written.get(), 2_000);
-        close_and_wait(handle, task).await;
-    }
-
-    #[tokio::test]
-    async fn records_are_flushed_by_the_time_window_without_shutdown() {
-        let (store, _dir) = fresh_sqlite().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(100, 1_000, 20, dir.path()),
-            Arc::default(),
-        )
-        .unwrap();
-        for i in 0..3 {
-            handle.submit(sample_record(i)).unwrap();
-        }
-        eventually("3 rows", || async {
-            store.count_logs().await.unwrap() == 3
-        })
-        .await;
-        assert_eq!(handle.queue_depth(), 0);
-        close_and_wait(handle, task).await;
-    }
-
-    #[tokio::test]
-    async fn shutdown_drains_while_other_handles_still_exist_and_late_records_are_spooled() {
-        let (store, _dir) = fresh_sqlite().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        // A long window: only the shutdown can make these records land in time.
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(100, 1_000, 60_000, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        let other = handle.clone();
-        for i in 0..10 {
-            other.submit(sample_record(i)).unwrap();
-        }
-        tokio::time::timeout(Duration::from_secs(10), close_and_wait(handle, task))
-            .await
-            .unwrap();
-        assert_eq!(store.count_logs().await.unwrap(), 10);
-        let late = sample_record(11);
-        assert_eq!(other.submit(late.clone()), Ok(Submitted::Spooled));
-        assert_eq!(spooled(&metrics, "closed"), 1);
-        assert_eq!(dropped(&metrics, "closed"), 0);
-        drop(other);
-        // The next run replays it.
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(100, 10, 10, dir.path()),
-            Arc::default(),
-        )
-        .unwrap();
-        eventually("the late record", || async {
-            store.get_log(late.request_id).await.unwrap().is_some()
-        })
-        .await;
-        close_and_wait(handle, task).await;
-        assert_eq!(store.count_logs().await.unwrap(), 11);
-    }
-
-    async fn outage_spools_then_replays_everything_once(store: Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        run_sql(&store, "ALTER TABLE llm_logs RENAME TO llm_logs_away").await;
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(1_000, 20, 10, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        let records: Vec<_> = (0..50).map(sample_record).collect();
-        for r in &records {
-            handle.submit(r.clone()).unwrap();
-        }
-        eventually("all 50 records on disk", || async {
-            spooled(&metrics, "db_error") == 50
-        })
-        .await;
-        let status = handle.status();
-        assert!(status.spooling, "{status:?}");
-        assert!(status.spool_bytes > 0);
-        assert!(
-            status.db_error.unwrap_or_default().contains("llm_logs"),
-            "the cause is shown"
-        );
-        assert_eq!(metrics.writer_rows_written.get(), 0);
-        // Records arriving during the outage queue up behind the spool.
-        let more: Vec<_> = (50..60).map(sample_record).collect();
-        for r in &more {
-            handle.submit(r.clone()).unwrap();
-        }
-        run_sql(&store, "ALTER TABLE llm_logs_away RENAME TO llm_logs").await;
-        eventually("all 60 rows", || async {
-            store.count_logs().await.unwrap() == 60
-        })
-        .await;
-        eventually("recovery", || async {
-            let s = handle.status();
-            !s.spooling && s.db_error.is_none() && s.spool_bytes == 0
-        })
-        .await;
-        assert_eq!(metrics.spool_replayed.get(), 60);
-        assert_eq!(metrics.writer_rows_written.get(), 60);
-        // Back to direct writes.
-        let after = sample_record(61);
-        handle.submit(after.clone()).unwrap();
-        eventually("a direct write", || async {
-            store.get_log(after.request_id).await.unwrap().is_some()
-        })
-        .await;
-        assert_eq!(spooled(&metrics, "db_error"), 60);
-        close_and_wait(handle, task).await;
-        for r in records.iter().chain(&more) {
-            assert!(store.get_log(r.request_id).await.unwrap().is_some());
-        }
-    }
-
-    #[tokio::test]
-    async fn postgres_outage_spools_then_replays_every_record_once() {
-        let (store, _db) = fresh_postgres().await.unwrap();
-        outage_spools_then_replays_everything_once(store).await;
-    }
-
-    #[tokio::test]
-    async fn sqlite_outage_spools_then_replays_every_record_once() {
-        let (store, _dir) = fresh_sqlite().await.unwrap();
-        outage_spools_then_replays_everything_once(store).await;
-    }
-
-    #[tokio::test]
-    async fn shutdown_with_the_database_down_is_bounded_and_keeps_everything_on_disk() {
-        let (store, _db) = fresh_postgres().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        run_sql(&store, "ALTER TABLE llm_logs RENAME TO llm_logs_away").await;
-        // A long window: the records are still queued when the shutdown comes.
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(1_000, 30, 60_000, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        for i in 0..100 {
-            handle.submit(sample_record(i)).unwrap();
-        }
-        tokio::time::timeout(Duration::from_secs(10), close_and_wait(handle, task))
-            .await
-            .expect("shutdown is bounded while the database is down");
-        assert_eq!(spooled(&metrics, "db_error"), 100);
-        assert!(metrics.spool_bytes.get() > 0);
-        run_sql(&store, "ALTER TABLE llm_logs_away RENAME TO llm_logs").await;
-        let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(1_000, 30, 10, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        eventually("100 replayed rows", || async {
-            store.count_logs().await.unwrap() == 100
-        })
-        .await;
-        eventually("an empty spool", || async {
-            handle.status().spool_bytes == 0
-        })
-        .await;
-        assert_eq!(metrics.spool_replayed.get(), 100);
-        close_and_wait(handle, task).await;
-    }
-
-    /// Makes the spool directory unusable under an open spool: the directory is moved away and
-    /// a file takes its name. Returns the moved directory to put back.
-    fn break_spool_dir(dir: &Path) -> std::path::PathBuf {
-        let moved = dir.with_extension("moved");
-        std::fs::rename(dir, &moved).unwrap();
-        std::fs::write(dir, b"in the way").unwrap();
-        moved
-    }
-
-    #[tokio::test]
-    async fn with_the_database_and_the_spool_down_losses_are_counted_and_shutdown_still_ends() {
-        let (store, _db) = fresh_sqlite().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let spool_dir = dir.path().join("spool");
-        let metrics = Arc::new(Metrics::new());
-        run_sql(&store, "ALTER TABLE llm_logs RENAME TO llm_logs_away").await;
-        let mut cfg = config(1, 5, 10, &spool_dir);
-        cfg.db_timeout_ms = 300;
-        let (handle, task) = spawn(store.clone(), &cfg, metrics.clone()).unwrap();
-        let moved = break_spool_dir(&spool_dir);
-        handle.submit(sample_record(1)).unwrap();
-        // Current-thread runtime: the writer has not run yet, so the queue of one is full.
-        let lost = sample_record(2);
-        let err = handle.submit(lost.clone()).unwrap_err();
-        assert!(
-            matches!(&err, SubmitError::QueueFull { request_id, .. } if *request_id == lost.request_id),
-            "{err}"
-        );
-        assert_eq!(dropped(&metrics, "queue_full"), 1);
-        eventually("both failures visible", || async {
-            let s = handle.status();
-            s.db_error.is_some() && s.spool_error.is_some()
-        })
-        .await;
-        assert!(metrics.spool_write_errors.with_label_values(&["io"]).get() >= 2);
-        tokio::time::timeout(Duration::from_secs(10), close_and_wait(handle, task))
-            .await
-            .expect("shutdown is bounded even when nothing can take the records");
-        assert_eq!(dropped(&metrics, "shutdown"), 1);
-        std::fs::remove_file(&spool_dir).unwrap();
-        std::fs::rename(moved, &spool_dir).unwrap();
-    }
-
-    async fn a_rejected_record_is_dropped_alone(store: Store, poison: LogRecord) {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(100, 100, 10, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        for i in 0..5 {
-            handle.submit(sample_record(i)).unwrap();
-        }
-        handle.submit(poison.clone()).unwrap();
-        for i in 5..10 {
-            handle.submit(sample_record(i)).unwrap();
-        }
-        close_and_wait(handle, task).await;
-        assert_eq!(store.count_logs().await.unwrap(), 10);
-        assert_eq!(store.get_log(poison.request_id).await.unwrap(), None);
-        assert_eq!(dropped(&metrics, "rejected"), 1);
-        assert_eq!(metrics.writer_rows_written.get(), 10);
-        assert_eq!(metrics.spool_bytes.get(), 0);
-    }
-
-    fn pg_poison() -> LogRecord {
-        // Incompressible and far above the btree limit of the (user_id, created_at) index.
-        let mut poison = sample_record(99);
-        poison.user_id = Some(
-            (0..2_000)
-                .map(|_| uuid::Uuid::new_v4().simple().to_string())
-                .collect(),
-        );
-        poison
-    }
-
-    #[tokio::test]
-    async fn postgres_a_record_the_database_rejects_does_not_stall_the_others() {
-        let (store, _db) = fresh_postgres().await.unwrap();
-        a_rejected_record_is_dropped_alone(store, pg_poison()).await;
-    }
-
-    #[tokio::test]
-    async fn sqlite_a_record_the_database_rejects_does_not_stall_the_others() {
-        let (store, _dir) = fresh_sqlite().await.unwrap();
-        // SQLite stores NaN as NULL, which the NOT NULL column refuses.
-        let mut poison = sample_record(99);
-        poison.latency_ms = f64::NAN;
-        a_rejected_record_is_dropped_alone(store, poison).await;
-    }
-
-    async fn a_replay_cut_short_by_a_crash_is_redone_without_duplicates(store: Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let records: Vec<_> = (0..300).map(sample_record).collect();
-        {
-            let mut spool = Spool::open(dir.path(), 64 * 1024 * 1024, Arc::default()).unwrap();
-            spool.append(&records, SpoolReason::DbError).unwrap();
-        }
-        // What a crash mid-replay leaves: part of the segment committed, the segment still there.
-        store.insert_batch(&records[..120]).await.unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(100, 100, 10, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        eventually("an empty spool", || async {
-            handle.status().spool_bytes == 0
-        })
-        .await;
-        close_and_wait(handle, task).await;
-        assert_eq!(store.count_logs().await.unwrap(), 300);
-        assert_eq!(metrics.spool_replayed.get(), 300);
-        // Only the 180 missing rows were new.
-        assert_eq!(metrics.writer_rows_written.get(), 180);
-        assert_eq!(metrics.writer_errors.get(), 0);
-    }
-
-    #[tokio::test]
-    async fn postgres_a_replay_cut_short_by_a_crash_is_redone_without_duplicates() {
-        let (store, _db) = fresh_postgres().await.unwrap();
-        a_replay_cut_short_by_a_crash_is_redone_without_duplicates(store).await;
-    }
-
-    #[tokio::test]
-    async fn sqlite_a_replay_cut_short_by_a_crash_is_redone_without_duplicates() {
-        let (store, _dir) = fresh_sqlite().await.unwrap();
-        a_replay_cut_short_by_a_crash_is_redone_without_duplicates(store).await;
-    }
-
-    #[tokio::test]
-    async fn a_rejected_record_in_the_spool_is_dropped_alone_on_replay() {
-        let (store, _db) = fresh_postgres().await.unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let poison = pg_poison();
-        {
-            let mut spool = Spool::open(dir.path(), 64 * 1024 * 1024, Arc::default()).unwrap();
-            let mut batch: Vec<_> = (0..10).map(sample_record).collect();
-            batch.insert(4, poison.clone());
-            spool.append(&batch, SpoolReason::DbError).unwrap();
-        }
-        let metrics = Arc::new(Metrics::new());
-        let (handle, task) = spawn(
-            store.clone(),
-            &config(100, 100, 10, dir.path()),
-            metrics.clone(),
-        )
-        .unwrap();
-        eventually("an empty spool", || async {
-            handle.status().spool_bytes == 0
-        })
-        .await;
-        close_and_wait(handle, task).await;
-        assert_eq!(store.count_logs().await.unwrap(), 10);
-        assert_eq!(dropped(&metrics, "rejected"), 1);
-        assert_eq!(metrics.spool_replayed.get(), 10);
-    }
-}
+mod tests;

@@ -1,13 +1,11 @@
 //! Correctness under load: thousands of concurrent calls through the real app, every one answered
 //! and every one in PostgreSQL exactly once. (Speed is measured in bench/, never asserted here.)
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::Harness;
+use crate::common::Harness;
 use futures::future::join_all;
-use llm_quality_observer::store::Store;
+use llm_quality_observer::store::testing;
 use serde_json::{json, Value};
 
 const CALLS: usize = 2000;
@@ -44,13 +42,7 @@ async fn thousands_of_concurrent_calls_all_land_exactly_once() {
     // A graceful stop flushes the writer: afterwards every record must be in the table.
     let store = h.store.clone();
     h.app.stop().await;
-    let Store::Postgres(pool) = &store else {
-        panic!("postgres harness")
-    };
-    let stored: Vec<String> = sqlx::query_scalar("SELECT request_id::text FROM llm_logs")
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let stored = testing::fetch_texts(&store, "SELECT request_id::text FROM llm_logs").await;
     assert_eq!(stored.len(), CALLS, "no record lost or duplicated");
     let stored: HashSet<String> = stored.into_iter().collect();
     assert_eq!(stored, sent);

@@ -2,18 +2,16 @@
 //! a missing scope, 429 with Retry-After for per-key limits, the key's name on every record, the
 //! admin routes with their audit trail, and `lqo keys` on the command line.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::{sample, Harness};
 use chrono::Utc;
-use common::{sample, Harness};
 use llm_quality_observer::auth::config::{ConfigKey, RateLimit};
 use llm_quality_observer::auth::keys::{self, hash_key_hex};
 use llm_quality_observer::auth::{access_for, Access};
 use llm_quality_observer::config::Config;
-use llm_quality_observer::store::auth::NewKey;
+use llm_quality_observer::store::keys::NewKey;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -140,7 +138,7 @@ async fn missing_malformed_and_unknown_keys_are_401() {
         Some(0.0)
     );
     // Refused requests never reached a model: nothing recorded.
-    assert_eq!(h.store.count_logs().await.unwrap(), 0);
+    assert_eq!(h.store.logs.count_logs().await.unwrap(), 0);
     h.app.stop().await;
 }
 
@@ -190,9 +188,16 @@ async fn every_documented_route_needs_a_key() {
 }
 
 async fn created_key_works_and_is_recorded(h: &Harness) {
-    let created = keys::create_key(&h.store, &[], "team-a", &["chat".into()], None, "cli")
-        .await
-        .unwrap();
+    let created = keys::create_key(
+        h.store.keys.as_ref(),
+        &[],
+        "team-a",
+        &["chat".into()],
+        None,
+        "cli",
+    )
+    .await
+    .unwrap();
     assert!(created.key.starts_with("lqo_"));
     let r = post_with(h, "/chat", Some(&created.key), chat_body()).await;
     assert_eq!(r.status(), 200);
@@ -220,7 +225,7 @@ async fn created_key_works_and_is_recorded(h: &Harness) {
     // Only the hash and prefix are stored, and the last use is noted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let stored = h.store.list_api_keys().await.unwrap();
+        let stored = h.store.keys.list_api_keys().await.unwrap();
         let k = stored.iter().find(|k| k.name == "team-a").unwrap();
         assert_eq!(k.key_hash, hash_key_hex(&created.key));
         assert_eq!(k.prefix, &created.key[..12]);
@@ -254,7 +259,7 @@ async fn created_key_authenticates_and_is_recorded_postgres() {
 async fn a_missing_scope_is_403() {
     let h = Harness::sqlite_with(auth_on).await;
     let fb = keys::create_key(
-        &h.store,
+        h.store.keys.as_ref(),
         &[],
         "feedback-only",
         &["feedback".into()],
@@ -311,6 +316,7 @@ async fn expired_keys_are_401(h: &Harness) {
     let key = keys::generate_key();
     let scopes = vec!["chat".to_string()];
     h.store
+        .keys
         .insert_api_key(&NewKey {
             name: "old",
             prefix: &key[..12],
@@ -330,9 +336,16 @@ async fn expired_keys_are_401(h: &Harness) {
     assert_eq!(e["code"], "expired_api_key");
     // Expiring while cached: expiry is checked on every use, not only on lookup.
     let soon = Utc::now() + chrono::Duration::milliseconds(1500);
-    let k = keys::create_key(&h.store, &[], "short-lived", &scopes, Some(soon), "cli")
-        .await
-        .unwrap();
+    let k = keys::create_key(
+        h.store.keys.as_ref(),
+        &[],
+        "short-lived",
+        &scopes,
+        Some(soon),
+        "cli",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         post_with(h, "/chat", Some(&k.key), chat_body())
             .await
@@ -390,9 +403,16 @@ async fn expired_config_key_is_401() {
 
 /// Revoked elsewhere (the CLI, another replica): refused within the cache TTL.
 async fn revocation_takes_effect_within_the_cache_ttl(h: &Harness) {
-    let k = keys::create_key(&h.store, &[], "leaky", &["chat".into()], None, "cli")
-        .await
-        .unwrap();
+    let k = keys::create_key(
+        h.store.keys.as_ref(),
+        &[],
+        "leaky",
+        &["chat".into()],
+        None,
+        "cli",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         post_with(h, "/chat", Some(&k.key), chat_body())
             .await
@@ -400,7 +420,9 @@ async fn revocation_takes_effect_within_the_cache_ttl(h: &Harness) {
         200
     );
     let revoked_at = tokio::time::Instant::now();
-    keys::revoke_key(&h.store, "leaky", "cli").await.unwrap();
+    keys::revoke_key(h.store.keys.as_ref(), "leaky", "cli")
+        .await
+        .unwrap();
     loop {
         let r = post_with(h, "/chat", Some(&k.key), chat_body()).await;
         if r.status() == 401 {
@@ -568,7 +590,7 @@ async fn admin_routes_manage_keys_and_leave_an_audit_trail(h: &Harness) {
     let e = error_of(r, 404, "not_found_error").await;
     assert_eq!(e["code"], "key_not_found");
 
-    let audit = h.store.recent_audit(20).await.unwrap();
+    let audit = h.store.keys.recent_audit(20).await.unwrap();
     let actions: Vec<(&str, &str, Option<&str>)> = audit
         .iter()
         .rev()
@@ -651,9 +673,16 @@ async fn requests_per_minute_limit_is_429_with_retry_after_per_key() {
     let e = error_of(r, 429, "rate_limit_error").await;
     assert_eq!(e["code"], "rate_limit_exceeded");
     // Another key has its own budget.
-    let other = keys::create_key(&h.store, &[], "other", &["chat".into()], None, "cli")
-        .await
-        .unwrap();
+    let other = keys::create_key(
+        h.store.keys.as_ref(),
+        &[],
+        "other",
+        &["chat".into()],
+        None,
+        "cli",
+    )
+    .await
+    .unwrap();
     assert_eq!(
         post_with(&h, "/chat", Some(&other.key), chat_body())
             .await
@@ -870,9 +899,9 @@ async fn keys_cli_prints_the_key_once_and_stores_only_its_hash() {
     let store = llm_quality_observer::store::Store::connect(&url, 1)
         .await
         .unwrap();
-    let stored = store.list_api_keys().await.unwrap();
+    let stored = store.keys.list_api_keys().await.unwrap();
     assert_eq!(stored[0].key_hash, hash_key_hex(&key));
-    let audit = store.recent_audit(10).await.unwrap();
+    let audit = store.keys.recent_audit(10).await.unwrap();
     let actions: Vec<(&str, &str)> = audit
         .iter()
         .rev()
@@ -896,9 +925,16 @@ async fn keys_cli_prints_the_key_once_and_stores_only_its_hash() {
 #[tokio::test]
 async fn a_key_database_outage_is_503_and_config_keys_keep_working() {
     let h = Harness::sqlite_with(auth_on).await;
-    let k = keys::create_key(&h.store, &[], "db-key", &["chat".into()], None, "cli")
-        .await
-        .unwrap();
+    let k = keys::create_key(
+        h.store.keys.as_ref(),
+        &[],
+        "db-key",
+        &["chat".into()],
+        None,
+        "cli",
+    )
+    .await
+    .unwrap();
     h.store.close().await;
     let r = post_with(&h, "/chat", Some(&k.key), chat_body()).await;
     assert_eq!(r.headers()["retry-after"], "1");

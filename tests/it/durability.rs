@@ -6,8 +6,6 @@
 //! postgresql-15 package, as the `postgres` OS user when run as root, on a random port with its
 //! socket in its own directory), so stopping it never disturbs anyone else's database.
 
-mod common;
-
 use std::collections::HashSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use llm_quality_observer::app::{App, RunningApp};
-use llm_quality_observer::store::Store;
+use llm_quality_observer::store::{testing, Store};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -210,22 +208,17 @@ async fn metrics(http: &reqwest::Client, base: &str) -> String {
 /// Exactly the expected request ids, each once.
 async fn assert_exactly_once(url: &str, expected: &[Uuid]) {
     let store = Store::connect(url, 2).await.expect("connect");
-    let Store::Postgres(pool) = &store else {
-        panic!("postgres expected")
-    };
-    let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM llm_logs")
-            .fetch_one(pool)
-            .await
-            .expect("count");
+    let rows = testing::fetch_i64(&store, "SELECT COUNT(*) FROM llm_logs").await;
+    let distinct =
+        testing::fetch_i64(&store, "SELECT COUNT(DISTINCT request_id) FROM llm_logs").await;
     assert_eq!(rows, expected.len() as i64, "rows in llm_logs");
     assert_eq!(distinct, expected.len() as i64, "distinct request ids");
-    let stored: HashSet<Uuid> = sqlx::query_scalar("SELECT request_id FROM llm_logs")
-        .fetch_all(pool)
-        .await
-        .expect("ids")
-        .into_iter()
-        .collect();
+    let stored: HashSet<Uuid> =
+        testing::fetch_texts(&store, "SELECT request_id::text FROM llm_logs")
+            .await
+            .iter()
+            .map(|id| Uuid::parse_str(id).expect("a uuid"))
+            .collect();
     let want: HashSet<Uuid> = expected.iter().copied().collect();
     assert_eq!(
         want.len(),
@@ -238,7 +231,7 @@ async fn assert_exactly_once(url: &str, expected: &[Uuid]) {
 
 async fn count_rows(url: &str) -> Option<i64> {
     let store = Store::connect(url, 1).await.ok()?;
-    let n = store.count_logs().await.ok();
+    let n = store.logs.count_logs().await.ok();
     store.close().await;
     n
 }
@@ -249,7 +242,7 @@ async fn records_survive_a_database_restart_exactly_once() {
     let store = Store::connect(&pg.url(), 5).await.expect("connect");
     store.migrate().await.expect("migrate");
     let spool = tempfile::tempdir().unwrap();
-    let mut cfg = common::config(common::upstream().await);
+    let mut cfg = crate::common::config(crate::common::upstream().await);
     cfg.writer.spool_dir = spool.path().to_path_buf();
     cfg.writer.db_timeout_ms = 2_000;
     let app = RunningApp::start(App::with_store(cfg, store.clone()).unwrap())
@@ -536,12 +529,10 @@ async fn sigterm_during_a_database_outage_exits_promptly_and_loses_nothing() {
 
 #[tokio::test]
 async fn ready_is_503_only_when_the_database_and_the_spool_both_fail() {
-    let (store, db) = llm_quality_observer::store::testing::fresh_postgres()
-        .await
-        .unwrap();
+    let (store, db) = testing::fresh_postgres().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let spool_dir = dir.path().join("spool");
-    let mut cfg = common::config(common::upstream().await);
+    let mut cfg = crate::common::config(crate::common::upstream().await);
     cfg.writer.spool_dir = spool_dir.clone();
     cfg.writer.db_timeout_ms = 500;
     let app = RunningApp::start(App::with_store(cfg, store).unwrap())
@@ -580,7 +571,8 @@ async fn ready_is_503_only_when_the_database_and_the_spool_both_fail() {
     assert!(reasons.contains("database"), "{last}");
     let m = metrics(&http, &base).await;
     assert!(
-        common::sample(&m, "lqo_spool_write_errors_total", &[("reason", "io")]).unwrap_or(0.0)
+        crate::common::sample(&m, "lqo_spool_write_errors_total", &[("reason", "io")])
+            .unwrap_or(0.0)
             >= 1.0,
         "{m}"
     );

@@ -3,11 +3,9 @@
 //! headers and credentials through the real router. Nothing may panic, and every answer is a
 //! 2xx, 4xx or 5xx; every non-2xx answer is OpenAI-style JSON.
 
-mod common;
-
+use crate::common::Harness;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request};
-use common::Harness;
 use llm_quality_observer::api::chat::ChatRequest;
 use llm_quality_observer::api::error::parse_json;
 use llm_quality_observer::api::openai::ChatCompletionRequest;

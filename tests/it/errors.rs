@@ -1,9 +1,7 @@
 //! Bad input and failing upstreams: a clear OpenAI-style JSON error with the right status, a
 //! record for every call that reached a model, and no new metric label for unknown versions.
 
-mod common;
-
-use common::{sample, Harness};
+use crate::common::{sample, Harness};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -192,7 +190,10 @@ async fn upstream_failure_is_502_and_logged_as_error() {
     let id = Uuid::parse_str(resp.headers()["x-request-id"].to_str().unwrap()).unwrap();
     let e = error_of(resp, 502).await;
     assert_eq!(e["code"], "upstream_error");
-    assert!(!e["message"].as_str().unwrap().contains(common::API_KEY));
+    assert!(!e["message"]
+        .as_str()
+        .unwrap()
+        .contains(crate::common::API_KEY));
     let rec = h.record(id).await;
     assert_eq!(rec.status, "error");
     assert_eq!(rec.http_status, 502);

@@ -1,11 +1,9 @@
 //! GET /v1/logs and GET /v1/logs/{request_id} over HTTP against the real app, on SQLite and
 //! PostgreSQL: records made by real calls, every filter, keyset pages, and every bad input.
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::Harness;
+use crate::common::Harness;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -93,7 +91,10 @@ async fn logs_read_back_with_filters_and_pages(h: Harness) {
     // The order the API promises: newest first, ties by request_id.
     let mut stored = Vec::new();
     for c in &calls {
-        stored.push((h.store.get_log(c.id).await.unwrap().unwrap(), c.clone()));
+        stored.push((
+            h.store.logs.get_log(c.id).await.unwrap().unwrap(),
+            c.clone(),
+        ));
     }
     stored.sort_by_key(|(r, _)| std::cmp::Reverse((r.created_at, r.request_id)));
     let expect = |keep: &dyn Fn(&Call) -> bool| -> Vec<Uuid> {
@@ -159,7 +160,7 @@ async fn logs_read_back_with_filters_and_pages(h: Harness) {
     let failed = calls.iter().find(|c| c.failed).unwrap();
     let (status, body) = get(&h, &format!("/v1/logs/{}", failed.id)).await;
     assert_eq!(status, 200, "{body}");
-    let stored_one = h.store.get_log(failed.id).await.unwrap().unwrap();
+    let stored_one = h.store.logs.get_log(failed.id).await.unwrap().unwrap();
     // Every stored field at the top level (evaluation adds its own keys beside them).
     let want = serde_json::to_value(&stored_one).unwrap();
     for (k, v) in want.as_object().unwrap() {

@@ -1,9 +1,7 @@
 //! The whole path: HTTP request → real reqwest provider → mock upstream over loopback → record in
 //! SQLite / PostgreSQL → histograms on /metrics.
 
-mod common;
-
-use common::{sample, Harness};
+use crate::common::{sample, Harness};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -367,9 +365,9 @@ async fn ready_is_degraded_but_serving_when_the_database_is_gone() {
     let (store, db) = llm_quality_observer::store::testing::fresh_postgres()
         .await
         .unwrap();
-    let up = common::upstream().await;
-    let cfg = common::config(up);
-    let _spool = common::SpoolDir(cfg.writer.spool_dir.clone());
+    let up = crate::common::upstream().await;
+    let cfg = crate::common::config(up);
+    let _spool = crate::common::SpoolDir(cfg.writer.spool_dir.clone());
     let app = llm_quality_observer::app::App::with_store(cfg, store).unwrap();
     let app = llm_quality_observer::app::RunningApp::start(app)
         .await

@@ -151,7 +151,7 @@ impl Harness {
     pub async fn record(&self, request_id: Uuid) -> LogRecord {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some(r) = self.store.get_log(request_id).await.expect("get_log") {
+            if let Some(r) = self.store.logs.get_log(request_id).await.expect("get_log") {
                 return r;
             }
             assert!(

@@ -3,15 +3,13 @@
 //! too many messages, slow bodies and whole-request timeouts get clear JSON errors; the start-up
 //! log says how the gateway is protected.
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::Harness;
+use crate::common::Harness;
 use llm_quality_observer::config::{Config, ContentLogging};
 use llm_quality_observer::mock_upstream::{self, MockUpstreamConfig};
 use serde_json::{json, Value};
@@ -416,8 +414,8 @@ async fn the_whole_request_deadline_counts_from_arrival() {
 /// the auth code compares hashes or tokens with `==`.
 #[test]
 fn secrets_are_compared_in_constant_time() {
-    let keys_rs = include_str!("../src/auth/keys.rs");
-    let auth_rs = include_str!("../src/auth/mod.rs");
+    let keys_rs = include_str!("../../src/auth/keys.rs");
+    let auth_rs = include_str!("../../src/auth/mod.rs");
     assert!(
         keys_rs.contains("a.ct_eq(b).into()"),
         "hashes_equal must use subtle"

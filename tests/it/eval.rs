@@ -3,21 +3,21 @@
 //! database, crash recovery, backfill, human feedback and judge–human agreement — on real
 //! PostgreSQL and SQLite, through the real HTTP app.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{sample, Harness};
+use crate::common::{sample, Harness};
 use llm_quality_observer::config::Config;
 use llm_quality_observer::eval::backfill::{self, BackfillOptions};
-use llm_quality_observer::eval::db::{self, NewJob};
 use llm_quality_observer::eval::judge::JudgeModel;
-use llm_quality_observer::eval::worker::{Mode, Worker, WorkerSettings};
+use llm_quality_observer::eval::worker::{EvalStores, Mode, Worker, WorkerSettings};
+use llm_quality_observer::eval::EvalSettings;
 use llm_quality_observer::eval::{self, EvalDetails};
 use llm_quality_observer::metrics::Metrics;
 use llm_quality_observer::mock_upstream::{self, MockUpstreamConfig};
+use llm_quality_observer::store::judge::{NewJob, Spend};
 use llm_quality_observer::store::{testing, LogRecord, Store};
+use llm_quality_observer::timespec::{parse_time, Toward};
 use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -49,8 +49,8 @@ async fn judged(store: &Store, id: Uuid) -> EvalDetails {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let d = eval::details(store, id).await.expect("details");
-        let status = d.judge.as_ref().and_then(|j| j.status.clone());
-        if matches!(status.as_deref(), Some("done" | "error")) {
+        let status = d.judge.as_ref().and_then(|j| j.status);
+        if matches!(status.map(|s| s.as_str()), Some("done" | "error")) {
             return d;
         }
         assert!(
@@ -224,7 +224,7 @@ async fn judge_scores_sampled_answers(h: &Harness) {
     for id in [plain, fenced, once] {
         let d = judged(&h.store, id).await;
         let job = d.judge.as_ref().unwrap().job.as_ref().unwrap();
-        assert_eq!(job.status, "done", "{d:?}");
+        assert_eq!(job.status.as_str(), "done", "{d:?}");
         let s = scores_of(&d);
         assert_eq!(
             s.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
@@ -243,7 +243,7 @@ async fn judge_scores_sampled_answers(h: &Harness) {
 
     let d = judged(&h.store, malformed).await;
     let job = d.judge.as_ref().unwrap().job.clone().unwrap();
-    assert_eq!(job.status, "error");
+    assert_eq!(job.status.as_str(), "error");
     assert_eq!(job.error_type.as_deref(), Some("invalid_output"));
     assert_eq!(job.attempts, 3);
     assert!(job.last_error.unwrap().contains("no JSON object"));
@@ -251,7 +251,7 @@ async fn judge_scores_sampled_answers(h: &Harness) {
 
     let d = judged(&h.store, failing).await;
     let job = d.judge.as_ref().unwrap().job.clone().unwrap();
-    assert_eq!(job.status, "error");
+    assert_eq!(job.status.as_str(), "error");
     assert_eq!(job.error_type.as_deref(), Some("upstream_status"));
     assert_eq!(job.attempts, 3);
     assert!(job.last_error.unwrap().contains("503"));
@@ -418,7 +418,7 @@ async fn shutdown_hands_an_in_progress_job_back_to_the_queue() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let d = eval::details(&h.store, id).await.unwrap();
-        if d.judge.and_then(|j| j.status).as_deref() == Some("running") {
+        if d.judge.and_then(|j| j.status).map(|s| s.as_str()) == Some("running") {
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "job never started");
@@ -438,7 +438,7 @@ async fn shutdown_hands_an_in_progress_job_back_to_the_queue() {
         .unwrap()
         .job
         .unwrap();
-    assert_eq!(job.status, "pending");
+    assert_eq!(job.status.as_str(), "pending");
     assert_eq!(job.attempts, 0);
 }
 
@@ -469,7 +469,7 @@ async fn upstream_requests(addr: std::net::SocketAddr) -> u64 {
 }
 
 fn worker_config(upstream: std::net::SocketAddr) -> Arc<Config> {
-    let mut cfg = common::config(upstream);
+    let mut cfg = crate::common::config(upstream);
     judge_everything(&mut cfg);
     cfg.judge.batch_size = 5;
     cfg.judge.concurrency = 3;
@@ -477,13 +477,18 @@ fn worker_config(upstream: std::net::SocketAddr) -> Arc<Config> {
     Arc::new(cfg)
 }
 
+fn eval_of(cfg: &Config) -> Arc<EvalSettings> {
+    Arc::new(cfg.eval_settings())
+}
+
 fn worker(store: &Store, cfg: &Arc<Config>, metrics: Arc<Metrics>) -> Worker {
-    let judge = JudgeModel::from_config(cfg).unwrap();
+    let eval = eval_of(cfg);
+    let judge = JudgeModel::from_settings(&eval).unwrap();
     Worker::new(
-        store.clone(),
+        EvalStores::of(store),
         judge,
         metrics,
-        cfg.clone(),
+        eval,
         Arc::new(Notify::new()),
         None,
     )
@@ -500,7 +505,7 @@ async fn stored_records(store: &Store, n: usize) -> Vec<LogRecord> {
             r
         })
         .collect();
-    assert_eq!(store.insert_batch(&records).await.unwrap(), n as u64);
+    assert_eq!(store.logs.insert_batch(&records).await.unwrap(), n as u64);
     records
 }
 
@@ -512,16 +517,13 @@ async fn enqueue_all(store: &Store, records: &[LogRecord]) {
             model_version: r.model_version.clone(),
         })
         .collect();
-    assert_eq!(db::enqueue(store, &jobs).await.unwrap(), jobs.len() as u64);
+    assert_eq!(store.judge.enqueue(&jobs).await.unwrap(), jobs.len() as u64);
     // A second enqueue of the same records is a no-op.
-    assert_eq!(db::enqueue(store, &jobs).await.unwrap(), 0);
+    assert_eq!(store.judge.enqueue(&jobs).await.unwrap(), 0);
 }
 
 async fn count(store: &Store, sql: &str) -> i64 {
-    match store {
-        Store::Postgres(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-        Store::Sqlite(pool) => sqlx::query_scalar(sql).fetch_one(pool).await.unwrap(),
-    }
+    testing::fetch_i64(store, sql).await
 }
 
 async fn two_workers_judge_every_record_exactly_once(store: Store) {
@@ -530,7 +532,7 @@ async fn two_workers_judge_every_record_exactly_once(store: Store) {
     let n = 120;
     let records = stored_records(&store, n).await;
     enqueue_all(&store, &records).await;
-    let mark = db::now(&store).await.unwrap();
+    let mark = store.judge.now().await.unwrap();
     let (m1, m2) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
     let (w1, w2) = (
         worker(&store, &cfg, m1.clone()),
@@ -598,14 +600,14 @@ async fn a_dead_workers_jobs_are_taken_over_after_the_lease(store: Store) {
     enqueue_all(&store, &records).await;
     // A worker claims everything and dies without a word.
     let lease = Duration::from_millis(300);
-    let claimed = db::claim(&store, 10, lease, None).await.unwrap();
+    let claimed = store.judge.claim(10, lease, None).await.unwrap();
     assert_eq!(claimed.len(), 4);
-    assert!(db::claim(&store, 10, lease, None).await.unwrap().is_empty());
-    let mark = db::now(&store).await.unwrap();
+    assert!(store.judge.claim(10, lease, None).await.unwrap().is_empty());
+    let mark = store.judge.now().await.unwrap();
     let metrics = Arc::new(Metrics::new());
     let settings = WorkerSettings {
         lease,
-        ..WorkerSettings::from_config(&cfg)
+        ..WorkerSettings::from_judge(&cfg.judge)
     };
     let w = worker(&store, &cfg, metrics).with_settings(settings);
     let (_tx, rx) = watch::channel(false);
@@ -628,16 +630,11 @@ async fn a_dead_workers_jobs_are_taken_over_after_the_lease(store: Store) {
         4
     );
     // The dead worker coming back cannot finish what it no longer holds.
-    let late = db::complete(
-        &store,
-        &claimed[0],
-        1,
-        "gpt-test",
-        db::Spend::default(),
-        &[],
-    )
-    .await
-    .unwrap();
+    let late = store
+        .judge
+        .complete(&claimed[0], 1, "gpt-test", Spend::default(), &[])
+        .await
+        .unwrap();
     assert!(!late);
 }
 
@@ -664,9 +661,9 @@ async fn a_job_waits_for_its_record_and_gives_up_when_it_never_comes() {
         r
     };
     let ghost = Uuid::now_v7();
-    db::enqueue(
-        &store,
-        &[
+    store
+        .judge
+        .enqueue(&[
             NewJob {
                 request_id: record.request_id,
                 model_version: "gpt-test".into(),
@@ -675,14 +672,13 @@ async fn a_job_waits_for_its_record_and_gives_up_when_it_never_comes() {
                 request_id: ghost,
                 model_version: "gpt-test".into(),
             },
-        ],
-    )
-    .await
-    .unwrap();
+        ])
+        .await
+        .unwrap();
     let metrics = Arc::new(Metrics::new());
     let settings = WorkerSettings {
         record_wait: Duration::from_millis(800),
-        ..WorkerSettings::from_config(&cfg)
+        ..WorkerSettings::from_judge(&cfg.judge)
     };
     let w = worker(&store, &cfg, metrics.clone()).with_settings(settings);
     let (tx, rx) = watch::channel(false);
@@ -690,6 +686,7 @@ async fn a_job_waits_for_its_record_and_gives_up_when_it_never_comes() {
     // The record reaches the database after its job was queued.
     tokio::time::sleep(Duration::from_millis(200)).await;
     store
+        .logs
         .insert_batch(std::slice::from_ref(&record))
         .await
         .unwrap();
@@ -722,9 +719,9 @@ async fn backfill_judges_stored_records(store: Store) {
     let records = stored_records(&store, 30).await;
     let mut unconfigured = testing::sample_record(2);
     unconfigured.model_version = "retired-model".into();
-    store.insert_batch(&[unconfigured]).await.unwrap();
+    store.logs.insert_batch(&[unconfigured]).await.unwrap();
     let opts = BackfillOptions {
-        since: backfill::parse_time("2023-11-01T00:00:00Z", chrono::Utc::now()).unwrap(),
+        since: parse_time("2023-11-01T00:00:00Z", chrono::Utc::now(), Toward::Past).unwrap(),
         until: chrono::Utc::now(),
         model_version: None,
         sample_rate: None,
@@ -733,8 +730,8 @@ async fn backfill_judges_stored_records(store: Store) {
     let (_tx, rx) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
     let s = backfill::run(
-        cfg.clone(),
-        store.clone(),
+        eval_of(&cfg),
+        EvalStores::of(&store),
         metrics.clone(),
         &opts,
         rx.clone(),
@@ -750,8 +747,8 @@ async fn backfill_judges_stored_records(store: Store) {
     }
     // Again: nothing new to do.
     let again = backfill::run(
-        cfg.clone(),
-        store.clone(),
+        eval_of(&cfg),
+        EvalStores::of(&store),
         metrics.clone(),
         &opts,
         rx.clone(),
@@ -766,14 +763,14 @@ async fn backfill_judges_stored_records(store: Store) {
     // A sample rate picks a deterministic subset: the same one every time.
     let (fresh, _guard) = testing::fresh_sqlite().await.unwrap();
     let copies: Vec<LogRecord> = records.clone();
-    fresh.insert_batch(&copies).await.unwrap();
+    fresh.logs.insert_batch(&copies).await.unwrap();
     let half = BackfillOptions {
         sample_rate: Some(0.5),
         ..opts.clone()
     };
     let s1 = backfill::run(
-        cfg.clone(),
-        fresh.clone(),
+        eval_of(&cfg),
+        EvalStores::of(&fresh),
         metrics.clone(),
         &half,
         rx.clone(),
@@ -793,7 +790,10 @@ async fn backfill_judges_stored_records(store: Store) {
         since: opts.until,
         ..opts.clone()
     };
-    assert!(backfill::run(cfg, store, metrics, &bad, rx).await.is_err());
+    let stores = EvalStores::of(&store);
+    assert!(backfill::run(eval_of(&cfg), stores, metrics, &bad, rx)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -816,7 +816,7 @@ async fn backfill_retries_failed_jobs_on_request() {
     let r = stored_records(&store, 1).await.remove(0);
     let (_tx, rx) = watch::channel(false);
     let opts = BackfillOptions {
-        since: backfill::parse_time("2023-11-01T00:00:00Z", chrono::Utc::now()).unwrap(),
+        since: parse_time("2023-11-01T00:00:00Z", chrono::Utc::now(), Toward::Past).unwrap(),
         until: chrono::Utc::now(),
         model_version: Some("gpt-test".into()),
         sample_rate: Some(1.0),
@@ -834,8 +834,8 @@ async fn backfill_retries_failed_jobs_on_request() {
     )
     .await;
     let s = backfill::run(
-        Arc::new(strict),
-        store.clone(),
+        eval_of(&strict),
+        EvalStores::of(&store),
         Arc::new(Metrics::new()),
         &opts,
         rx.clone(),
@@ -851,7 +851,8 @@ async fn backfill_retries_failed_jobs_on_request() {
         ),
     )
     .await;
-    let s = backfill::run(cfg, store.clone(), Arc::new(Metrics::new()), &opts, rx)
+    let stores = EvalStores::of(&store);
+    let s = backfill::run(eval_of(&cfg), stores, Arc::new(Metrics::new()), &opts, rx)
         .await
         .unwrap();
     assert_eq!((s.requeued_errors, s.queued, s.worker.judged), (1, 0, 1));
@@ -866,14 +867,7 @@ async fn backfill_retries_failed_jobs_on_request() {
 }
 
 async fn sqlx_exec(store: &Store, sql: &str) {
-    match store {
-        Store::Postgres(pool) => {
-            sqlx::query(sql).execute(pool).await.unwrap();
-        }
-        Store::Sqlite(pool) => {
-            sqlx::query(sql).execute(pool).await.unwrap();
-        }
-    }
+    testing::execute(store, sql).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1069,7 +1063,7 @@ async fn judge_and_humans_agreement_is_counted_once(h: &Harness) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let agreement = loop {
         let d = eval::details(&h.store, low).await.unwrap();
-        if let Some(a) = d.feedback[0].agreement.clone() {
+        if let Some(a) = d.feedback[0].agreement {
             break a;
         }
         assert!(
@@ -1078,7 +1072,7 @@ async fn judge_and_humans_agreement_is_counted_once(h: &Harness) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert_eq!(agreement, "agree");
+    assert_eq!(agreement.as_str(), "agree");
 
     // Neutral on either side is not compared.
     let mid = chat(h, "C [mock:judge_score=3]").await;
@@ -1284,7 +1278,7 @@ fn lqo_judge_backfills_a_sqlite_database_from_the_command_line() {
                 r
             })
             .collect();
-        store.insert_batch(&records).await.unwrap();
+        store.logs.insert_batch(&records).await.unwrap();
         store.close().await;
         records.iter().map(|r| r.request_id).collect::<Vec<_>>()
     });

@@ -1,0 +1,154 @@
+//! Readiness of the write path, decided here rather than in the HTTP handler: a database outage
+//! alone keeps the gateway in rotation (`Degraded`: calls are still served and their records are
+//! safe in the spool, and failing readiness on every replica at once would turn a database outage
+//! into a gateway outage). Only when records cannot be kept at all — database and spool both
+//! failing — is it `NotReady`.
+
+use std::time::Duration;
+
+use super::writer::{WriterHandle, WriterStatus};
+use super::Store;
+
+/// How long the readiness ping may take before the database counts as unreachable.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadinessState {
+    Ready,
+    /// Serving, with something wrong (see the reasons): records still safe.
+    Degraded,
+    /// Records are being lost: the database and the spool both fail.
+    NotReady,
+}
+
+impl ReadinessState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadinessState::Ready => "ready",
+            ReadinessState::Degraded => "degraded",
+            ReadinessState::NotReady => "not_ready",
+        }
+    }
+}
+
+/// What readiness found, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    pub state: ReadinessState,
+    /// `postgres` or `sqlite`.
+    pub database: &'static str,
+    pub writer: WriterStatus,
+    /// What is wrong, when the state is not `Ready`.
+    pub reasons: Vec<String>,
+}
+
+/// Pings the database (bounded by [`PING_TIMEOUT`]) and judges it with the writer's state.
+pub async fn readiness(store: &Store, writer: &WriterHandle) -> Readiness {
+    let ping = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("ping timed out after {} s", PING_TIMEOUT.as_secs())),
+    };
+    let writer = writer.status();
+    let (state, reasons) = assess(ping, &writer);
+    Readiness {
+        state,
+        database: store.backend(),
+        writer,
+        reasons,
+    }
+}
+
+/// The rules: from the ping's outcome and the writer's state to a verdict with its reasons.
+pub fn assess(ping: Result<(), String>, writer: &WriterStatus) -> (ReadinessState, Vec<String>) {
+    let mut reasons = Vec::new();
+    let mut db_failing = match ping {
+        Ok(()) => false,
+        Err(e) => {
+            reasons.push(format!("database unreachable: {e}"));
+            true
+        }
+    };
+    if let Some(e) = &writer.db_error {
+        reasons.push(format!("writer cannot write to the database: {e}"));
+        db_failing = true;
+    }
+    if writer.spooling {
+        reasons.push(format!(
+            "log records go to the spool on disk until the database takes writes again ({} bytes waiting)",
+            writer.spool_bytes
+        ));
+    }
+    let spool_failing = writer.spool_error.is_some();
+    if let Some(e) = &writer.spool_error {
+        reasons.push(format!(
+            "LOG RECORDS CAN BE LOST: the spool cannot be written: {e}"
+        ));
+    }
+    let state = if db_failing && spool_failing {
+        ReadinessState::NotReady
+    } else if reasons.is_empty() {
+        ReadinessState::Ready
+    } else {
+        ReadinessState::Degraded
+    };
+    (state, reasons)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> WriterStatus {
+        WriterStatus {
+            queue_depth: 3,
+            spooling: false,
+            db_error: None,
+            spool_bytes: 0,
+            spool_segments: 0,
+            spool_error: None,
+        }
+    }
+
+    #[test]
+    fn only_a_failing_database_and_spool_together_are_not_ready() {
+        let (state, reasons) = assess(Ok(()), &healthy());
+        assert_eq!((state, reasons.len()), (ReadinessState::Ready, 0));
+
+        let down = || Err("connection refused".to_string());
+        let (state, reasons) = assess(down(), &healthy());
+        assert_eq!(state, ReadinessState::Degraded);
+        assert!(reasons[0].contains("connection refused"), "{reasons:?}");
+
+        let spooling = WriterStatus {
+            spooling: true,
+            db_error: Some("timed out".into()),
+            spool_bytes: 4096,
+            ..healthy()
+        };
+        let (state, reasons) = assess(Ok(()), &spooling);
+        assert_eq!(state, ReadinessState::Degraded);
+        assert!(
+            reasons.iter().any(|r| r.contains("4096 bytes")),
+            "{reasons:?}"
+        );
+
+        let spool_broken = WriterStatus {
+            spool_error: Some("disk full".into()),
+            ..healthy()
+        };
+        // The spool failing while the database takes writes loses nothing yet.
+        assert_eq!(assess(Ok(()), &spool_broken).0, ReadinessState::Degraded);
+        let (state, reasons) = assess(down(), &spool_broken);
+        assert_eq!(state, ReadinessState::NotReady);
+        assert!(
+            reasons.iter().any(|r| r.contains("CAN BE LOST")),
+            "{reasons:?}"
+        );
+        let both = WriterStatus {
+            db_error: Some("refused".into()),
+            ..spool_broken
+        };
+        assert_eq!(assess(Ok(()), &both).0, ReadinessState::NotReady);
+    }
+}

@@ -1,0 +1,156 @@
+//! The `llm_logs` concern: the writer's batch insert, reading one record back, and the filtered,
+//! keyset-paginated listing behind `GET /v1/logs` — the same results on every backend.
+
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::record::{LogRecord, LogStatus};
+use super::StoreError;
+
+/// The most records one page may hold.
+pub const MAX_PAGE: usize = 500;
+
+/// Raw records: written in batches by `store::writer`, read by `api/logs.rs`.
+#[async_trait]
+pub trait LogStore: Send + Sync {
+    /// Inserts a batch atomically and returns how many rows were new. A record whose request_id
+    /// is already stored (or repeated in the batch) is skipped, never an error, so replays are
+    /// safe. Timestamps are kept to the microsecond on every backend.
+    async fn insert_batch(&self, records: &[LogRecord]) -> Result<u64, StoreError>;
+
+    /// The stored record of one request: the newest row with that id (a client may reuse an
+    /// `x-request-id`, and on PostgreSQL the id alone is not unique).
+    async fn get_log(&self, request_id: Uuid) -> Result<Option<LogRecord>, StoreError>;
+
+    /// Records matching `filter`, newest first (ties broken by request_id), one page at a time.
+    /// Keyset pagination: a page costs the same however deep it is, and records written while a
+    /// client pages never shift what it sees.
+    async fn list_logs(&self, filter: &LogFilter) -> Result<LogPage, StoreError>;
+
+    /// Number of rows in `llm_logs`.
+    async fn count_logs(&self) -> Result<i64, StoreError>;
+
+    /// Whether the database would take writes again: reachable, and the table is there.
+    async fn probe_writes(&self) -> Result<(), StoreError>;
+}
+
+/// Where the previous page ended: the last record's (created_at, request_id), the order
+/// pages are walked in. Clients see it only as an opaque string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCursor {
+    pub created_at: DateTime<Utc>,
+    pub request_id: Uuid,
+}
+
+impl LogCursor {
+    pub fn after(record: &LogRecord) -> LogCursor {
+        LogCursor {
+            created_at: record.created_at,
+            request_id: record.request_id,
+        }
+    }
+
+    /// base64url (no padding) of `<unix microseconds>:<request_id>`.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!(
+            "{}:{}",
+            self.created_at.timestamp_micros(),
+            self.request_id
+        ))
+    }
+
+    /// None for anything [`LogCursor::encode`] did not produce.
+    pub fn decode(s: &str) -> Option<LogCursor> {
+        let raw = URL_SAFE_NO_PAD.decode(s.as_bytes()).ok()?;
+        let text = std::str::from_utf8(&raw).ok()?;
+        let (micros, id) = text.split_once(':')?;
+        Some(LogCursor {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            request_id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+/// Which records, and which page of them. Every filter is optional; they combine with AND.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter {
+    /// Inclusive.
+    pub since: Option<DateTime<Utc>>,
+    /// Exclusive.
+    pub until: Option<DateTime<Utc>>,
+    pub model_version: Option<String>,
+    pub user_id: Option<String>,
+    /// Records carrying this tag (among others).
+    pub tag: Option<String>,
+    pub status: Option<LogStatus>,
+    /// Records strictly after this one in the newest-first order.
+    pub after: Option<LogCursor>,
+    /// Clamped to 1..=[`MAX_PAGE`].
+    pub limit: usize,
+}
+
+impl Default for LogFilter {
+    fn default() -> Self {
+        LogFilter {
+            since: None,
+            until: None,
+            model_version: None,
+            user_id: None,
+            tag: None,
+            status: None,
+            after: None,
+            limit: 50,
+        }
+    }
+}
+
+impl LogFilter {
+    /// The page size after clamping, and how many rows a backend fetches: one more than that,
+    /// which tells whether there is a next page.
+    pub(crate) fn page_and_fetch(&self) -> (usize, i64) {
+        let limit = self.limit.clamp(1, MAX_PAGE);
+        (limit, (limit + 1) as i64)
+    }
+}
+
+/// One page, newest first, and where the next one starts (None on the last page).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogPage {
+    pub records: Vec<LogRecord>,
+    pub next: Option<LogCursor>,
+}
+
+impl LogPage {
+    /// A page from up to `limit + 1` rows fetched in page order.
+    pub(crate) fn from_rows(mut records: Vec<LogRecord>, limit: usize) -> LogPage {
+        let next = if records.len() > limit {
+            records.truncate(limit);
+            records.last().map(LogCursor::after)
+        } else {
+            None
+        };
+        LogPage { records, next }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let c = LogCursor {
+            created_at: Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap(),
+            request_id: Uuid::now_v7(),
+        };
+        assert_eq!(LogCursor::decode(&c.encode()), Some(c));
+        for bad in ["", "!!", "bm9wZQ", "MTox", &URL_SAFE_NO_PAD.encode("x:y")] {
+            assert_eq!(LogCursor::decode(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! What the store keeps, as types: the `llm_logs` record and the closed sets of words stored in
+//! text columns (status, rating, agreement, …). Each such enum is encoded and decoded here and
+//! nowhere else: `as_str` is what a row holds, `parse` reads it back, and serde uses the same
+//! words (the API and the writer's spool show exactly what the database holds).
+
+use chrono::{DateTime, Timelike, Utc};
+use uuid::Uuid;
+
+/// An enum stored as one of a fixed set of words. Generates `ALL`, `as_str`, `parse`, `Display`,
+/// and serde/OpenAPI representations that use the same words.
+macro_rules! stored_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $( $(#[$vmeta])* #[serde(rename = $text)] $variant ),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The word stored in the database.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            /// The value a stored word stands for; None for any other text.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s {
+                    $($text => Some($name::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+stored_enum! {
+    /// How a model call ended, as stored in `llm_logs.status`.
+    pub enum LogStatus {
+        Ok = "ok",
+        Error = "error",
+    }
+}
+
+stored_enum! {
+    /// Where a judge job is, as stored in `judge_jobs.status`.
+    pub enum JobStatus {
+        /// Waiting to be claimed (possibly not before `available_at`).
+        Pending = "pending",
+        /// Claimed by a worker under a lease.
+        Running = "running",
+        Done = "done",
+        /// Given up after `judge.max_attempts` calls or for a reason no retry fixes.
+        Error = "error",
+    }
+}
+
+stored_enum! {
+    /// The scale a human rating was given on (`feedback.scale`).
+    pub enum Scale {
+        /// -1 (thumbs down) or 1 (thumbs up).
+        Thumbs = "thumbs",
+        /// 1 to 5.
+        Stars = "stars",
+    }
+}
+
+stored_enum! {
+    /// What a human rating says (`feedback.rating`).
+    pub enum Rating {
+        Positive = "positive",
+        Neutral = "neutral",
+        Negative = "negative",
+    }
+}
+
+stored_enum! {
+    /// Whether a human rating and the judge's overall score say the same thing
+    /// (`feedback.agreement`, null until both exist).
+    pub enum Agreement {
+        Agree = "agree",
+        Disagree = "disagree",
+        /// One side is neutral: nothing to compare.
+        NotComparable = "not_comparable",
+    }
+}
+
+/// Reads a stored word as `T`, or reports the row as corrupt (never a panic, never a guess).
+pub(crate) fn decode_word<T>(
+    parse: fn(&str) -> Option<T>,
+    text: &str,
+    column: &str,
+    id: impl std::fmt::Display,
+) -> Result<T, super::StoreError> {
+    parse(text)
+        .ok_or_else(|| super::StoreError::corrupt(id, format!("{column}: unknown value {text:?}")))
+}
+
+/// PostgreSQL keeps microseconds; SQLite gets the same precision so both backends read back alike.
+pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(t)
+}
+
+/// One model call, as it lands in `llm_logs`.
+///
+/// The writer's spool keeps records as this struct's JSON across restarts and upgrades: a field
+/// added later needs `#[serde(default)]`, or records spooled by the previous version become
+/// unreadable (`spool::tests::a_record_spooled_by_the_first_version_still_reads` guards this).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct LogRecord {
+    pub request_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// `chat` (POST /chat) or `chat_completions` (POST /v1/chat/completions).
+    pub endpoint: String,
+    pub user_id: Option<String>,
+    /// The prompt as stored (the last user message for /chat; the JSON messages array otherwise).
+    pub prompt: String,
+    pub response: Option<String>,
+    pub model_version: String,
+    pub provider: String,
+    pub upstream_model: String,
+    pub latency_ms: f64,
+    pub ttft_ms: Option<f64>,
+    pub input_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub output_tokens: i64,
+    pub cost_usd: f64,
+    /// `ok` or `error`.
+    pub status: String,
+    pub http_status: i32,
+    pub error_type: Option<String>,
+    pub error_message: Option<String>,
+    pub finish_reason: Option<String>,
+    pub streamed: bool,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    /// `good`, `warn` or `bad` from the heuristic checks; None when they did not run.
+    pub heuristic_label: Option<String>,
+    /// The failed heuristic checks with their reasons (a JSON array; `[]` when none failed).
+    pub heuristic_results: serde_json::Value,
+    /// Name of the client API key that made the call, when authentication is on.
+    pub api_key_name: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stored_word_reads_back_as_itself() {
+        fn round_trip<T: Copy + PartialEq + std::fmt::Debug + serde::Serialize>(
+            all: &[T],
+            as_str: fn(T) -> &'static str,
+            parse: fn(&str) -> Option<T>,
+        ) {
+            for &v in all {
+                assert_eq!(parse(as_str(v)), Some(v));
+                // serde shows the stored word, so the API and the spool say what the row says.
+                assert_eq!(serde_json::to_value(v).unwrap(), as_str(v));
+            }
+            assert_eq!(parse("nonsense"), None);
+            assert_eq!(parse(""), None);
+        }
+        round_trip(LogStatus::ALL, LogStatus::as_str, LogStatus::parse);
+        round_trip(JobStatus::ALL, JobStatus::as_str, JobStatus::parse);
+        round_trip(Scale::ALL, Scale::as_str, Scale::parse);
+        round_trip(Rating::ALL, Rating::as_str, Rating::parse);
+        round_trip(Agreement::ALL, Agreement::as_str, Agreement::parse);
+        assert_eq!(Agreement::NotComparable.as_str(), "not_comparable");
+        assert_eq!(LogStatus::parse("OK"), None, "stored words are exact");
+    }
+
+    #[test]
+    fn an_unknown_stored_word_is_a_corrupt_row_not_a_panic() {
+        let err = decode_word(Rating::parse, "meh", "feedback.rating", 7).unwrap_err();
+        assert!(err.to_string().contains("feedback.rating"), "{err}");
+        assert_eq!(
+            decode_word(Rating::parse, "neutral", "feedback.rating", 7).unwrap(),
+            Rating::Neutral
+        );
+    }
+}

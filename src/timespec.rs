@@ -1,0 +1,128 @@
+//! The one parser of points in time that people type: query parameters (`since`, `until`), the
+//! `lqo judge` flags and key expiries all accept the same forms — an RFC 3339 time
+//! (`2025-05-01T00:00:00Z`), a date (`2025-05-01`, midnight UTC), or a span from now
+//! (`90s`, `30m`, `24h`, `7d`, `2w`) counted back for windows or forward for expiries. A value
+//! out of chrono's range is an error, never a panic.
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+
+/// Which way a span counts from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toward {
+    /// `24h` is 24 hours ago (`since`, `until`, `lqo judge --since`).
+    Past,
+    /// `90d` is 90 days from now (key expiries).
+    Future,
+}
+
+/// Why a time could not be read; the message quotes the value and says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TimeError(String);
+
+const FORMS: &str = "an RFC 3339 time such as 2025-05-01T00:00:00Z, a date such as 2025-05-01, \
+     or a span such as 90m, 24h, 7d or 2w";
+
+/// Reads `s` as a point in time; spans count from `now` in the direction `toward`.
+pub fn parse_time(s: &str, now: DateTime<Utc>, toward: Toward) -> Result<DateTime<Utc>, TimeError> {
+    let s = s.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc())
+            .ok_or_else(|| TimeError(format!("{s:?} is not a time: use {FORMS}")));
+    }
+    let split = s
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| TimeError(format!("{s:?} has no unit (s, m, h, d or w): use {FORMS}")))?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n
+        .parse()
+        .map_err(|_| TimeError(format!("{s:?} is not a time: use {FORMS}")))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => {
+            return Err(TimeError(format!(
+                "{s:?}: unknown unit {unit:?}; use s, m, h, d or w, or {FORMS}"
+            )))
+        }
+    };
+    let too_long = || TimeError(format!("{s:?} is too long a span"));
+    let span = n
+        .checked_mul(unit_secs)
+        .and_then(Duration::try_seconds)
+        .ok_or_else(too_long)?;
+    match toward {
+        Toward::Past => now.checked_sub_signed(span),
+        Toward::Future => now.checked_add_signed(span),
+    }
+    .ok_or_else(too_long)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-01-10T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn times_are_rfc3339_dates_or_spans_from_now() {
+        let back = |s| parse_time(s, now(), Toward::Past).unwrap().to_rfc3339();
+        let ahead = |s| parse_time(s, now(), Toward::Future).unwrap().to_rfc3339();
+        assert_eq!(back("24h"), "2025-01-09T12:00:00+00:00");
+        assert_eq!(back("90s"), "2025-01-10T11:58:30+00:00");
+        assert_eq!(back("30m"), "2025-01-10T11:30:00+00:00");
+        assert_eq!(back("7d"), "2025-01-03T12:00:00+00:00");
+        assert_eq!(back("1w"), "2025-01-03T12:00:00+00:00");
+        assert_eq!(ahead("90d"), "2025-04-10T12:00:00+00:00");
+        assert_eq!(ahead("12h"), "2025-01-11T00:00:00+00:00");
+        for s in ["2025-01-01T00:00:00+02:00", " 2025-01-01T00:00:00+02:00 "] {
+            assert_eq!(back(s), "2024-12-31T22:00:00+00:00");
+            assert_eq!(ahead(s), "2024-12-31T22:00:00+00:00");
+        }
+        assert_eq!(ahead("2030-01-02"), "2030-01-02T00:00:00+00:00");
+    }
+
+    #[test]
+    fn nonsense_and_out_of_range_values_are_errors_not_panics() {
+        for bad in [
+            "",
+            "24",
+            "h",
+            "24y",
+            "-5h",
+            "1.5h",
+            "yesterday",
+            "last-week",
+            "2025-13-01",
+            "2025-01-01T00:00:00 01:00",
+            "99999999999999999999d",
+            "9999999999999w",
+            "9223372036854775807s",
+            "+262143-01-01T00:00:00Z",
+        ] {
+            for toward in [Toward::Past, Toward::Future] {
+                assert!(
+                    parse_time(bad, now(), toward).is_err(),
+                    "{bad:?} {toward:?}"
+                );
+            }
+        }
+        // A span that fits a Duration but not the calendar.
+        let err = parse_time("9999999999d", now(), Toward::Future).unwrap_err();
+        assert!(err.to_string().contains("too long"), "{err}");
+        let err = parse_time("soon", now(), Toward::Future).unwrap_err();
+        assert!(err.to_string().contains("RFC 3339"), "{err}");
+    }
+}
