@@ -632,3 +632,6 @@ impl JudgeRuntime {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

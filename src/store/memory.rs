@@ -3,7 +3,7 @@
 //! backends, kept in a mutex, with a switch that makes every call fail like an outage.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -48,6 +48,7 @@ struct Tables {
 pub struct MemoryStore {
     tables: Mutex<Tables>,
     down: AtomicBool,
+    refused: AtomicU64,
 }
 
 impl MemoryStore {
@@ -65,12 +66,18 @@ impl MemoryStore {
         self.down.store(down, Ordering::SeqCst);
     }
 
+    /// Calls refused while down, so a test can see its subject ran into the outage.
+    pub fn refused_calls(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Tables> {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn tables(&self) -> Result<MutexGuard<'_, Tables>, StoreError> {
         if self.down.load(Ordering::SeqCst) {
+            self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
         Ok(self.lock())
