@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::config::WriterConfig;
 use super::logs::LogStore;
-use super::spool::{read_segment, Segment, Spool, SpoolError, SpoolReason, SpoolStats};
+use super::spool::{Spool, SpoolError, SpoolReason, SpoolStats};
 use super::{LogRecord, StoreError};
 use crate::metrics::Metrics;
 
@@ -374,7 +374,7 @@ pub fn spawn(
         closing: false,
         close_deadline: None,
     };
-    let replayer = Replayer {
+    let replayer = replay::Replayer {
         store,
         shared: shared.clone(),
         // Replay is catching up, not latency-bound: bigger statements go faster.
@@ -658,165 +658,6 @@ impl Writer {
     }
 }
 
-/// Feeds the spool back into the database, oldest segment first, and decides when the database
-/// is healthy again.
-struct Replayer {
-    store: Arc<dyn LogStore>,
-    shared: Arc<Shared>,
-    chunk: usize,
-    db_timeout: Duration,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Replayer {
-    async fn run(mut self) {
-        let mut backoff = INITIAL_BACKOFF;
-        while !*self.shutdown.borrow() {
-            let replayed = match self.shared.with_spool(|_, s| s.oldest()).await {
-                Some(Some(segment)) => self.replay(segment, &mut backoff).await,
-                Some(None) => self.idle(&mut backoff).await,
-                None => !pause_or_shutdown(&mut self.shutdown, MAX_BACKOFF).await,
-            };
-            if !replayed {
-                break;
-            }
-        }
-    }
-
-    /// Replays one segment and deletes it. False when shutdown interrupted it (the segment stays
-    /// on disk for the next start).
-    async fn replay(&mut self, segment: Segment, backoff: &mut Duration) -> bool {
-        let path = segment.path.clone();
-        let contents = match tokio::task::spawn_blocking(move || read_segment(&path)).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot read a spool segment; retrying");
-                return !pause_or_shutdown(&mut self.shutdown, MAX_BACKOFF).await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "reading a spool segment failed; retrying");
-                return !pause_or_shutdown(&mut self.shutdown, MAX_BACKOFF).await;
-            }
-        };
-        for d in &contents.damaged {
-            self.shared.dropped(
-                "spool_corrupt",
-                1,
-                &format!(
-                    "{} at byte {} of {} ({} bytes skipped)",
-                    d.what,
-                    d.offset,
-                    segment.path.display(),
-                    d.bytes
-                ),
-            );
-        }
-        let records = contents.records;
-        let mut done = 0;
-        while done < records.len() {
-            let end = (done + self.chunk).min(records.len());
-            match insert_isolating(
-                self.store.as_ref(),
-                &records[done..end],
-                self.db_timeout,
-                &self.shared,
-            )
-            .await
-            {
-                Ok(rejected) => {
-                    self.shared
-                        .metrics
-                        .spool_replayed
-                        .inc_by((end - done - rejected) as u64);
-                    done = end;
-                    *backoff = INITIAL_BACKOFF;
-                }
-                Err((e, ok, rejected)) => {
-                    self.shared
-                        .metrics
-                        .spool_replayed
-                        .inc_by((ok - rejected) as u64);
-                    done += ok;
-                    self.shared.db_failed(&e, records.len() - done, "replay");
-                    if pause_or_shutdown(&mut self.shutdown, *backoff).await {
-                        return false;
-                    }
-                    *backoff = (*backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            }
-            if *self.shutdown.borrow() {
-                return false;
-            }
-        }
-        let to_remove = segment.clone();
-        let removed = self
-            .shared
-            .with_spool(move |_, s| s.remove(&to_remove))
-            .await;
-        if let Some(Err(e)) = removed {
-            tracing::error!(error = %e, "replayed spool segment could not be deleted; it will be replayed again (harmless duplicates)");
-        }
-        tracing::info!(
-            segment = %segment.path.display(),
-            records = records.len(),
-            "spool segment replayed into the database"
-        );
-        true
-    }
-
-    /// The spool is empty. While spooling, probe the database and leave that state when it
-    /// answers; otherwise wait for something to replay. False on shutdown.
-    async fn idle(&mut self, backoff: &mut Duration) -> bool {
-        self.shared.with_spool(|_, s| s.recheck()).await;
-        if self.shared.spooling() {
-            let ping = tokio::time::timeout(self.db_timeout, self.store.probe_writes()).await;
-            match ping {
-                Ok(Ok(())) => {
-                    // Under the spool lock: no batch can be appended between the check and
-                    // the switch, so nothing is left behind unnoticed.
-                    let switched = self
-                        .shared
-                        .with_spool(|shared, spool| {
-                            let empty = spool.is_empty();
-                            if empty {
-                                shared.spooling.store(false, Ordering::Release);
-                            }
-                            empty
-                        })
-                        .await;
-                    if switched == Some(true) {
-                        self.shared.set_last_error(None);
-                        tracing::info!(
-                            "database is back and the spool is drained; writing directly again"
-                        );
-                    }
-                    *backoff = INITIAL_BACKOFF;
-                    return !*self.shutdown.borrow();
-                }
-                Ok(Err(e)) => {
-                    self.shared.set_last_error(Some(e.to_string()));
-                }
-                Err(_) => {
-                    self.shared.set_last_error(Some(format!(
-                        "database ping timed out after {} ms",
-                        self.db_timeout.as_millis()
-                    )));
-                }
-            }
-            let stop = pause_or_shutdown(&mut self.shutdown, *backoff).await;
-            *backoff = (*backoff * 2).min(MAX_BACKOFF);
-            return !stop;
-        }
-        tokio::select! {
-            _ = self.shutdown.wait_for(|stop| *stop) => false,
-            _ = self.shared.replay_wake.notified() => true,
-            // A look now and then even without a wake-up: a spool failure to re-check, or the
-            // spooling state set while this task was waiting.
-            _ = tokio::time::sleep(SPOOL_RECHECK) => true,
-        }
-    }
-}
-
+mod replay;
 #[cfg(test)]
 mod tests;
