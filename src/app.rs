@@ -2,7 +2,6 @@
 //! and the router, serve until a signal, then drain the writer so no record is lost.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
@@ -152,14 +151,17 @@ impl App {
     }
 }
 
-/// A gateway serving on a random loopback port, for tests and benchmarks.
+/// A gateway serving on a random loopback port, for tests (only with `cfg(test)` or the
+/// `testing` feature).
+#[cfg(any(test, feature = "testing"))]
 pub struct RunningApp {
-    pub addr: SocketAddr,
+    pub addr: std::net::SocketAddr,
     pub state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl RunningApp {
     pub async fn start(app: App) -> Result<RunningApp, StartError> {
         let listener =

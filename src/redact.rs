@@ -428,4 +428,26 @@ mod tests {
         assert_eq!(percent_decode("pass%77ord"), "password");
         assert_eq!(percent_decode("%41%"), "A%");
     }
+
+    proptest::proptest! {
+        /// Any URL is shown without its password, however the password and the secret-like
+        /// parameter are spelled, and no input makes the redaction panic.
+        #[test]
+        fn no_url_shows_its_secrets(
+            junk in "\\PC{0,60}",
+            password in "[A-Za-z0-9!$%^*~_.-]{3,20}",
+            name in "(password|PassWord|pass%77ord|api_key|token|sslpassword)",
+            secret in "S3[A-Za-z0-9]{6,18}",
+        ) {
+            let _ = redact_url(&junk);
+            let _ = scrub_url_secrets(&junk, &junk);
+            let url = format!("postgres://user:{password}@db:5432/x?sslmode=require&{name}={secret}");
+            let shown = redact_url(&url);
+            proptest::prop_assert!(!shown.contains(&format!(":{password}@")), "{}", shown);
+            proptest::prop_assert!(!shown.contains(&secret), "{}", shown);
+            let message = format!("cannot connect to {url}: password {password} and {secret} refused");
+            let clean = scrub_url_secrets(&message, &url);
+            proptest::prop_assert!(!clean.contains(&secret), "{}", clean);
+        }
+    }
 }

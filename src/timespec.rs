@@ -125,4 +125,24 @@ mod tests {
         let err = parse_time("soon", now(), Toward::Future).unwrap_err();
         assert!(err.to_string().contains("RFC 3339"), "{err}");
     }
+
+    proptest::proptest! {
+        /// Whatever a client types, the answer is a time or an error, never a panic; a time
+        /// given as RFC 3339 reads back as itself.
+        #[test]
+        fn any_text_is_a_time_or_an_error(s in "\\PC{0,40}", n in proptest::prelude::any::<i64>(), unit in "[smhdwy]?") {
+            for toward in [Toward::Past, Toward::Future] {
+                let _ = parse_time(&s, now(), toward);
+                let _ = parse_time(&format!("{n}{unit}"), now(), toward);
+            }
+        }
+
+        #[test]
+        fn rfc3339_times_read_back_as_themselves(secs in -8_000_000_000i64..250_000_000_000i64) {
+            if let Some(t) = DateTime::from_timestamp(secs, 0) {
+                let read = parse_time(&t.to_rfc3339(), now(), Toward::Past).unwrap();
+                proptest::prop_assert_eq!(read, t);
+            }
+        }
+    }
 }

@@ -413,23 +413,6 @@ impl JudgeModel {
         })
     }
 
-    /// Builds a judge on an existing client (tests and benchmarks).
-    pub fn new(
-        name: &str,
-        provider: Arc<dyn Provider>,
-        upstream_model: &str,
-        pricing: Pricing,
-        timeout: Duration,
-    ) -> JudgeModel {
-        JudgeModel {
-            name: name.to_string(),
-            provider,
-            upstream_model: upstream_model.to_string(),
-            pricing,
-            timeout,
-        }
-    }
-
     /// One call with the judge's deadline, metered on the `lqo_judge_*` series.
     pub async fn call(
         &self,

@@ -160,6 +160,7 @@ impl Worker {
     }
 
     /// Replaces the pacing (tests use short leases and backoffs).
+    #[cfg(any(test, feature = "testing"))]
     pub fn with_settings(mut self, settings: WorkerSettings) -> Worker {
         self.settings = settings;
         self
