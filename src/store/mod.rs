@@ -6,7 +6,7 @@
 //! which backend it talks to. Also here: the batching writer and its disk spool, and the
 //! readiness rules of the write path. Knows nothing about HTTP.
 
-pub mod codec;
+mod codec;
 pub mod config;
 mod error;
 pub mod feedback;
@@ -16,12 +16,12 @@ pub mod keys;
 pub mod logs;
 #[cfg(any(test, feature = "testing"))]
 pub mod memory;
-pub mod postgres;
+mod postgres;
 pub mod record;
 pub mod retention;
 pub mod spool;
 mod sql;
-pub mod sqlite;
+mod sqlite;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod writer;
