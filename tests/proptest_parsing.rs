@@ -9,10 +9,13 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request};
 use common::Harness;
 use llm_quality_observer::api::chat::ChatRequest;
-use llm_quality_observer::api::error::parse_json;
-use llm_quality_observer::api::openai::ChatCompletionRequest;
+use llm_quality_observer::api::error::{parse_json, ApiError};
+use llm_quality_observer::api::openai::parse_chat_completion;
+use llm_quality_observer::api::responses::parse_responses;
 use llm_quality_observer::auth::config::ConfigKey;
 use llm_quality_observer::auth::keys::hash_key_hex;
+use llm_quality_observer::config::Config;
+use llm_quality_observer::provider::wire::JsonBody;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -112,9 +115,12 @@ proptest! {
 
     #[test]
     fn parsers_never_panic_and_name_what_is_wrong(bytes in body_bytes()) {
+        let config = Config::default();
+        let body = || JsonBody::parse(bytes.clone().into()).map_err(ApiError::from);
         for result in [
             parse_json::<ChatRequest>(&bytes).map(|_| ()),
-            parse_json::<ChatCompletionRequest>(&bytes).map(|_| ()),
+            body().and_then(|b| parse_chat_completion(&b, &config).map(|_| ())),
+            body().and_then(|b| parse_responses(&b).map(|_| ())),
         ] {
             if let Err(e) = result {
                 prop_assert_eq!(e.status.as_u16(), 400);
@@ -138,6 +144,8 @@ fn path() -> impl Strategy<Value = &'static str> {
     prop_oneof![
         Just("/chat"),
         Just("/v1/chat/completions"),
+        Just("/v1/responses"),
+        Just("/v1/embeddings"),
         Just("/v1/feedback"),
         Just("/v1/logs"),
         Just("/v1/admin/keys"),
