@@ -260,3 +260,28 @@ pub fn build(cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, ProviderError> {
         ProviderKind::OpenaiResponses => Arc::new(openai_responses::OpenAiResponses::new(cfg)?),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_type_is_a_known_label_value() {
+        let errors = [
+            ProviderError::Timeout(Duration::from_secs(1)),
+            ProviderError::status(500, "x"),
+            ProviderError::status(429, "x"),
+            ProviderError::status(400, "x"),
+            ProviderError::status(401, "x"),
+            ProviderError::Connect("x".into()),
+            ProviderError::InvalidResponse("x".into()),
+            ProviderError::StreamInterrupted("x".into()),
+            ProviderError::ClientDisconnected,
+        ];
+        let seen: std::collections::BTreeSet<&str> =
+            errors.iter().map(ProviderError::error_type).collect();
+        let known: std::collections::BTreeSet<&str> =
+            crate::metrics::ERROR_TYPES.into_iter().collect();
+        assert_eq!(seen, known);
+    }
+}
