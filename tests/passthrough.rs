@@ -557,6 +557,18 @@ async fn embeddings_pass_through_and_are_metered() {
         .unwrap()
             > 0.0
     );
+    // Token arrays (what LangChain sends) pass too.
+    let resp = h
+        .post_json(
+            "/v1/embeddings",
+            json!({"model": "gpt-test", "input": [[1, 2, 3], [4, 5]]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        upstream_bodies(&h).await.last().unwrap()["input"],
+        json!([[1, 2, 3], [4, 5]])
+    );
     // The built-in mock embeds as well, floats by default.
     let list: Value = h
         .post_json(
