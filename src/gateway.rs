@@ -577,7 +577,9 @@ impl Gateway {
             .as_ref()
             .map_or_else(|| serde_json::Value::Array(vec![]), |o| o.results_json());
         self.submit(record);
-        if let Some(q) = &self.judge_queue {
+        // The judge scores text; an answer that only calls tools has none to score.
+        let judgeable = !c.text.trim().is_empty() || c.tool_calls.is_empty();
+        if let Some(q) = self.judge_queue.as_ref().filter(|_| judgeable) {
             q.offer(input.request_id, &route.name);
         }
         ChatOutput {

@@ -752,3 +752,45 @@ async fn swagger_try_it_out_defaults_work() {
     assert!(spec["paths"]["/v1/models/{model}"]["get"].is_object());
     h.app.stop().await;
 }
+
+#[tokio::test]
+async fn answers_that_only_call_tools_are_not_sent_to_the_judge() {
+    let h = Harness::sqlite_with(|c| {
+        c.judge.sample_rate = Some(1.0);
+        c.judge.model = Some("mock-local".into());
+    })
+    .await;
+    let ask = |tools: bool| {
+        let mut body = json!({"model": "gpt-test", "messages": [{"role": "user", "content": "Weather in Lima?"}]});
+        if tools {
+            body["tools"] = json!([weather_tool()]);
+        }
+        body
+    };
+    let call = h.post_json("/v1/chat/completions", ask(true)).await;
+    let call_id = id_of(&call);
+    // Offered after the tool call: the queue is first in, first out, so once this answer's job
+    // is in the table, a job for the tool call would be too.
+    let text = h.post_json("/v1/chat/completions", ask(false)).await;
+    let text_id = id_of(&text);
+    h.record(call_id).await;
+    h.record(text_id).await;
+    let llm_quality_observer::store::Store::Sqlite(pool) = &h.store else {
+        panic!("sqlite harness")
+    };
+    let jobs = |id: Uuid| {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM judge_jobs WHERE request_id = ?1")
+            .bind(id.to_string())
+            .fetch_one(pool)
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while jobs(text_id).await.unwrap() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the text answer was never queued"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(jobs(call_id).await.unwrap(), 0);
+    h.app.stop().await;
+}
