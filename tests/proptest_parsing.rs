@@ -131,6 +131,41 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The pass-through splice: any JSON object, whatever its spacing, comes out of `rewrite`
+    /// equal to what went in but for the replaced and removed members.
+    #[test]
+    fn rewrites_change_only_the_named_members(
+        fields in prop::collection::btree_map("[a-z_]{1,12}", arb_json(), 0..10),
+        pretty in any::<bool>(),
+        model in ".{0,20}",
+    ) {
+        let original = Value::Object(fields.into_iter().collect());
+        let text = if pretty {
+            serde_json::to_string_pretty(&original).unwrap()
+        } else {
+            original.to_string()
+        };
+        let body = JsonBody::parse(text.into_bytes().into()).expect("a JSON object parses");
+        let same: Value = serde_json::from_slice(&body.rewrite(&[])).unwrap();
+        prop_assert_eq!(&same, &original);
+        let new_model = serde_json::to_vec(&model).unwrap();
+        let rewritten: Value =
+            serde_json::from_slice(&body.rewrite(&[("model", Some(&new_model)), ("messages", None)]))
+                .unwrap();
+        let mut expected = original.clone();
+        expected["model"] = json!(model);
+        if let Some(o) = expected.as_object_mut() {
+            o.remove("messages");
+        }
+        prop_assert_eq!(rewritten, expected);
+        let all: Value = serde_json::from_slice(&body.filtered(|_, _| true)).unwrap();
+        prop_assert_eq!(all, original);
+    }
+}
+
 fn credential() -> impl Strategy<Value = Option<Vec<u8>>> {
     prop_oneof![
         6 => Just(Some(format!("Bearer {KEY}").into_bytes())),
