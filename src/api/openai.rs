@@ -436,6 +436,9 @@ fn model_version_header(model_version: &str) -> Option<HeaderValue> {
     HeaderValue::from_str(model_version).ok()
 }
 
+/// Quiet time on a stream before the gateway sends an SSE comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// The provider's JSON answer as it came, with the gateway's headers.
 pub(super) fn json_answer(body: Bytes, model_version: &str, overhead_ms: f64) -> Response {
     let mut resp = (overhead_header(overhead_ms), body).into_response();
@@ -457,12 +460,24 @@ pub(super) fn sse_answer(
     model_version: &str,
     frames: BoxStream<'static, GatewayStreamItem>,
 ) -> Response {
-    let body = frames.map(move |item| {
-        Ok::<_, Infallible>(match item {
-            GatewayStreamItem::Frame(frame) => frame,
-            GatewayStreamItem::Error(e) => error_event(api, &e),
-        })
-    });
+    let body = async_stream::stream! {
+        let mut frames = frames;
+        // A comment after each quiet KEEP_ALIVE, so proxies do not cut a stream whose model is
+        // thinking; one timer, moved on at each frame (as axum's own SSE keep-alive does).
+        let idle = tokio::time::sleep(KEEP_ALIVE);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                item = frames.next() => match item {
+                    Some(GatewayStreamItem::Frame(frame)) => yield Ok::<_, Infallible>(frame),
+                    Some(GatewayStreamItem::Error(e)) => yield Ok(error_event(api, &e)),
+                    None => break,
+                },
+                _ = &mut idle => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+            }
+            idle.as_mut().reset(tokio::time::Instant::now() + KEEP_ALIVE);
+        }
+    };
     let mut resp = Response::new(Body::from_stream(body));
     let headers = resp.headers_mut();
     headers.insert(
