@@ -9,7 +9,7 @@
 //! tools, and a schema is compiled once and kept ([`SCHEMA_CACHE_SIZE`] of them).
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -120,6 +120,8 @@ pub struct AnswerContext<'a> {
 
 /// A compiled schema, or why it could not be compiled (then answers are checked for JSON only).
 type CompiledSchema = Result<Arc<jsonschema::Validator>, String>;
+/// Compiled schemas by a hash of their text; the text is kept so a hit is exact.
+type SchemaCache = HashMap<u64, (Box<str>, CompiledSchema)>;
 
 /// The checks, prepared once from the configuration (phrases lowercased and normalised).
 #[derive(Debug, Clone)]
@@ -129,7 +131,8 @@ pub struct Heuristics {
     max_chars: usize,
     forbidden_terms: Vec<String>,
     refusal_phrases: Vec<String>,
-    schemas: Arc<Mutex<HashMap<u64, CompiledSchema>>>,
+    schemas: Arc<Mutex<SchemaCache>>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Heuristics {
@@ -151,20 +154,22 @@ impl Heuristics {
             forbidden_terms: prepare(&cfg.forbidden_terms),
             refusal_phrases: prepare(&cfg.refusal_phrases),
             schemas: Arc::new(Mutex::new(HashMap::new())),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
     /// The validator of a schema text, compiled on first sight.
     fn schema(&self, schema: &RawValue) -> CompiledSchema {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        schema.get().hash(&mut hasher);
-        let key = hasher.finish();
+        let text = schema.get();
+        let key = self.hasher.hash_one(text);
         let mut cache = self
             .schemas
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(v) = cache.get(&key) {
-            return v.clone();
+        if let Some((cached, v)) = cache.get(&key) {
+            if **cached == *text {
+                return v.clone();
+            }
         }
         let compiled = serde_json::from_str::<serde_json::Value>(schema.get())
             .map_err(|e| e.to_string())
@@ -178,7 +183,7 @@ impl Heuristics {
         if cache.len() >= SCHEMA_CACHE_SIZE {
             cache.clear();
         }
-        cache.insert(key, compiled.clone());
+        cache.insert(key, (text.into(), compiled.clone()));
         compiled
     }
 
