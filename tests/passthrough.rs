@@ -363,7 +363,7 @@ async fn upstream_errors_keep_their_meaning() {
 }
 
 #[tokio::test]
-async fn responses_route_passes_through_translates_or_refuses() {
+async fn responses_route_passes_through_or_translates() {
     let h = Harness::postgres().await;
     // A Responses provider: the body goes up as it came but for `model`.
     let body = json!({"model": "gpt-resp", "input": [{"role": "user", "content": [{"type": "input_text", "text": "Weather in Lima?"}]}],
@@ -427,28 +427,46 @@ async fn responses_route_passes_through_translates_or_refuses() {
     let answer: Value = resp.json().await.unwrap();
     assert_eq!(answer["output"][0]["content"][0]["type"], "output_text");
 
-    // A Chat Completions provider cannot: a 400 naming the model, nothing sent, nothing metered.
+    // A Chat Completions provider gets the request translated, and the answer back as a response.
+    let resp = h
+        .post_json("/v1/responses", json!({"model": "gpt-test", "input": "Weather in Lima?", "instructions": "Be brief.",
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["output"][0]["type"], "function_call");
+    let sent = upstream_bodies(&h).await.last().unwrap().clone();
+    assert_eq!(
+        sent["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(sent["tools"][0]["function"]["name"], "get_weather");
+    // What it cannot keep is a 400 naming the field: nothing sent, nothing metered.
     let before = upstream_requests(&h).await;
     let resp = h
-        .post_json("/v1/responses", json!({"model": "gpt-test", "input": "hi"}))
+        .post_json(
+            "/v1/responses",
+            json!({"model": "gpt-test", "input": "hi", "previous_response_id": "resp_1"}),
+        )
         .await;
     let (_, e) = error_of(resp, 400).await;
-    assert_eq!(e["param"], "model");
+    assert_eq!(e["param"], "previous_response_id");
     assert_eq!(e["code"], "unsupported_parameter");
     assert_eq!(upstream_requests(&h).await, before);
     let m = h.metrics().await;
-    assert_eq!(
+    let responses = |mv: &str, status: &str| {
         sample(
             &m,
             "lqo_requests_total",
             &[
-                ("model_version", "gpt-test"),
+                ("model_version", mv),
                 ("endpoint", "responses"),
-                ("status", "error")
-            ]
-        ),
-        Some(0.0)
-    );
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(responses("gpt-test", "error"), Some(0.0));
+    assert_eq!(responses("gpt-test", "ok"), Some(1.0));
     assert_eq!(
         sample(
             &m,

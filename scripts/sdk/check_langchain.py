@@ -121,6 +121,16 @@ def _():
     assert msg.tool_calls[0]["name"] == "get_weather", msg
 
 
+@check("Responses API (use_responses_api) via gpt-test, translated to Chat Completions")
+def _():
+    resp = ChatOpenAI(model="gpt-test", base_url=GATEWAY, api_key=KEY, use_responses_api=True)
+    assert "Hi there" in resp.invoke("Hi there").text
+    msg = resp.bind_tools([get_weather]).invoke("Weather in Lima?")
+    assert msg.tool_calls[0]["name"] == "get_weather", msg
+    city = resp.with_structured_output(City).invoke("A big city")
+    assert isinstance(city, City), city
+
+
 @check("upstream 400 → BadRequestError")
 def _():
     try:

@@ -91,6 +91,14 @@ await check("responses.create, plain and streamed", async () => {
   for await (const ev of await client.responses.create({ model: "gpt-resp", input: "Stream", stream: true })) kinds.push(ev.type);
   assert(kinds.at(-1) === "response.completed", kinds.join(","));
 });
+await check("responses on a Chat Completions provider (translated)", async () => {
+  const tool = { type: "function", name: "get_weather", parameters: weather.function.parameters, strict: true };
+  const r = await client.responses.create({ model: "gpt-test", input: "Weather?", tools: [tool] });
+  assert(r.output[0].type === "function_call", JSON.stringify(r));
+  const stream = client.responses.stream({ model: "gpt-test", input: "Stream about Lima" });
+  const final = await stream.finalResponse();
+  assert(final.output_text.includes("Stream about Lima"), JSON.stringify(final));
+});
 await check("embeddings.create (base64 by default)", async () => {
   const r = await client.embeddings.create({ model: "gpt-test", input: ["a", "b"], dimensions: 8 });
   assert(r.data.length === 2 && r.data[0].embedding.length === 8, JSON.stringify(r));

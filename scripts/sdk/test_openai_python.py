@@ -223,6 +223,42 @@ class Responses(unittest.TestCase):
         self.assertTrue(r.output_text)
 
 
+    def test_a_chat_completions_provider_is_translated(self):
+        tool = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"], "strict": True}
+        r = client.responses.create(model="gpt-test", input="Tell me about Lima", instructions="Be brief.", extra_headers=rid())
+        self.assertIn("Tell me about Lima", r.output_text)
+        self.assertEqual(last_upstream_body()["messages"][0], {"role": "system", "content": "Be brief."})
+        # The SDK's stream helper rebuilds the response from the translated events.
+        with client.responses.stream(model="gpt-test", input="Stream about Lima", extra_headers=rid()) as s:
+            deltas = "".join(e.delta for e in s if e.type == "response.output_text.delta")
+            final = s.get_final_response()
+        self.assertEqual(final.output_text, deltas)
+        with client.responses.stream(model="gpt-test", input="Weather?", tools=[tool], extra_headers=rid()) as s:
+            final = s.get_final_response()
+        call = final.output[0]
+        self.assertEqual((call.type, call.name), ("function_call", "get_weather"))
+        self.assertIn("city", json.loads(call.arguments))
+        # The tool's result goes back as a tool message with its call id.
+        r = client.responses.create(
+            model="gpt-test",
+            tools=[tool],
+            input=[
+                {"role": "user", "content": "Weather?"},
+                call.model_dump(exclude_none=True),
+                {"type": "function_call_output", "call_id": call.call_id, "output": "18 C"},
+            ],
+            extra_headers=rid(),
+        )
+        self.assertTrue(r.output_text)
+        self.assertEqual(last_upstream_body()["messages"][-1]["tool_call_id"], call.call_id)
+        r = client.responses.parse(model="gpt-test", input="A big city", text_format=City, extra_headers=rid())
+        self.assertIsInstance(r.output_parsed, City)
+        # Refused before any model call (so not a record): what Chat Completions cannot keep.
+        with self.assertRaises(openai.BadRequestError) as e:
+            client.responses.create(model="gpt-test", input="hi", previous_response_id="resp_1")
+        self.assertEqual(e.exception.param, "previous_response_id")
+
+
 class Embeddings(unittest.TestCase):
     def test_create_base64_by_default_and_floats(self):
         # The SDK asks for base64 by default and decodes it.

@@ -1,6 +1,7 @@
 //! `POST /v1/responses` (OpenAI Responses API, with SSE streaming): forwarded as it came but for
 //! `model` to a model version on an `openai_responses` provider, answered in the same shape by
-//! the mock; a model version on a Chat Completions provider gets a 400 naming `model`.
+//! the mock, translated to and from Chat Completions for a Chat Completions provider (what that
+//! API cannot keep — `previous_response_id`, built-in tools, … — is a 400 naming the field).
 
 use std::collections::BTreeMap;
 
@@ -164,9 +165,9 @@ pub fn parse_responses(body: &JsonBody) -> Result<ParsedRequest, ApiError> {
     request_body = ResponsesRequest,
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "The upstream's response object as it came, or with `stream: true` its text/event-stream of Responses events ending in `response.completed`; `x-lqo-model-version` names the model version",
+        (status = 200, description = "The upstream's response object as it came (translated from a Chat Completions provider's answer), or with `stream: true` its text/event-stream of Responses events ending in `response.completed`; `x-lqo-model-version` names the model version",
             content((ResponseObject = "application/json"), (String = "text/event-stream"))),
-        (status = 400, description = "Malformed JSON, invalid fields, a model version whose provider speaks only Chat Completions, or the upstream refused the request", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, invalid fields, a field a Chat Completions provider cannot carry, or the upstream refused the request", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked API key (auth on)", body = ErrorBody),
         (status = 403, description = "The API key lacks the chat scope", body = ErrorBody),
         (status = 404, description = "Unknown model version", body = ErrorBody),

@@ -46,14 +46,9 @@ impl OpenAiChat {
                 };
                 Ok(Bytes::from(body))
             }
-            Some(_) => Err(ProviderError::Unsupported {
-                param: "model".into(),
-                message:
-                    "This model version's provider speaks the Chat Completions API, which has no \
-                          equivalent of POST /v1/responses; use /v1/chat/completions, or a model \
-                          version on an openai_responses provider or the mock."
-                        .into(),
-            }),
+            Some(c) => {
+                super::translate::responses_to_chat(&c.body, &req.model, stream).map(Bytes::from)
+            }
             None => serde_json::to_vec(&ChatBody::new(req, stream))
                 .map(Bytes::from)
                 .map_err(|e| ProviderError::InvalidResponse(format!("cannot encode request: {e}"))),
@@ -285,19 +280,30 @@ impl Provider for OpenAiChat {
         let bytes = self.http.read_body(response).await?;
         let mut completion =
             read_chat_completion(&bytes, &req.model).map_err(|e| self.http.scrub(e))?;
-        if req.client.is_some() {
-            completion.body = Some(bytes);
-        }
+        completion.body = match &req.client {
+            Some(c) if c.api == Api::Responses => Some(Bytes::from(
+                super::translate::chat_completion_to_response(&bytes, &c.body),
+            )),
+            Some(_) => Some(bytes),
+            None => None,
+        };
         Ok(completion)
     }
 
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let body = self.body(req, true)?;
-        let include_usage = req.client.as_ref().is_some_and(|c| c.include_usage);
         let response = self.http.post(&self.chat_url, body, true).await?;
-        Ok(self
-            .http
-            .stream_events(response, ChatStream::new(include_usage)))
+        Ok(match &req.client {
+            Some(c) if c.api == Api::Responses => self.http.stream_events(
+                response,
+                super::translate::ChatToResponsesStream::new(&c.body),
+            ),
+            c => {
+                let include_usage = c.as_ref().is_some_and(|c| c.include_usage);
+                self.http
+                    .stream_events(response, ChatStream::new(include_usage))
+            }
+        })
     }
 
     async fn embed(&self, req: &EmbeddingsRequest) -> Result<Embeddings, ProviderError> {
@@ -717,17 +723,77 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn responses_bodies_are_refused_before_anything_is_sent() {
+    async fn a_responses_client_is_translated_both_ways() {
         let addr = upstream().await;
-        let err = chat(addr)
+        let p = chat(addr);
+        let tool = json!({"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}});
+        let body = json!({"model": "m", "instructions": "Be brief.", "input": "Weather in Lima?", "tools": [tool],
+            "max_output_tokens": 77, "reasoning": {"effort": "low"}});
+        let c = p
+            .complete(&client_request(Api::Responses, body.clone()))
+            .await
+            .unwrap();
+        let r: Value = serde_json::from_slice(c.body.as_ref().unwrap()).unwrap();
+        assert_eq!(r["object"], "response");
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["output"][0]["type"], "function_call");
+        assert_eq!(r["output"][0]["name"], "weather");
+        assert_eq!(r["instructions"], "Be brief.");
+        assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
+        let sent = last_request(addr).await;
+        assert_eq!(
+            sent["messages"][0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        assert_eq!(sent["tools"][0]["function"]["name"], "weather");
+        assert_eq!(sent["max_completion_tokens"], 77);
+        assert_eq!(sent["reasoning_effort"], "low");
+        // Streamed: a Responses event sequence, ending in response.completed with the whole call.
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        let got = collect(
+            p.stream(&client_request(Api::Responses, streamed))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(got.error.is_none(), "{:?}", got.error);
+        let kinds: Vec<&str> = got
+            .wire
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(kinds[..2], ["response.created", "response.in_progress"]);
+        assert!(
+            kinds.contains(&"response.function_call_arguments.delta"),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.last(), Some(&"response.completed"));
+        let end = got.end.unwrap();
+        assert_eq!(end.finish_reason, "tool_calls");
+        let last: Value = data_of(&got.wire).last().unwrap().clone();
+        assert_eq!(
+            last["response"]["output"][0]["arguments"],
+            end.tool_calls[0].arguments.as_str()
+        );
+        assert_eq!(
+            last_request(addr).await["stream_options"],
+            json!({"include_usage": true})
+        );
+        // What a Chat Completions upstream cannot keep is refused before anything is sent.
+        let before = requests_seen(addr).await;
+        let err = p
             .complete(&client_request(
                 Api::Responses,
-                json!({"model": "m", "input": "hi"}),
+                json!({"input": "hi", "previous_response_id": "resp_1"}),
             ))
             .await
             .unwrap_err();
-        assert!(matches!(err, ProviderError::Unsupported { .. }), "{err:?}");
-        assert_eq!(requests_seen(addr).await, 0);
+        assert!(
+            matches!(err, ProviderError::Unsupported { ref param, .. } if param == "previous_response_id"),
+            "{err:?}"
+        );
+        assert_eq!(requests_seen(addr).await, before);
     }
 
     #[tokio::test]
