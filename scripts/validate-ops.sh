@@ -74,6 +74,8 @@ fi
 
 if ((have_python)); then
   step "scripts/check_dashboards.py" python3 scripts/check_dashboards.py
+  step "scripts/test_check_dashboards.py (check_dashboards self-test)" \
+    python3 scripts/test_check_dashboards.py
   step "scripts/test_check_contract.py (check_contract self-test)" \
     python3 scripts/test_check_contract.py
   step "scripts/check_contract.py --catalog src/metrics.rs --pending-file prometheus/pending-metrics.txt" \
