@@ -19,7 +19,8 @@
 #   5. every SQL query of every dashboard's PostgreSQL panels (llm_logs, judge_scores, judge_jobs,
 #      feedback) and its database-backed model_version variable runs through psql against the
 #      gateway's database and returns rows (scripts/e2e_sql_panels.py), once with the dashboards'
-#      default selection (All, empty filters) and once with every filter set;
+#      default selection (All, empty filters) and once with every filter set; and every
+#      affected-records query of docs/RUNBOOK.md runs there (scripts/check_runbook.py);
 #   6. scripts/check_contract.py passes against the gateway's live /metrics, and fails once an
 #      exposed metric family is on no dashboard and in no rule.
 # Every process it starts is stopped on exit, and the database it created is dropped (also on
@@ -428,6 +429,8 @@ if [[ "$E2E_DB" = postgres ]]; then
     --label "filtered" --var "model_version=$MODEL" --var status=error \
     --var user=u1 --var tag=e2e --var search=hi ||
     die "some dashboard SQL queries failed or returned no rows with every filter set"
+  python3 "$ROOT/scripts/check_runbook.py" --db-url "$DB_URL" --model "$MODEL" ||
+    die "a runbook query does not run against the gateway's database"
 else
   log "E2E_DB=sqlite: the dashboards' PostgreSQL panels are not checked"
 fi

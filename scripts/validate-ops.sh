@@ -81,6 +81,8 @@ if ((have_python)); then
   step "scripts/check_contract.py --catalog src/metrics.rs --pending-file prometheus/pending-metrics.txt" \
     python3 scripts/check_contract.py --catalog src/metrics.rs \
       --pending-file prometheus/pending-metrics.txt
+  step "scripts/check_runbook.py (every alert: verify, silence, escalate, affected-records SQL)" \
+    python3 scripts/check_runbook.py
   step "scripts/make_test_rules.py (e2e rule rewrite applies cleanly)" \
     python3 scripts/make_test_rules.py --check
 fi
