@@ -456,7 +456,7 @@ impl Gateway {
                 });
                 let cost_usd = route.cost_usd(&usage);
                 let overhead = total.saturating_sub(upstream);
-                self.observe_ok(mv, endpoint, total, overhead, None);
+                self.observe_ok(mv, endpoint, total, overhead, None, 0);
                 self.observe_tokens(mv, &usage, cost_usd, false);
                 let mut record = self.base_record(&route, meta, total, &usage, cost_usd);
                 record.upstream_model = upstream_model;
@@ -555,7 +555,7 @@ impl Gateway {
         let overhead = total.saturating_sub(upstream);
         let endpoint = input.endpoint.as_str();
         let mv = route.name.as_str();
-        self.observe_ok(mv, endpoint, total, overhead, ttft);
+        self.observe_ok(mv, endpoint, total, overhead, ttft, usage.output_tokens);
         self.observe_tokens(mv, &usage, cost_usd, true);
         let latency_ms = total.as_secs_f64() * 1000.0;
         let mut record = self.base_record(
@@ -641,6 +641,7 @@ impl Gateway {
         total: Duration,
         overhead: Duration,
         ttft: Option<Duration>,
+        output_tokens: u64,
     ) {
         let m = &self.metrics;
         m.request_duration
@@ -653,6 +654,7 @@ impl Gateway {
             m.time_to_first_token
                 .with_label_values(&[mv, endpoint])
                 .observe(t.as_secs_f64());
+            m.observe_time_per_output_token(mv, total, t, output_tokens);
         }
         m.requests.with_label_values(&[mv, endpoint, "ok"]).inc();
     }
