@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::config::AuthConfig;
 pub use crate::eval::config::{EvalSettings, HeuristicsConfig, JudgeConfig};
 pub use crate::provider::config::{
-    known_pricing, valid_label, ModelConfig, Pricing, ProviderConfig, ProviderKind,
+    alias_problems, known_pricing, valid_label, ModelConfig, Pricing, ProviderConfig, ProviderKind,
     DEFAULT_API_KEY_ENV,
 };
 pub use crate::redact::ContentLogging;
@@ -261,6 +261,7 @@ impl Config {
                     provider: "openai".into(),
                     upstream_model: None,
                     pricing: known_pricing(&model),
+                    aliases: Vec::new(),
                 });
                 if self.default_model.is_empty() {
                     self.default_model = model;
@@ -277,6 +278,7 @@ impl Config {
                         provider: "mock".into(),
                         upstream_model: None,
                         pricing: known_pricing("gpt-5-mini"),
+                        aliases: Vec::new(),
                     });
                 }
                 if self.default_model.is_empty() {
@@ -353,6 +355,7 @@ impl Config {
         for (name, m) in &self.models {
             problems.extend(m.problems(name, &self.providers));
         }
+        problems.extend(alias_problems(&self.models));
         if self.default_model.is_empty() {
             problems.push("default_model must be set".into());
         } else if !self.models.contains_key(&self.default_model) {
@@ -513,6 +516,30 @@ default_model: missing
             "models.bad name.provider \"nope\"",
             "models.bad name.pricing.input_per_1m must be ≥ 0",
             "default_model \"missing\"",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn aliases_are_unique_and_never_shadow_a_version() {
+        let yaml = r#"
+providers: { m: { kind: mock } }
+models:
+  a: { provider: m, aliases: [gpt-4o, b] }
+  b: { provider: m, aliases: [gpt-4o, ""] }
+default_model: a
+"#;
+        let mut cfg = Config::from_yaml(yaml).unwrap();
+        cfg.apply_env(&env_of(&[])).unwrap();
+        let ConfigError::Invalid(problems) = cfg.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "models.a.aliases[1] \"b\" is already a model version's name",
+            "models.b.aliases[0] \"gpt-4o\" is also an alias of models.a",
+            "models.b.aliases[1] must be 1 to 128 printable characters",
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }

@@ -101,6 +101,10 @@ pub struct ModelConfig {
     pub upstream_model: Option<String>,
     #[serde(default)]
     pub pricing: Pricing,
+    /// Other names clients may call this version by (e.g. a hard-coded `gpt-4o`); metrics and
+    /// records still say the version's own name.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 impl ModelConfig {
@@ -135,6 +139,31 @@ impl ModelConfig {
         }
         problems
     }
+}
+
+/// Problems with the `aliases` of all model versions together: each alias printable, never a
+/// version's own name, and owned by one version only.
+pub fn alias_problems(models: &BTreeMap<String, ModelConfig>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut alias_owner: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, m) in models {
+        for (i, alias) in m.aliases.iter().enumerate() {
+            if alias.is_empty() || alias.len() > 128 || alias.chars().any(char::is_control) {
+                problems.push(format!(
+                    "models.{name}.aliases[{i}] must be 1 to 128 printable characters"
+                ));
+            } else if models.contains_key(alias) {
+                problems.push(format!(
+                    "models.{name}.aliases[{i}] {alias:?} is already a model version's name"
+                ));
+            } else if let Some(other) = alias_owner.insert(alias, name) {
+                problems.push(format!(
+                    "models.{name}.aliases[{i}] {alias:?} is also an alias of models.{other}"
+                ));
+            }
+        }
+    }
+    problems
 }
 
 /// Model version names become metric label values and URL parts; keep them tame.

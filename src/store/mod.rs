@@ -41,7 +41,7 @@ pub use feedback::FeedbackStore;
 pub use judge::JudgeJobs;
 pub use keys::KeyStore;
 pub use logs::LogStore;
-pub use record::LogRecord;
+pub use record::{JsonText, LogRecord};
 pub use retention::LogRetention;
 
 use crate::redact::{redact_url, scrub_url_secrets};

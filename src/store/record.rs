@@ -3,7 +3,10 @@
 //! nowhere else: `as_str` is what a row holds, `parse` reads it back, and serde uses the same
 //! words (the API and the writer's spool show exactly what the database holds).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Timelike, Utc};
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 /// An enum stored as one of a fixed set of words. Generates `ALL`, `as_str`, `parse`, `Display`,
@@ -110,6 +113,68 @@ pub(crate) fn decode_word<T>(
         .ok_or_else(|| super::StoreError::corrupt(id, format!("{column}: unknown value {text:?}")))
 }
 
+/// JSON kept as the text it was written as (a request's parameters, an answer's tool calls), so
+/// the request path never builds a tree of it: stored as `jsonb` / TEXT, shown as JSON.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// Valid JSON text, or None.
+    pub fn from_vec(json: Vec<u8>) -> Option<JsonText> {
+        let text = String::from_utf8(json).ok()?;
+        RawValue::from_string(text).ok().map(JsonText)
+    }
+
+    pub fn from_value(v: &serde_json::Value) -> Option<JsonText> {
+        serde_json::to_vec(v).ok().and_then(Self::from_vec)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or_default()
+    }
+
+    /// For PostgreSQL's jsonb, which refuses `\u0000`: NUL escapes become U+FFFD escapes, as NUL
+    /// bytes in text columns become U+FFFD.
+    pub(crate) fn without_nul_escapes(&self) -> Cow<'_, str> {
+        let text = self.get();
+        if !text.contains("\\u0000") {
+            return Cow::Borrowed(text);
+        }
+        let b = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        let mut copied = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                if b[i + 1..].starts_with(b"u0000") {
+                    out.push_str(&text[copied..i]);
+                    out.push_str("\\ufffd");
+                    i += 6;
+                    copied = i;
+                    continue;
+                }
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        out.push_str(&text[copied..]);
+        Cow::Owned(out)
+    }
+}
+
+/// Equal when the JSON is (key order and spacing aside, as jsonb keeps neither).
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
 /// PostgreSQL keeps microseconds; SQLite gets the same precision so both backends read back alike.
 pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.with_nanosecond(t.nanosecond() / 1_000 * 1_000)
@@ -155,6 +220,15 @@ pub struct LogRecord {
     pub heuristic_results: serde_json::Value,
     /// Name of the client API key that made the call, when authentication is on.
     pub api_key_name: Option<String>,
+    /// The request's parameters: the client's body without the conversation (`messages`, or
+    /// `input` and `instructions`), subject to `logging.content`; None for `POST /chat`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub request_params: Option<JsonText>,
+    /// The answer's tool calls, OpenAI-shaped (`[{id, type, function: {name, arguments}}]`).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<JsonText>,
 }
 
 #[cfg(test)]

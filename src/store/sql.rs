@@ -9,7 +9,7 @@ macro_rules! log_columns {
         "request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
          upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
          cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-         metadata, heuristic_label, heuristic_results, api_key_name"
+         metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls"
     };
 }
 pub(crate) use log_columns;

@@ -8,6 +8,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
+use super::record::JsonText;
 use super::{LogRecord, Store, StoreError};
 use crate::redact::{redact_url, scrub_url_secrets};
 
@@ -221,6 +222,18 @@ pub fn sample_record(i: usize) -> LogRecord {
             serde_json::json!([])
         },
         api_key_name: odd.then(|| format!("key-{}", i % 3)),
+        request_params: odd.then(|| {
+            JsonText::from_vec(
+                format!(r#"{{"model":"m{i}","temperature":0.5,"tools":[{{"type":"function","function":{{"name":"f","parameters":{{}}}}}}],"stop":"END"}}"#)
+                    .into_bytes(),
+            )
+            .unwrap_or_else(|| unreachable!())
+        }),
+        tool_calls: (i % 3 == 1).then(|| {
+            JsonText::from_value(&serde_json::json!([{"id": format!("call_{i}"), "type": "function",
+                "function": {"name": "f", "arguments": "{\"a\": 1}"}}]))
+            .unwrap_or_else(|| unreachable!())
+        }),
     }
 }
 

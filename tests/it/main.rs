@@ -11,5 +11,6 @@ mod eval;
 mod gateway;
 mod load;
 mod logs_api;
+mod passthrough;
 mod proptest_parsing;
 mod security;

@@ -35,6 +35,7 @@ fn settings(max_attempts: u32) -> Arc<EvalSettings> {
                 provider: "local".into(),
                 upstream_model: None,
                 pricing: Pricing::default(),
+                aliases: Vec::new(),
             },
         )]),
         providers: BTreeMap::from([("local".to_string(), ProviderConfig::default())]),

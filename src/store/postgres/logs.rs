@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::store::error::is_unique_violation;
 use crate::store::logs::{LogFilter, LogPage, LogStore};
-use crate::store::record::LogRecord;
+use crate::store::record::{JsonText, LogRecord};
 use crate::store::sql::{self, log_columns};
 use crate::store::StoreError;
 
@@ -33,15 +33,16 @@ macro_rules! insert {
      u.cached_input_tokens, u.output_tokens, u.cost_usd, u.status, u.http_status, u.error_type, \
      u.error_message, u.finish_reason, u.streamed, \
      u.tags::text[], u.metadata, u.heuristic_label, \
-     u.heuristic_results, u.api_key_name \
+     u.heuristic_results, u.api_key_name, u.request_params::jsonb, u.tool_calls::jsonb \
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::int8[], $13::int8[], \
      $14::int8[], $15::float8[], $16::text[], $17::int4[], $18::text[], $19::text[], $20::text[], \
-     $21::bool[], $22::text[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[]) \
+     $21::bool[], $22::text[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[], $27::text[], \
+     $28::text[]) \
      AS u(request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
      upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
      cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-     metadata, heuristic_label, heuristic_results, api_key_name)"
+     metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls)"
         )
     };
 }
@@ -177,7 +178,17 @@ fn log_from_row(row: &PgRow) -> Result<LogRecord, StoreError> {
         heuristic_label: row.try_get("heuristic_label")?,
         heuristic_results: row.try_get("heuristic_results")?,
         api_key_name: row.try_get("api_key_name")?,
+        request_params: json_text(row, "request_params")?,
+        tool_calls: json_text(row, "tool_calls")?,
     })
+}
+
+/// A nullable jsonb column as the JSON text it holds.
+fn json_text(row: &PgRow, column: &str) -> Result<Option<JsonText>, StoreError> {
+    Ok(row
+        .try_get::<Option<serde_json::Value>, _>(column)?
+        .as_ref()
+        .and_then(JsonText::from_value))
 }
 
 async fn insert_chunk<'e, E>(
@@ -215,6 +226,8 @@ where
     let mut heuristic_label = Vec::with_capacity(n);
     let mut heuristic_results = Vec::with_capacity(n);
     let mut api_key_name = Vec::with_capacity(n);
+    let mut request_params = Vec::with_capacity(n);
+    let mut tool_calls = Vec::with_capacity(n);
     for r in records {
         request_id.push(r.request_id);
         created_at.push(r.created_at);
@@ -246,6 +259,8 @@ where
         strip_nul_json(&mut h);
         heuristic_results.push(h);
         api_key_name.push(r.api_key_name.as_deref().map(text));
+        request_params.push(r.request_params.as_ref().map(JsonText::without_nul_escapes));
+        tool_calls.push(r.tool_calls.as_ref().map(JsonText::without_nul_escapes));
     }
     let result = sqlx::query(statement)
         .bind(request_id)
@@ -274,6 +289,8 @@ where
         .bind(heuristic_label)
         .bind(heuristic_results)
         .bind(api_key_name)
+        .bind(request_params)
+        .bind(tool_calls)
         .execute(executor)
         .await?;
     Ok(result.rows_affected())
@@ -339,7 +356,9 @@ fn chunk_by_bytes(records: &[LogRecord], limit: usize) -> Vec<&[LogRecord]> {
             + r.prompt.len()
             + r.response.as_ref().map_or(0, String::len)
             + r.error_message.as_ref().map_or(0, String::len)
-            + r.tags.iter().map(String::len).sum::<usize>();
+            + r.tags.iter().map(String::len).sum::<usize>()
+            + r.request_params.as_ref().map_or(0, |p| p.get().len())
+            + r.tool_calls.as_ref().map_or(0, |t| t.get().len());
         if i > start && bytes + size > limit {
             chunks.push(&records[start..i]);
             start = i;
@@ -363,6 +382,7 @@ mod tests {
         r.prompt = "a\0b".into();
         r.tags = vec!["t\0".into()];
         r.metadata = serde_json::json!({"k\0": ["v\0"]});
+        r.request_params = JsonText::from_vec(br#"{"stop":"a\u0000b","n":"\\u0000"}"#.to_vec());
         assert_eq!(store.logs.insert_batch(&[r.clone()]).await.unwrap(), 1);
         let got = store.logs.get_log(r.request_id).await.unwrap().unwrap();
         assert_eq!(got.prompt, "a\u{FFFD}b");
@@ -370,6 +390,11 @@ mod tests {
         assert_eq!(
             got.metadata,
             serde_json::json!({"k\u{FFFD}": ["v\u{FFFD}"]})
+        );
+        // An escaped backslash followed by `u0000` is text, not a NUL.
+        assert_eq!(
+            got.request_params.unwrap().to_value(),
+            serde_json::json!({"stop": "a\u{FFFD}b", "n": "\\u0000"})
         );
     }
 

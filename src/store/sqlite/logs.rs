@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{parse_json, parse_uuid, SqliteStore};
 use crate::store::logs::{LogFilter, LogPage, LogStore};
-use crate::store::record::{to_micros, LogRecord};
+use crate::store::record::{to_micros, JsonText, LogRecord};
 use crate::store::sql::{self, log_columns};
 use crate::store::StoreError;
 
@@ -18,7 +18,7 @@ const INSERT: &str = concat!(
     "INSERT INTO llm_logs (",
     log_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-     $19, $20, $21, $22, $23, $24, $25, $26) ON CONFLICT(request_id) DO NOTHING"
+     $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) ON CONFLICT(request_id) DO NOTHING"
 );
 
 #[async_trait]
@@ -59,6 +59,8 @@ impl LogStore for SqliteStore {
                 .bind(&r.heuristic_label)
                 .bind(r.heuristic_results.to_string())
                 .bind(&r.api_key_name)
+                .bind(r.request_params.as_ref().map(JsonText::get))
+                .bind(r.tool_calls.as_ref().map(JsonText::get))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -164,5 +166,21 @@ fn log_from_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         heuristic_label: row.try_get("heuristic_label")?,
         heuristic_results: parse_json(&heuristic_results, "heuristic_results", request_id)?,
         api_key_name: row.try_get("api_key_name")?,
+        request_params: json_text(row, "request_params", request_id)?,
+        tool_calls: json_text(row, "tool_calls", request_id)?,
     })
+}
+
+/// A nullable JSON TEXT column kept as the text it holds.
+fn json_text(
+    row: &SqliteRow,
+    column: &str,
+    request_id: Uuid,
+) -> Result<Option<JsonText>, StoreError> {
+    match row.try_get::<Option<String>, _>(column)? {
+        None => Ok(None),
+        Some(text) => JsonText::from_vec(text.into_bytes())
+            .map(Some)
+            .ok_or_else(|| StoreError::corrupt(request_id, format!("{column}: not JSON"))),
+    }
 }
