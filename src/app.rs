@@ -60,7 +60,7 @@ impl App {
     /// Builds on an existing store (tests hand in a fresh database).
     pub fn with_store(config: Config, store: Store) -> Result<App, StartError> {
         // Building the tokenizer takes a moment; do it off the request path.
-        tokio::task::spawn_blocking(crate::tokens::warm_up);
+        tokio::task::spawn_blocking(crate::provider::tokens::warm_up);
         let metrics = Arc::new(Metrics::new());
         // Opening the spool also starts replaying what a crashed run left in it.
         let (writer_handle, writer_task) =

@@ -19,6 +19,7 @@ use crate::config::{Config, ContentLogging, Pricing};
 use crate::eval::heuristics::{AnswerContext, Heuristics};
 use crate::eval::queue::JudgeQueue;
 use crate::metrics::Metrics;
+use crate::provider::tokens;
 use crate::provider::{
     self, retry, Api, ChatMessage, ClientRequest, Completion, CompletionRequest, Embeddings,
     EmbeddingsRequest, Provider, ProviderError, StreamEnd, StreamEvent, ToolCall, Usage,
@@ -26,7 +27,6 @@ use crate::provider::{
 use crate::redact::redact;
 use crate::store::writer::WriterHandle;
 use crate::store::{JsonText, LogRecord};
-use crate::tokens;
 
 /// Which public route a call came through; the `endpoint` label and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,4 +13,3 @@ pub mod provider;
 pub mod redact;
 pub mod store;
 pub mod timespec;
-pub mod tokens;

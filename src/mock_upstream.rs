@@ -27,8 +27,8 @@ use serde_json::{json, Value};
 
 use crate::provider::mock::shapes::{self, MockAnswer, MockFrame, MockRequest};
 use crate::provider::mock::{error_type_for, last_user_text, Triggers, CHUNKS_BEFORE_STREAM_ERROR};
+use crate::provider::tokens;
 use crate::provider::Api;
-use crate::tokens;
 
 /// Settings of the fake server (also the `lqo mock-upstream` flags).
 #[derive(clap::Args, Debug, Clone)]

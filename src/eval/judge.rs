@@ -16,8 +16,8 @@ use super::config::{EvalSettings, JudgeConfig};
 use crate::metrics::Metrics;
 use crate::provider::config::Pricing;
 use crate::provider::mock::{JUDGE_CRITERIA_PREFIX, JUDGE_MARKER};
+use crate::provider::tokens;
 use crate::provider::{self, ChatMessage, CompletionRequest, Provider, ProviderError, Usage};
-use crate::tokens;
 
 /// Prompt and answer are cut to this many characters each before they are shown to the judge.
 pub const MAX_JUDGED_CHARS: usize = 12_000;

@@ -467,10 +467,13 @@ pub(super) mod tests {
             "a gateway-built request gets no client body"
         );
         let usage = c.usage.unwrap();
-        assert_eq!(usage.output_tokens, crate::tokens::count_tokens(&c.text));
+        assert_eq!(
+            usage.output_tokens,
+            crate::provider::tokens::count_tokens(&c.text)
+        );
         assert_eq!(
             usage.input_tokens,
-            crate::tokens::count_message_tokens(&request("What is 2+2?").messages)
+            crate::provider::tokens::count_message_tokens(&request("What is 2+2?").messages)
         );
     }
 

@@ -499,11 +499,14 @@ mod tests {
         assert_eq!(c.finish_reason, "stop");
         assert_eq!(c.upstream_model, "gpt-test");
         let usage = c.usage.unwrap();
-        assert_eq!(usage.output_tokens, crate::tokens::count_tokens(&c.text));
+        assert_eq!(
+            usage.output_tokens,
+            crate::provider::tokens::count_tokens(&c.text)
+        );
         // The system message travelled as `instructions` and is counted by the mock.
         assert_eq!(
             usage.input_tokens,
-            crate::tokens::count_message_tokens(&request("Capital of Peru?").messages)
+            crate::provider::tokens::count_message_tokens(&request("Capital of Peru?").messages)
         );
     }
 

@@ -582,10 +582,13 @@ mod tests {
         assert!(c.text.contains("Hello there"));
         assert_eq!(c.finish_reason, "stop");
         let usage = c.usage.unwrap();
-        assert_eq!(usage.output_tokens, crate::tokens::count_tokens(&c.text));
+        assert_eq!(
+            usage.output_tokens,
+            crate::provider::tokens::count_tokens(&c.text)
+        );
         assert_eq!(
             usage.input_tokens,
-            crate::tokens::count_message_tokens(&req("Hello there").messages)
+            crate::provider::tokens::count_message_tokens(&req("Hello there").messages)
         );
         assert_eq!(c.upstream_model, "mock-1");
         assert!(c.body.is_none());

@@ -10,8 +10,8 @@ use serde_json::{json, Map, Value};
 
 use super::schema;
 use super::{answer_for_variant, fnv1a, is_judge_request, last_user_text, word_deltas, Triggers};
+use crate::provider::tokens;
 use crate::provider::{Api, ChatMessage, ToolCall, Usage};
-use crate::tokens;
 
 /// Most choices the mock gives for one request (`n`).
 pub const MAX_CHOICES: u32 = 16;

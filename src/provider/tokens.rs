@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use tiktoken_rs::CoreBPE;
 
-use crate::provider::ChatMessage;
+use super::ChatMessage;
 
 /// Tokens every message costs on top of its role and content (OpenAI's chat format wraps each message
 /// in `<|start|>role<|message|>content<|end|>`).
