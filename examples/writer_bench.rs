@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use llm_quality_observer::config::WriterConfig;
 use llm_quality_observer::metrics::Metrics;
+use llm_quality_observer::store::record::{Endpoint, HeuristicLabel, LogStatus};
 use llm_quality_observer::store::spool::{Spool, SpoolReason};
 use llm_quality_observer::store::writer::{self, Submitted};
 use llm_quality_observer::store::{testing, LogRecord, Store};
@@ -64,7 +65,11 @@ fn record(i: usize) -> LogRecord {
     LogRecord {
         request_id: Uuid::now_v7(),
         created_at: Utc::now(),
-        endpoint: if i.is_multiple_of(2) { "chat" } else { "chat_completions" }.into(),
+        endpoint: if i.is_multiple_of(2) {
+            Endpoint::Chat
+        } else {
+            Endpoint::ChatCompletions
+        },
         user_id: Some(format!("user-{}", i % 1000)),
         prompt: format!(
             "[{{\"role\":\"system\",\"content\":\"You are a helpful assistant.\"}},{{\"role\":\"user\",\"content\":\"Question {i}: explain how a write-ahead log makes a database durable, in three sentences.\"}}]"
@@ -81,7 +86,7 @@ fn record(i: usize) -> LogRecord {
         cached_input_tokens: 0,
         output_tokens: 70 + (i % 40) as i64,
         cost_usd: 0.000_15,
-        status: if ok { "ok" } else { "error" }.into(),
+        status: if ok { LogStatus::Ok } else { LogStatus::Error },
         http_status: if ok { 200 } else { 502 },
         error_type: (!ok).then(|| "upstream_status".to_string()),
         error_message: (!ok).then(|| "upstream returned HTTP 503".to_string()),
@@ -89,7 +94,7 @@ fn record(i: usize) -> LogRecord {
         streamed: i.is_multiple_of(3),
         tags: vec!["bench".into(), format!("team-{}", i % 5)],
         metadata: serde_json::json!({"tenant": format!("t{}", i % 50), "trace": i}),
-        heuristic_label: ok.then(|| "good".to_string()),
+        heuristic_label: ok.then_some(HeuristicLabel::Good),
         heuristic_results: serde_json::json!([]),
         api_key_name: Some("bench".into()),
         request_params: None,

@@ -25,30 +25,12 @@ use crate::provider::{
     EmbeddingsRequest, Provider, ProviderError, StreamEnd, StreamEvent, ToolCall, Usage,
 };
 use crate::redact::redact;
+use crate::store::record::LogStatus;
 use crate::store::writer::WriterHandle;
 use crate::store::{JsonText, LogRecord};
 
 /// Which public route a call came through; the `endpoint` label and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Chat,
-    ChatCompletions,
-    Responses,
-    Embeddings,
-}
-
-impl Endpoint {
-    pub const ALL: [&'static str; 4] = ["chat", "chat_completions", "responses", "embeddings"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Endpoint::Chat => "chat",
-            Endpoint::ChatCompletions => "chat_completions",
-            Endpoint::Responses => "responses",
-            Endpoint::Embeddings => "embeddings",
-        }
-    }
-}
+pub use crate::store::record::Endpoint;
 
 /// A configured model version, resolved to its client and prices.
 pub struct ModelRoute {
@@ -189,7 +171,7 @@ impl Gateway {
             let Some(client) = providers.get(m.provider.as_str()) else {
                 continue;
             };
-            metrics.init_model_version(name, &Endpoint::ALL);
+            metrics.init_model_version(name, Endpoint::NAMES);
             let route = Arc::new(ModelRoute {
                 name: name.clone(),
                 provider_name: m.provider.clone(),
@@ -412,8 +394,8 @@ impl Gateway {
     pub async fn embed(&self, mut input: EmbeddingsInput) -> Result<EmbeddingsOutput, CoreError> {
         let route = self.resolve(input.model_version.as_deref())?;
         input.request.model = route.upstream_model.clone();
-        let endpoint = Endpoint::Embeddings.as_str();
-        let _in_flight = InFlight::new(&self.metrics, endpoint);
+        let endpoint = Endpoint::Embeddings;
+        let _in_flight = InFlight::new(&self.metrics, endpoint.as_str());
         let upstream_start = Instant::now();
         let (result, attempted) = self
             .call(&route, input.started, || {
@@ -456,7 +438,7 @@ impl Gateway {
                 });
                 let cost_usd = route.cost_usd(&usage);
                 let overhead = total.saturating_sub(upstream);
-                self.observe_ok(mv, endpoint, total, overhead, None, 0);
+                self.observe_ok(mv, endpoint.as_str(), total, overhead, None, 0);
                 self.observe_tokens(mv, &usage, cost_usd, false);
                 let mut record = self.base_record(&route, meta, total, &usage, cost_usd);
                 record.upstream_model = upstream_model;
@@ -471,7 +453,7 @@ impl Gateway {
                 Err(Self::upstream_error(&route, e, &attempted))
             }
             Err(e) => {
-                self.observe_err(mv, endpoint, total, &e);
+                self.observe_err(mv, endpoint.as_str(), total, &e);
                 let usage = Usage::default();
                 let mut record = self.base_record(&route, meta, total, &usage, 0.0);
                 self.mark_failed(&mut record, &e);
@@ -515,7 +497,7 @@ impl Gateway {
         });
         RecordMeta {
             request_id: input.request_id,
-            endpoint: input.endpoint.as_str(),
+            endpoint: input.endpoint,
             user_id: &input.user_id,
             tags: &input.tags,
             metadata: &input.metadata,
@@ -572,7 +554,7 @@ impl Gateway {
         record.ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0);
         record.finish_reason = Some(c.finish_reason.clone());
         record.tool_calls = self.stored_tool_calls(&c.tool_calls);
-        record.heuristic_label = checked.as_ref().map(|o| o.label.as_str().to_string());
+        record.heuristic_label = checked.as_ref().map(|o| o.label);
         record.heuristic_results = checked
             .as_ref()
             .map_or_else(|| serde_json::Value::Array(vec![]), |o| o.results_json());
@@ -712,7 +694,7 @@ impl Gateway {
         LogRecord {
             request_id: meta.request_id,
             created_at: Utc::now(),
-            endpoint: meta.endpoint.to_string(),
+            endpoint: meta.endpoint,
             user_id: meta.user_id.clone(),
             prompt: meta.prompt,
             response: None,
@@ -725,7 +707,7 @@ impl Gateway {
             cached_input_tokens: usage.cached_input_tokens as i64,
             output_tokens: usage.output_tokens as i64,
             cost_usd,
-            status: "ok".into(),
+            status: LogStatus::Ok,
             http_status: 200,
             error_type: None,
             error_message: None,
@@ -742,7 +724,7 @@ impl Gateway {
     }
 
     fn mark_failed(&self, record: &mut LogRecord, e: &ProviderError) {
-        record.status = "error".into();
+        record.status = LogStatus::Error;
         record.http_status = i32::from(http_status_for(e));
         record.error_type = Some(e.error_type().into());
         record.error_message = Some(self.stored_error(&truncate(&e.to_string(), 1000)));
@@ -861,7 +843,7 @@ fn redact_strings(v: &mut serde_json::Value) {
 /// The parts of a record that come from the request rather than the answer.
 struct RecordMeta<'a> {
     request_id: Uuid,
-    endpoint: &'static str,
+    endpoint: Endpoint,
     user_id: &'a Option<String>,
     tags: &'a Vec<String>,
     metadata: &'a serde_json::Value,

@@ -39,26 +39,9 @@ pub const CHECKS: [&str; 6] = [
     "truncated",
 ];
 
-/// Overall verdict on one answer (lowercase in labels and in the stored column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Label {
-    Good,
-    Warn,
-    Bad,
-}
-
-impl Label {
-    pub const ALL: [&'static str; 3] = ["good", "warn", "bad"];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Label::Good => "good",
-            Label::Warn => "warn",
-            Label::Bad => "bad",
-        }
-    }
-}
+/// Overall verdict on one answer (lowercase in labels and in the stored column, which
+/// `store::record` encodes).
+pub use crate::store::record::HeuristicLabel as Label;
 
 /// One failed check: which, how bad, and why (stored in `llm_logs.heuristic_results`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -12,6 +12,38 @@ use super::keys::{split_scopes, StoredKey};
 use super::record::{decode_word, Agreement, JobStatus, Rating, Scale};
 use super::StoreError;
 
+/// A text column holding one of an enum's stored words (`endpoint`, `status`, …).
+pub(crate) fn word_column<R, T>(
+    row: &R,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+    id: impl std::fmt::Display,
+) -> Result<T, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> String: Decode<'a, R::Database> + Type<R::Database>,
+{
+    let text: String = row.try_get(column)?;
+    decode_word(parse, &text, column, id)
+}
+
+/// A nullable text column holding one of an enum's stored words.
+pub(crate) fn opt_word_column<R, T>(
+    row: &R,
+    column: &str,
+    parse: fn(&str) -> Option<T>,
+    id: impl std::fmt::Display,
+) -> Result<Option<T>, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'a> String: Decode<'a, R::Database> + Type<R::Database>,
+{
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| decode_word(parse, &t, column, id)).transpose()
+}
+
 /// `judge_jobs` columns of the evaluation view.
 pub(crate) fn job_from_row<R>(r: &R, request_id: Uuid) -> Result<JobRow, StoreError>
 where

@@ -179,14 +179,14 @@ async fn filters_and_pages_agree_with_a_plain_filter(store: Store) {
                 status: Some(LogStatus::Error),
                 ..LogFilter::default()
             },
-            Box::new(|r| r.status == "error"),
+            Box::new(|r| r.status == LogStatus::Error),
         ),
         (
             LogFilter {
                 status: Some(LogStatus::Ok),
                 ..LogFilter::default()
             },
-            Box::new(|r| r.status == "ok"),
+            Box::new(|r| r.status == LogStatus::Ok),
         ),
         (
             LogFilter {
@@ -200,7 +200,7 @@ async fn filters_and_pages_agree_with_a_plain_filter(store: Store) {
                 r.created_at >= since
                     && r.created_at < until
                     && r.tags.iter().any(|t| t == "tag-0")
-                    && r.status == "ok"
+                    && r.status == LogStatus::Ok
             }),
         ),
         (

@@ -187,12 +187,10 @@ impl JudgeJobs for MemoryStore {
         let Some(r) = t.newest_log(request_id) else {
             return Ok(None);
         };
-        let status = LogStatus::parse(&r.status)
-            .ok_or_else(|| StoreError::corrupt(request_id, "llm_logs.status"))?;
         Ok(Some(JudgeMaterial {
             prompt: r.prompt.clone(),
             response: r.response.clone(),
-            status,
+            status: r.status,
             model_version: r.model_version.clone(),
         }))
     }
@@ -321,7 +319,7 @@ impl JudgeJobs for MemoryStore {
             .logs
             .iter()
             .filter(|r| r.created_at >= scan.since && r.created_at < scan.until)
-            .filter(|r| r.status == LogStatus::Ok.as_str() && r.response.is_some())
+            .filter(|r| r.status == LogStatus::Ok && r.response.is_some())
             .filter(|r| {
                 scan.model_version
                     .as_ref()

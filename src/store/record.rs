@@ -9,8 +9,9 @@ use chrono::{DateTime, Timelike, Utc};
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-/// An enum stored as one of a fixed set of words. Generates `ALL`, `as_str`, `parse`, `Display`,
-/// and serde/OpenAPI representations that use the same words.
+/// An enum stored as one of a fixed set of words. Generates `ALL`, `NAMES`, `as_str`, `parse`,
+/// `Display`, and serde/OpenAPI representations that use the same words. Variants order as
+/// declared.
 macro_rules! stored_enum {
     (
         $(#[$meta:meta])*
@@ -19,13 +20,15 @@ macro_rules! stored_enum {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name {
             $( $(#[$vmeta])* #[serde(rename = $text)] $variant ),+
         }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            /// The stored words, e.g. the label values a metric is created with.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
 
             /// The word stored in the database.
             pub fn as_str(self) -> &'static str {
@@ -56,6 +59,30 @@ stored_enum! {
     pub enum LogStatus {
         Ok = "ok",
         Error = "error",
+    }
+}
+
+stored_enum! {
+    /// Which public route a call came through (`llm_logs.endpoint`, the `endpoint` label).
+    pub enum Endpoint {
+        /// `POST /chat`.
+        Chat = "chat",
+        /// `POST /v1/chat/completions`.
+        ChatCompletions = "chat_completions",
+        /// `POST /v1/responses`.
+        Responses = "responses",
+        /// `POST /v1/embeddings`.
+        Embeddings = "embeddings",
+    }
+}
+
+stored_enum! {
+    /// The heuristics' verdict on an answer (`llm_logs.heuristic_label`), worst last: the worst
+    /// failed check gives the label.
+    pub enum HeuristicLabel {
+        Good = "good",
+        Warn = "warn",
+        Bad = "bad",
     }
 }
 
@@ -190,8 +217,7 @@ pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 pub struct LogRecord {
     pub request_id: Uuid,
     pub created_at: DateTime<Utc>,
-    /// `chat` (POST /chat) or `chat_completions` (POST /v1/chat/completions).
-    pub endpoint: String,
+    pub endpoint: Endpoint,
     pub user_id: Option<String>,
     /// The prompt as stored (the last user message for /chat; the JSON messages array otherwise).
     pub prompt: String,
@@ -205,8 +231,7 @@ pub struct LogRecord {
     pub cached_input_tokens: i64,
     pub output_tokens: i64,
     pub cost_usd: f64,
-    /// `ok` or `error`.
-    pub status: String,
+    pub status: LogStatus,
     pub http_status: i32,
     pub error_type: Option<String>,
     pub error_message: Option<String>,
@@ -214,8 +239,8 @@ pub struct LogRecord {
     pub streamed: bool,
     pub tags: Vec<String>,
     pub metadata: serde_json::Value,
-    /// `good`, `warn` or `bad` from the heuristic checks; None when they did not run.
-    pub heuristic_label: Option<String>,
+    /// The heuristic checks' verdict; None when they did not run.
+    pub heuristic_label: Option<HeuristicLabel>,
     /// The failed heuristic checks with their reasons (a JSON array; `[]` when none failed).
     pub heuristic_results: serde_json::Value,
     /// Name of the client API key that made the call, when authentication is on.
@@ -251,6 +276,20 @@ mod tests {
             assert_eq!(parse(""), None);
         }
         round_trip(LogStatus::ALL, LogStatus::as_str, LogStatus::parse);
+        round_trip(Endpoint::ALL, Endpoint::as_str, Endpoint::parse);
+        round_trip(
+            HeuristicLabel::ALL,
+            HeuristicLabel::as_str,
+            HeuristicLabel::parse,
+        );
+        assert_eq!(
+            Endpoint::NAMES,
+            ["chat", "chat_completions", "responses", "embeddings"]
+        );
+        assert!(
+            HeuristicLabel::Good < HeuristicLabel::Warn
+                && HeuristicLabel::Warn < HeuristicLabel::Bad
+        );
         round_trip(JobStatus::ALL, JobStatus::as_str, JobStatus::parse);
         round_trip(Scale::ALL, Scale::as_str, Scale::parse);
         round_trip(Rating::ALL, Rating::as_str, Rating::parse);

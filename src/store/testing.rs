@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use uuid::Uuid;
 
-use super::record::JsonText;
+use super::record::{Endpoint, HeuristicLabel, JsonText, LogStatus};
 use super::{LogRecord, Store, StoreError};
 use crate::redact::{redact_url, scrub_url_secrets};
 
@@ -190,7 +190,11 @@ pub fn sample_record(i: usize) -> LogRecord {
     LogRecord {
         request_id: Uuid::now_v7(),
         created_at,
-        endpoint: if !odd { "chat" } else { "chat_completions" }.into(),
+        endpoint: if odd {
+            Endpoint::ChatCompletions
+        } else {
+            Endpoint::Chat
+        },
         user_id: (!i.is_multiple_of(3)).then(|| format!("user-{}", i % 17)),
         prompt: format!("prompt {i}: say something ünïcødé 🚀 with 'quotes' and \"double\""),
         response: (!failed).then(|| format!("response {i}")),
@@ -203,7 +207,11 @@ pub fn sample_record(i: usize) -> LogRecord {
         cached_input_tokens: i as i64,
         output_tokens: i as i64 * 2 + 1,
         cost_usd: 1.0e-7 * i as f64 + 1.0 / 3.0,
-        status: if failed { "error" } else { "ok" }.into(),
+        status: if failed {
+            LogStatus::Error
+        } else {
+            LogStatus::Ok
+        },
         http_status: if failed { 502 } else { 200 },
         error_type: failed.then(|| "upstream_error".to_string()),
         error_message: failed.then(|| format!("upstream said no ({i})")),
@@ -215,7 +223,11 @@ pub fn sample_record(i: usize) -> LogRecord {
         } else {
             serde_json::json!({"i": i, "team": "search", "nested": {"list": [1, 2.5, "x"], "flag": true, "none": null}})
         },
-        heuristic_label: (!failed).then(|| if odd { "warn" } else { "good" }.to_string()),
+        heuristic_label: (!failed).then_some(if odd {
+            HeuristicLabel::Warn
+        } else {
+            HeuristicLabel::Good
+        }),
         heuristic_results: if odd {
             serde_json::json!([{"check": "length", "result": "warn", "reason": "short"}])
         } else {

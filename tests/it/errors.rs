@@ -215,7 +215,7 @@ async fn upstream_failure_is_502_and_logged_as_error() {
         .unwrap()
         .contains(crate::common::API_KEY));
     let rec = h.record(id).await;
-    assert_eq!(rec.status, "error");
+    assert_eq!(rec.status.as_str(), "error");
     assert_eq!(rec.http_status, 502);
     assert_eq!(rec.error_type.as_deref(), Some("upstream_status"));
     assert!(rec.response.is_none());
@@ -301,7 +301,7 @@ async fn streaming_upstream_errors_before_and_during_the_stream() {
     assert!(!text.contains("[DONE]"), "{text}");
     assert!(text.contains("\"stream_interrupted\""), "{text}");
     let rec = h.record(id).await;
-    assert_eq!(rec.status, "error");
+    assert_eq!(rec.status.as_str(), "error");
     assert!(rec.streamed);
     assert_eq!(rec.error_type.as_deref(), Some("stream_interrupted"));
     assert!(

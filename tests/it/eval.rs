@@ -119,16 +119,16 @@ async fn heuristics_label_every_answer(h: &Harness) {
     let failed = Uuid::parse_str(failed.headers()["x-request-id"].to_str().unwrap()).unwrap();
 
     let rec = h.record(good).await;
-    assert_eq!(rec.heuristic_label.as_deref(), Some("good"));
+    assert_eq!(rec.heuristic_label.map(|l| l.as_str()), Some("good"));
     assert_eq!(rec.heuristic_results, json!([]));
 
     let rec = h.record(truncated).await;
-    assert_eq!(rec.heuristic_label.as_deref(), Some("warn"));
+    assert_eq!(rec.heuristic_label.map(|l| l.as_str()), Some("warn"));
     assert_eq!(rec.heuristic_results[0]["check"], "truncated");
     assert_eq!(rec.heuristic_results[0]["result"], "warn");
 
     let rec = h.record(forbidden).await;
-    assert_eq!(rec.heuristic_label.as_deref(), Some("bad"));
+    assert_eq!(rec.heuristic_label.map(|l| l.as_str()), Some("bad"));
     assert_eq!(rec.heuristic_results[0]["check"], "forbidden_terms");
     assert!(rec.heuristic_results[0]["reason"]
         .as_str()
@@ -136,12 +136,16 @@ async fn heuristics_label_every_answer(h: &Harness) {
         .contains("project falcon"));
 
     let rec = h.record(bad_json).await;
-    assert_eq!(rec.heuristic_label.as_deref(), Some("bad"));
+    assert_eq!(rec.heuristic_label.map(|l| l.as_str()), Some("bad"));
     assert_eq!(rec.heuristic_results[0]["check"], "json_valid");
 
     let rec = h.record(streamed_json).await;
     assert!(rec.streamed);
-    assert_eq!(rec.heuristic_label.as_deref(), Some("good"), "{rec:?}");
+    assert_eq!(
+        rec.heuristic_label.map(|l| l.as_str()),
+        Some("good"),
+        "{rec:?}"
+    );
 
     // Failed calls have no answer to check.
     let rec = h.record(failed).await;
@@ -500,7 +504,7 @@ async fn stored_records(store: &Store, n: usize) -> Vec<LogRecord> {
         .map(|i| {
             let mut r = testing::sample_record(i * 5 + 1);
             r.model_version = "gpt-test".into();
-            r.status = "ok".into();
+            r.status = llm_quality_observer::store::record::LogStatus::Ok;
             r.response = Some(format!("answer {i}"));
             r
         })
@@ -1272,7 +1276,7 @@ fn lqo_judge_backfills_a_sqlite_database_from_the_command_line() {
             .map(|i| {
                 let mut r = testing::sample_record(i * 2 + 1);
                 r.model_version = "mock-1".into();
-                r.status = "ok".into();
+                r.status = llm_quality_observer::store::record::LogStatus::Ok;
                 r.response = Some(format!("answer {i}"));
                 r.created_at = chrono::Utc::now() - chrono::Duration::hours(1);
                 r

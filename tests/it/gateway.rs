@@ -30,13 +30,13 @@ async fn chat_lands_a_complete_record(h: &Harness) {
 
     let rec = h.record(request_id(&body)).await;
     assert_eq!(rec.model_version, "gpt-test");
-    assert_eq!(rec.endpoint, "chat");
+    assert_eq!(rec.endpoint.as_str(), "chat");
     assert_eq!(rec.provider, "openai_chat");
     assert_eq!(rec.upstream_model, "gpt-5-mini");
     assert_eq!(rec.user_id.as_deref(), Some("u-1"));
     assert_eq!(rec.prompt, "What is the capital of France?");
     assert_eq!(rec.response.as_deref(), body["response"].as_str());
-    assert_eq!(rec.status, "ok");
+    assert_eq!(rec.status.as_str(), "ok");
     assert_eq!(rec.http_status, 200);
     assert_eq!(rec.tags, vec!["geo".to_string()]);
     assert!(rec.input_tokens > 0 && rec.output_tokens > 0, "{rec:?}");
@@ -94,7 +94,7 @@ async fn chat_completions_non_streaming_is_openai_shaped() {
     assert_eq!(usage["total_tokens"].as_i64().unwrap(), p + c);
 
     let rec = h.record(id).await;
-    assert_eq!(rec.endpoint, "chat_completions");
+    assert_eq!(rec.endpoint.as_str(), "chat_completions");
     assert_eq!(
         rec.input_tokens, p,
         "the upstream's usage is what is stored"

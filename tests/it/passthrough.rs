@@ -151,7 +151,7 @@ async fn tool_calls_are_answered_recorded_and_shown(h: &Harness) {
     let rec = h.record(id).await;
     assert_eq!(rec.finish_reason.as_deref(), Some("tool_calls"));
     assert_eq!(
-        rec.heuristic_label.as_deref(),
+        rec.heuristic_label.map(|l| l.as_str()),
         Some("good"),
         "{:?}",
         rec.heuristic_results
@@ -378,7 +378,7 @@ async fn responses_route_passes_through_or_translates() {
     expected["model"] = json!("gpt-5-mini");
     assert_eq!(upstream_bodies(&h).await.last().unwrap(), &expected);
     let rec = h.record(id).await;
-    assert_eq!(rec.endpoint, "responses");
+    assert_eq!(rec.endpoint.as_str(), "responses");
     assert_eq!(rec.tags, vec!["resp".to_string()]);
     assert_eq!(
         rec.tool_calls.unwrap().to_value()[0]["function"]["name"],
@@ -503,7 +503,7 @@ async fn a_chat_client_on_a_responses_provider_is_translated_or_refused_by_name(
     assert_eq!(sent["reasoning"]["effort"], "minimal");
     let rec = h.record(id).await;
     assert_eq!(
-        rec.heuristic_label.as_deref(),
+        rec.heuristic_label.map(|l| l.as_str()),
         Some("good"),
         "{:?}",
         rec.heuristic_results
@@ -543,7 +543,7 @@ async fn embeddings_pass_through_and_are_metered() {
     expected["model"] = json!("gpt-5-mini");
     assert_eq!(upstream_bodies(&h).await.last().unwrap(), &expected);
     let rec = h.record(id).await;
-    assert_eq!(rec.endpoint, "embeddings");
+    assert_eq!(rec.endpoint.as_str(), "embeddings");
     assert_eq!(
         rec.input_tokens,
         list["usage"]["prompt_tokens"].as_i64().unwrap()

@@ -13,7 +13,7 @@ use crate::provider::config::{ModelConfig, Pricing, ProviderConfig};
 use crate::store::feedback::NewFeedback;
 use crate::store::judge::NewJob;
 use crate::store::memory::MemoryStore;
-use crate::store::record::{Agreement, JobStatus, Rating, Scale};
+use crate::store::record::{Agreement, JobStatus, LogStatus, Rating, Scale};
 use crate::store::testing::sample_record;
 
 const MODEL: &str = "m-1";
@@ -58,7 +58,11 @@ async fn queued(store: &MemoryStore, prompt: &str, response: Option<&str>) -> Uu
     r.model_version = MODEL.into();
     r.prompt = prompt.into();
     r.response = response.map(str::to_string);
-    r.status = if response.is_some() { "ok" } else { "error" }.into();
+    r.status = if response.is_some() {
+        LogStatus::Ok
+    } else {
+        LogStatus::Error
+    };
     let id = r.request_id;
     store.add_log(r);
     let job = NewJob {

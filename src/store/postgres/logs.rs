@@ -9,9 +9,10 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::PgStore;
+use crate::store::codec::{opt_word_column, word_column};
 use crate::store::error::is_unique_violation;
 use crate::store::logs::{LogFilter, LogPage, LogStore};
-use crate::store::record::{JsonText, LogRecord};
+use crate::store::record::{Endpoint, HeuristicLabel, JsonText, LogRecord, LogStatus};
 use crate::store::sql::{self, log_columns};
 use crate::store::StoreError;
 
@@ -151,10 +152,11 @@ impl LogStore for PgStore {
 
 /// Decodes a row selected with the `LogRecord` columns.
 fn log_from_row(row: &PgRow) -> Result<LogRecord, StoreError> {
+    let request_id: Uuid = row.try_get("request_id")?;
     Ok(LogRecord {
-        request_id: row.try_get("request_id")?,
+        request_id,
         created_at: row.try_get("created_at")?,
-        endpoint: row.try_get("endpoint")?,
+        endpoint: word_column(row, "endpoint", Endpoint::parse, request_id)?,
         user_id: row.try_get("user_id")?,
         prompt: row.try_get("prompt")?,
         response: row.try_get("response")?,
@@ -167,7 +169,7 @@ fn log_from_row(row: &PgRow) -> Result<LogRecord, StoreError> {
         cached_input_tokens: row.try_get("cached_input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
         cost_usd: row.try_get("cost_usd")?,
-        status: row.try_get("status")?,
+        status: word_column(row, "status", LogStatus::parse, request_id)?,
         http_status: row.try_get("http_status")?,
         error_type: row.try_get("error_type")?,
         error_message: row.try_get("error_message")?,
@@ -175,7 +177,12 @@ fn log_from_row(row: &PgRow) -> Result<LogRecord, StoreError> {
         streamed: row.try_get("streamed")?,
         tags: row.try_get("tags")?,
         metadata: row.try_get("metadata")?,
-        heuristic_label: row.try_get("heuristic_label")?,
+        heuristic_label: opt_word_column(
+            row,
+            "heuristic_label",
+            HeuristicLabel::parse,
+            request_id,
+        )?,
         heuristic_results: row.try_get("heuristic_results")?,
         api_key_name: row.try_get("api_key_name")?,
         request_params: json_text(row, "request_params")?,
@@ -231,7 +238,7 @@ where
     for r in records {
         request_id.push(r.request_id);
         created_at.push(r.created_at);
-        endpoint.push(text(&r.endpoint));
+        endpoint.push(r.endpoint.as_str());
         user_id.push(r.user_id.as_deref().map(text));
         prompt.push(text(&r.prompt));
         response.push(r.response.as_deref().map(text));
@@ -244,7 +251,7 @@ where
         cached_input_tokens.push(r.cached_input_tokens);
         output_tokens.push(r.output_tokens);
         cost_usd.push(r.cost_usd);
-        status.push(text(&r.status));
+        status.push(r.status.as_str());
         http_status.push(r.http_status);
         error_type.push(r.error_type.as_deref().map(text));
         error_message.push(r.error_message.as_deref().map(text));
@@ -254,7 +261,7 @@ where
         let mut m = r.metadata.clone();
         strip_nul_json(&mut m);
         metadata.push(m);
-        heuristic_label.push(r.heuristic_label.as_deref().map(text));
+        heuristic_label.push(r.heuristic_label.map(HeuristicLabel::as_str));
         let mut h = r.heuristic_results.clone();
         strip_nul_json(&mut h);
         heuristic_results.push(h);
@@ -461,7 +468,7 @@ mod tests {
         let (store, _db) = fresh_postgres().await.unwrap();
         let mut old = sample_record(10);
         old.response = Some("old answer".into());
-        old.status = "ok".into();
+        old.status = crate::store::record::LogStatus::Ok;
         old.model_version = "v-old".into();
         let mut new = old.clone();
         new.created_at = old.created_at + chrono::Duration::seconds(90);
@@ -508,7 +515,7 @@ mod tests {
         let id = Uuid::parse_str(id).unwrap();
         let old = store.logs.get_log(id).await.unwrap().unwrap();
         assert_eq!(old.prompt, "hi");
-        assert_eq!(old.endpoint, "chat");
+        assert_eq!(old.endpoint.as_str(), "chat");
         assert_eq!(old.created_at.to_rfc3339(), "2024-05-01T10:00:00+00:00");
         assert!(old.tags.is_empty());
         let mut new = sample_record(5);

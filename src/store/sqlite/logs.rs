@@ -7,8 +7,9 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::{parse_json, parse_uuid, SqliteStore};
+use crate::store::codec::{opt_word_column, word_column};
 use crate::store::logs::{LogFilter, LogPage, LogStore};
-use crate::store::record::{to_micros, JsonText, LogRecord};
+use crate::store::record::{to_micros, Endpoint, HeuristicLabel, JsonText, LogRecord, LogStatus};
 use crate::store::sql::{self, log_columns};
 use crate::store::StoreError;
 
@@ -35,7 +36,7 @@ impl LogStore for SqliteStore {
             inserted += sqlx::query(INSERT)
                 .bind(r.request_id.to_string())
                 .bind(to_micros(r.created_at))
-                .bind(&r.endpoint)
+                .bind(r.endpoint.as_str())
                 .bind(&r.user_id)
                 .bind(&r.prompt)
                 .bind(&r.response)
@@ -48,7 +49,7 @@ impl LogStore for SqliteStore {
                 .bind(r.cached_input_tokens)
                 .bind(r.output_tokens)
                 .bind(r.cost_usd)
-                .bind(&r.status)
+                .bind(r.status.as_str())
                 .bind(r.http_status)
                 .bind(&r.error_type)
                 .bind(&r.error_message)
@@ -56,7 +57,7 @@ impl LogStore for SqliteStore {
                 .bind(r.streamed)
                 .bind(tags)
                 .bind(r.metadata.to_string())
-                .bind(&r.heuristic_label)
+                .bind(r.heuristic_label.map(HeuristicLabel::as_str))
                 .bind(r.heuristic_results.to_string())
                 .bind(&r.api_key_name)
                 .bind(r.request_params.as_ref().map(JsonText::get))
@@ -142,7 +143,7 @@ fn log_from_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
     Ok(LogRecord {
         request_id,
         created_at: row.try_get("created_at")?,
-        endpoint: row.try_get("endpoint")?,
+        endpoint: word_column(row, "endpoint", Endpoint::parse, request_id)?,
         user_id: row.try_get("user_id")?,
         prompt: row.try_get("prompt")?,
         response: row.try_get("response")?,
@@ -155,7 +156,7 @@ fn log_from_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         cached_input_tokens: row.try_get("cached_input_tokens")?,
         output_tokens: row.try_get("output_tokens")?,
         cost_usd: row.try_get("cost_usd")?,
-        status: row.try_get("status")?,
+        status: word_column(row, "status", LogStatus::parse, request_id)?,
         http_status: row.try_get("http_status")?,
         error_type: row.try_get("error_type")?,
         error_message: row.try_get("error_message")?,
@@ -163,7 +164,12 @@ fn log_from_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         streamed: row.try_get("streamed")?,
         tags: parse_json(&tags, "tags", request_id)?,
         metadata: parse_json(&metadata, "metadata", request_id)?,
-        heuristic_label: row.try_get("heuristic_label")?,
+        heuristic_label: opt_word_column(
+            row,
+            "heuristic_label",
+            HeuristicLabel::parse,
+            request_id,
+        )?,
         heuristic_results: parse_json(&heuristic_results, "heuristic_results", request_id)?,
         api_key_name: row.try_get("api_key_name")?,
         request_params: json_text(row, "request_params", request_id)?,
