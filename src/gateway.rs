@@ -748,7 +748,7 @@ impl Gateway {
                 let masked: Vec<ChatMessage> = many
                     .iter()
                     .map(|m| ChatMessage {
-                        role: m.role.clone(),
+                        role: m.role,
                         content: redact(&m.content).into_owned(),
                     })
                     .collect();

@@ -472,7 +472,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::provider::ChatMessage;
+    use crate::provider::{ChatMessage, Role};
 
     async fn start(cfg: MockUpstreamConfig) -> String {
         let (addr, _) = spawn(MockUpstreamConfig { port: 0, ..cfg }).await.unwrap();
@@ -673,11 +673,11 @@ mod tests {
         assert_eq!(text.split_whitespace().count(), 8);
         let expected_input = tokens::count_message_tokens(&[
             ChatMessage {
-                role: "system".into(),
+                role: Role::System,
                 content: "Be funny".into(),
             },
             ChatMessage {
-                role: "user".into(),
+                role: Role::User,
                 content: "Tell me a joke".into(),
             },
         ]);

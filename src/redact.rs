@@ -435,7 +435,7 @@ mod tests {
         #[test]
         fn no_url_shows_its_secrets(
             junk in "\\PC{0,60}",
-            password in "[A-Za-z0-9!$%^*~_.-]{3,20}",
+            password in "[A-Za-z0-9!$%^~_.-]{3,20}",
             name in "(password|PassWord|pass%77ord|api_key|token|sslpassword)",
             secret in "S3[A-Za-z0-9]{6,18}",
         ) {

@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{overhead_header, tags_from_headers, validate_tags, AppState, RequestId};
 use crate::auth::Caller;
 use crate::gateway::{ChatInput, Endpoint};
-use crate::provider::{ChatMessage, CompletionRequest};
+use crate::provider::{ChatMessage, CompletionRequest, Role};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -89,7 +89,7 @@ pub async fn chat(
         model_version: req.model_version,
         request: CompletionRequest {
             messages: vec![ChatMessage {
-                role: "user".into(),
+                role: Role::User,
                 content: req.prompt,
             }],
             user: Some(req.user_id.clone()),

@@ -14,7 +14,7 @@ use super::openai::{json_answer, tags_and_metadata};
 use super::{AppState, RequestId};
 use crate::auth::Caller;
 use crate::gateway::EmbeddingsInput;
-use crate::provider::EmbeddingsRequest;
+use crate::provider::{EmbeddingsRequest, Role};
 
 /// Most inputs in one request (OpenAI's limit).
 pub const MAX_INPUTS: usize = 2048;
@@ -108,7 +108,7 @@ pub async fn embeddings(
     let as_messages: Vec<crate::provider::ChatMessage> = inputs
         .iter()
         .map(|t| crate::provider::ChatMessage {
-            role: "user".into(),
+            role: Role::User,
             content: t.clone(),
         })
         .collect();

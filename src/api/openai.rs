@@ -30,7 +30,7 @@ use crate::auth::Caller;
 use crate::config::Config;
 use crate::gateway::{client_request, http_status_for, ChatInput, Endpoint, GatewayStreamItem};
 use crate::provider::wire::{sse_frame, JsonBody};
-use crate::provider::{Api, ChatMessage, CompletionRequest, ProviderError};
+use crate::provider::{Api, ChatMessage, CompletionRequest, ProviderError, Role};
 
 /// The model version that answered, on every model call's response (the body's `model` is the
 /// upstream's own name, as the upstream sent it).
@@ -252,15 +252,6 @@ pub struct ParsedRequest {
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-const CHAT_ROLES: [&str; 6] = [
-    "system",
-    "developer",
-    "user",
-    "assistant",
-    "tool",
-    "function",
-];
-
 /// Reads a Chat Completions body, refusing what the gateway cannot work with (no messages, an
 /// unknown role, out-of-range sampling values) with a 400 naming the field.
 pub fn parse_chat_completion(body: &JsonBody, config: &Config) -> Result<ParsedRequest, ApiError> {
@@ -282,16 +273,16 @@ pub fn parse_chat_completion(body: &JsonBody, config: &Config) -> Result<ParsedR
     }
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.into_iter().enumerate() {
-        if !CHAT_ROLES.contains(&m.role.as_str()) {
+        let Some(role) = Role::parse(&m.role) else {
             return Err(ApiError::invalid(format!(
                 "messages[{i}].role must be one of {}; got {:?}.",
-                CHAT_ROLES.join(", "),
+                Role::list(&Role::ALL),
                 m.role
             ))
             .param(format!("messages[{i}].role")));
-        }
+        };
         out.push(ChatMessage {
-            role: m.role,
+            role,
             content: m.content.map(|c| c.0).unwrap_or_default(),
         });
     }

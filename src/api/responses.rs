@@ -18,7 +18,7 @@ use super::{AppState, RequestId};
 use crate::auth::Caller;
 use crate::gateway::Endpoint;
 use crate::provider::wire::JsonBody;
-use crate::provider::{Api, ChatMessage};
+use crate::provider::{Api, ChatMessage, Role};
 
 /// Documentation only: the body is read member by member and forwarded as it came.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -91,7 +91,8 @@ struct TextIn {
     format: Option<FormatIn>,
 }
 
-const ROLES: [&str; 4] = ["system", "developer", "user", "assistant"];
+/// Roles a Responses `message` input item may carry.
+const ROLES: [Role; 4] = [Role::System, Role::Developer, Role::User, Role::Assistant];
 
 /// Reads a Responses body: the conversation as text (instructions first), JSON mode, limits.
 pub fn parse_responses(body: &JsonBody) -> Result<ParsedRequest, ApiError> {
@@ -101,38 +102,38 @@ pub fn parse_responses(body: &JsonBody) -> Result<ParsedRequest, ApiError> {
     let mut messages = Vec::new();
     if let Some(i) = body.member::<String>("instructions")? {
         messages.push(ChatMessage {
-            role: "system".into(),
+            role: Role::System,
             content: i,
         });
     }
     match input {
         InputIn::Text(t) => messages.push(ChatMessage {
-            role: "user".into(),
+            role: Role::User,
             content: t,
         }),
         InputIn::Items(items) => {
             for (i, item) in items.into_iter().enumerate() {
                 match item.kind.as_deref().unwrap_or("message") {
                     "message" => {
-                        let role = item.role.unwrap_or_default();
-                        if !ROLES.contains(&role.as_str()) {
+                        let given = item.role.unwrap_or_default();
+                        let Some(role) = Role::parse(&given).filter(|r| ROLES.contains(r)) else {
                             return Err(ApiError::invalid(format!(
-                                "input[{i}].role must be one of {}; got {role:?}.",
-                                ROLES.join(", ")
+                                "input[{i}].role must be one of {}; got {given:?}.",
+                                Role::list(&ROLES)
                             ))
                             .param(format!("input[{i}].role")));
-                        }
+                        };
                         messages.push(ChatMessage {
                             role,
                             content: item.content.map(|c| c.0).unwrap_or_default(),
                         });
                     }
                     "function_call_output" => messages.push(ChatMessage {
-                        role: "tool".into(),
+                        role: Role::Tool,
                         content: item.output.map(|c| c.0).unwrap_or_default(),
                     }),
                     "function_call" => messages.push(ChatMessage {
-                        role: "assistant".into(),
+                        role: Role::Assistant,
                         content: String::new(),
                     }),
                     // Reasoning items, item references, built-in tool calls: not text.

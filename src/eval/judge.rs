@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::provider::config::Pricing;
 use crate::provider::mock::{JUDGE_CRITERIA_PREFIX, JUDGE_MARKER};
 use crate::provider::tokens;
-use crate::provider::{self, ChatMessage, CompletionRequest, Provider, ProviderError, Usage};
+use crate::provider::{self, ChatMessage, CompletionRequest, Provider, ProviderError, Role, Usage};
 
 /// Prompt and answer are cut to this many characters each before they are shown to the judge.
 pub const MAX_JUDGED_CHARS: usize = 12_000;
@@ -115,11 +115,11 @@ pub fn build_messages(criteria: &[Criterion], prompt: &str, answer: &str) -> Vec
     );
     vec![
         ChatMessage {
-            role: "system".into(),
+            role: Role::System,
             content: system,
         },
         ChatMessage {
-            role: "user".into(),
+            role: Role::User,
             content: user,
         },
     ]
@@ -133,11 +133,11 @@ pub fn repair_messages(
     reason: &str,
 ) -> Vec<ChatMessage> {
     messages.push(ChatMessage {
-        role: "assistant".into(),
+        role: Role::Assistant,
         content: clip(bad_reply, MAX_RATIONALE_CHARS),
     });
     messages.push(ChatMessage {
-        role: "user".into(),
+        role: Role::User,
         content: format!(
             "That reply could not be used: {reason}. Reply again with only the JSON object in \
              the shape given, with an integer from 1 to 5 for every criterion."
@@ -664,7 +664,7 @@ mod tests {
         let m = build_messages(&crit(), "p", "a");
         let r = repair_messages(m, "nope", "the reply contains no JSON object");
         assert_eq!(r.len(), 4);
-        assert_eq!(r[2].role, "assistant");
+        assert_eq!(r[2].role, Role::Assistant);
         assert_eq!(r[2].content, "nope");
         assert!(r[3].content.contains("no JSON object"));
     }

@@ -28,8 +28,54 @@ pub use retry::RetryPolicy;
 /// shown as `[type]`). Used for token counts, the stored prompt, the judge and the mock.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
-    pub role: String,
+    pub role: Role,
     pub content: String,
+}
+
+/// Who wrote a message, in OpenAI's words (lowercase in JSON, as clients send them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+}
+
+impl Role {
+    /// Every role a Chat Completions request may carry.
+    pub const ALL: [Role; 6] = [
+        Role::System,
+        Role::Developer,
+        Role::User,
+        Role::Assistant,
+        Role::Tool,
+        Role::Function,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Tool => "tool",
+            Role::Function => "function",
+        }
+    }
+
+    /// The role a word names; None for any other text.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// `a, b or c` of the given roles, for error messages.
+    pub fn list(roles: &[Role]) -> String {
+        let words: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        words.join(", ")
+    }
 }
 
 /// Which OpenAI API a client spoke, and so the shape of the answer it gets back.

@@ -314,6 +314,8 @@ impl Provider for OpenAiChat {
 #[cfg(test)]
 pub(super) mod tests {
     use std::net::SocketAddr;
+
+    use crate::provider::Role;
     use std::sync::atomic::AtomicU32;
     use std::sync::Arc;
 
@@ -363,11 +365,11 @@ pub(super) mod tests {
             model: "gpt-test".into(),
             messages: vec![
                 ChatMessage {
-                    role: "system".into(),
+                    role: Role::System,
                     content: "You are terse.".into(),
                 },
                 ChatMessage {
-                    role: "user".into(),
+                    role: Role::User,
                     content: prompt.into(),
                 },
             ],

@@ -16,7 +16,7 @@ use super::translate;
 use super::wire::{self, sse_frame, ErrorDetail};
 use super::{
     Api, Completion, CompletionRequest, CompletionStream, Embeddings, EmbeddingsRequest, Provider,
-    ProviderError, RetryPolicy, StreamEnd, StreamEvent, ToolCall, Usage,
+    ProviderError, RetryPolicy, Role, StreamEnd, StreamEvent, ToolCall, Usage,
 };
 
 /// Client for `POST {base_url}/responses` and `/embeddings`.
@@ -83,7 +83,7 @@ impl<'a> ResponsesRequest<'a> {
         let system: Vec<&str> = req
             .messages
             .iter()
-            .filter(|m| m.role == "system")
+            .filter(|m| m.role == Role::System)
             .map(|m| m.content.as_str())
             .collect();
         ResponsesRequest {
@@ -91,9 +91,9 @@ impl<'a> ResponsesRequest<'a> {
             input: req
                 .messages
                 .iter()
-                .filter(|m| m.role != "system")
+                .filter(|m| m.role != Role::System)
                 .map(|m| InputMessage {
-                    role: &m.role,
+                    role: m.role.as_str(),
                     content: &m.content,
                 })
                 .collect(),

@@ -62,7 +62,7 @@ pub fn count_message_tokens(messages: &[ChatMessage]) -> u64 {
     }
     messages
         .iter()
-        .map(|m| TOKENS_PER_MESSAGE + count_tokens(&m.role) + count_tokens(&m.content))
+        .map(|m| TOKENS_PER_MESSAGE + count_tokens(m.role.as_str()) + count_tokens(&m.content))
         .sum::<u64>()
         + REPLY_PRIMING_TOKENS
 }
@@ -111,7 +111,7 @@ mod tests {
 
     fn msg(role: &str, content: &str) -> ChatMessage {
         ChatMessage {
-            role: role.into(),
+            role: crate::provider::Role::parse(role).expect("a role"),
             content: content.into(),
         }
     }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use super::wire::{sse_frame, DONE_FRAME};
 use super::{
     Api, ChatMessage, Completion, CompletionRequest, CompletionStream, Embeddings,
-    EmbeddingsRequest, Provider, ProviderError, RetryPolicy, StreamEnd, StreamEvent,
+    EmbeddingsRequest, Provider, ProviderError, RetryPolicy, Role, StreamEnd, StreamEvent,
 };
 use shapes::{MockAnswer, MockRequest};
 
@@ -78,7 +78,7 @@ pub const JUDGE_CRITERIA_PREFIX: &str = "Criteria:";
 pub fn is_judge_request(messages: &[ChatMessage]) -> bool {
     messages
         .iter()
-        .any(|m| m.role == "system" && m.content.contains(JUDGE_MARKER))
+        .any(|m| m.role == Role::System && m.content.contains(JUDGE_MARKER))
 }
 
 /// The mock judge's reply: deterministic scores 3–5 per criterion derived from the judged text
@@ -87,13 +87,13 @@ pub fn is_judge_request(messages: &[ChatMessage]) -> bool {
 /// only until the conversation holds an earlier (refused) assistant reply, and
 /// `[mock:judge_fenced]` wraps the JSON in a Markdown fence with prose around it.
 pub fn judge_answer(messages: &[ChatMessage], triggers: &Triggers) -> String {
-    let retried = messages.iter().any(|m| m.role == "assistant");
+    let retried = messages.iter().any(|m| m.role == Role::Assistant);
     if triggers.judge_malformed || (triggers.judge_malformed_once && !retried) {
         return "I would rate this answer fairly well, maybe a four out of five overall.".into();
     }
     let criteria: Vec<&str> = messages
         .iter()
-        .filter(|m| m.role == "system")
+        .filter(|m| m.role == Role::System)
         .flat_map(|m| m.content.lines())
         .find_map(|l| l.trim().strip_prefix(JUDGE_CRITERIA_PREFIX))
         .map(|rest| {
@@ -129,7 +129,7 @@ pub fn judge_answer(messages: &[ChatMessage], triggers: &Triggers) -> String {
 fn judged_text(messages: &[ChatMessage]) -> &str {
     messages
         .iter()
-        .find(|m| m.role == "user")
+        .find(|m| m.role == Role::User)
         .map(|m| m.content.as_str())
         .unwrap_or("")
 }
@@ -140,7 +140,7 @@ pub fn last_user_text(messages: &[ChatMessage]) -> &str {
     messages
         .iter()
         .rev()
-        .find(|m| m.role == "user")
+        .find(|m| m.role == Role::User)
         .or_else(|| messages.last())
         .map(|m| m.content.as_str())
         .unwrap_or("")
@@ -524,11 +524,11 @@ mod tests {
             model: "mock-1".into(),
             messages: vec![
                 ChatMessage {
-                    role: "system".into(),
+                    role: Role::System,
                     content: "Be brief.".into(),
                 },
                 ChatMessage {
-                    role: "user".into(),
+                    role: Role::User,
                     content: prompt.into(),
                 },
             ],
@@ -707,13 +707,13 @@ mod tests {
     fn judge_req(material: &str) -> Vec<ChatMessage> {
         vec![
             ChatMessage {
-                role: "system".into(),
+                role: Role::System,
                 content: format!(
                     "{JUDGE_MARKER} rubric\n{JUDGE_CRITERIA_PREFIX} overall, truthfulness\nReply in JSON."
                 ),
             },
             ChatMessage {
-                role: "user".into(),
+                role: Role::User,
                 content: material.into(),
             },
         ]
@@ -767,11 +767,11 @@ mod tests {
                 .is_err()
         );
         once.push(ChatMessage {
-            role: "assistant".into(),
+            role: Role::Assistant,
             content: "bad".into(),
         });
         once.push(ChatMessage {
-            role: "user".into(),
+            role: Role::User,
             content: "again, as JSON".into(),
         });
         assert!(
@@ -785,7 +785,7 @@ mod tests {
     #[test]
     fn bad_json_trigger_breaks_json_mode() {
         let m = vec![ChatMessage {
-            role: "user".into(),
+            role: Role::User,
             content: "json please [mock:bad_json]".into(),
         }];
         let (text, _) = answer_for(&m, 8, None, true);

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::schema;
 use super::{answer_for_variant, fnv1a, is_judge_request, last_user_text, word_deltas, Triggers};
 use crate::provider::tokens;
-use crate::provider::{Api, ChatMessage, ToolCall, Usage};
+use crate::provider::{Api, ChatMessage, Role, ToolCall, Usage};
 
 /// Most choices the mock gives for one request (`n`).
 pub const MAX_CHOICES: u32 = 16;
@@ -143,17 +143,13 @@ impl MockRequest {
         r.messages = items
             .iter()
             .map(|m| ChatMessage {
-                role: m
-                    .get("role")
-                    .and_then(Value::as_str)
-                    .unwrap_or("user")
-                    .to_string(),
+                role: role_of(m),
                 content: m.get("content").map(content_text).unwrap_or_default(),
             })
             .collect();
         r.tool_result_last = matches!(
-            r.messages.last().map(|m| m.role.as_str()),
-            Some("tool" | "function")
+            r.messages.last().map(|m| m.role),
+            Some(Role::Tool | Role::Function)
         );
         r.include_usage = v
             .pointer("/stream_options/include_usage")
@@ -189,13 +185,13 @@ impl MockRequest {
             .map(str::to_string);
         if let Some(text) = &r.instructions {
             r.messages.push(ChatMessage {
-                role: "system".into(),
+                role: Role::System,
                 content: text.clone(),
             });
         }
         match v.get("input") {
             Some(Value::String(s)) => r.messages.push(ChatMessage {
-                role: "user".into(),
+                role: Role::User,
                 content: s.clone(),
             }),
             Some(Value::Array(items)) => {
@@ -206,19 +202,15 @@ impl MockRequest {
                         .unwrap_or("message");
                     let message = match kind {
                         "message" => ChatMessage {
-                            role: item
-                                .get("role")
-                                .and_then(Value::as_str)
-                                .unwrap_or("user")
-                                .to_string(),
+                            role: role_of(item),
                             content: item.get("content").map(content_text).unwrap_or_default(),
                         },
                         "function_call_output" => ChatMessage {
-                            role: "tool".into(),
+                            role: Role::Tool,
                             content: item.get("output").map(content_text).unwrap_or_default(),
                         },
                         "function_call" => ChatMessage {
-                            role: "assistant".into(),
+                            role: Role::Assistant,
                             content: String::new(),
                         },
                         _ => continue,
@@ -266,6 +258,15 @@ fn format_of(format: Option<&Value>, schema_at: &str) -> Format {
         }
         _ => Format::Text,
     }
+}
+
+/// A message's role as the mock reads it: any word it does not know is the user speaking.
+fn role_of(message: &Value) -> Role {
+    message
+        .get("role")
+        .and_then(Value::as_str)
+        .and_then(Role::parse)
+        .unwrap_or(Role::User)
 }
 
 /// Text of a message content: a string, or the text parts of an array (other parts as `[type]`).
