@@ -1,4 +1,11 @@
+use bytes::Bytes;
+use serde_json::{json, Value};
+
 use super::*;
+use crate::provider::http::{SseEvent, SseHandler};
+use crate::provider::openai_responses::ResponseObject;
+use crate::provider::wire::{JsonBody, DONE_FRAME};
+use crate::provider::StreamEvent;
 
 fn translate(body: Value) -> Result<Value, ProviderError> {
     let body = JsonBody::parse(Bytes::from(body.to_string())).unwrap();
