@@ -11,6 +11,7 @@ pub mod mock;
 pub mod openai_chat;
 pub mod openai_responses;
 pub mod retry;
+pub mod sse;
 pub mod tokens;
 pub mod translate;
 pub mod wire;

@@ -7,7 +7,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::config::ProviderConfig;
-use super::http::{truncate_chars, HttpUpstream, SseEvent, SseHandler, MAX_ERROR_MESSAGE_CHARS};
+use super::http::{truncate_chars, HttpUpstream, MAX_ERROR_MESSAGE_CHARS};
+use super::sse::{SseEvent, SseHandler};
 use super::wire::{self, sse_frame, ChatView, ToolCallParts, DONE_FRAME};
 use super::{
     Api, ChatMessage, Completion, CompletionRequest, CompletionStream, Embeddings,

@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::config::ProviderConfig;
-use super::http::{truncate_chars, HttpUpstream, SseEvent, SseHandler};
+use super::http::{truncate_chars, HttpUpstream};
 use super::openai_chat::embed_via;
+use super::sse::{SseEvent, SseHandler};
 use super::translate;
 use super::wire::{self, sse_frame, ErrorDetail};
 use super::{

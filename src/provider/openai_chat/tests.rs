@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::mock_upstream::{self, MockUpstreamConfig};
-use crate::provider::http::SseDecoder;
 use crate::provider::retry::with_retries;
+use crate::provider::sse::SseDecoder;
 use crate::provider::wire::JsonBody;
 use crate::provider::ClientRequest;
 

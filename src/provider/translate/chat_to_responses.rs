@@ -7,8 +7,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::unsupported;
-use crate::provider::http::{SseEvent, SseHandler};
 use crate::provider::openai_responses::{final_response, stream_error, EventView, ResponseObject};
+use crate::provider::sse::{SseEvent, SseHandler};
 use crate::provider::wire::{sse_frame, JsonBody, DONE_FRAME};
 use crate::provider::{ProviderError, StreamEnd, StreamEvent, ToolCall};
 

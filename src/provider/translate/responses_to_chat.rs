@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::unsupported_on_chat;
-use crate::provider::http::{SseEvent, SseHandler};
+use crate::provider::sse::{SseEvent, SseHandler};
 use crate::provider::wire::{sse_frame, JsonBody};
 use crate::provider::{ProviderError, StreamEnd, StreamEvent, ToolCall};
 

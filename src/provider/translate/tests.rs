@@ -2,8 +2,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::provider::http::{SseEvent, SseHandler};
 use crate::provider::openai_responses::ResponseObject;
+use crate::provider::sse::{SseEvent, SseHandler};
 use crate::provider::wire::{JsonBody, DONE_FRAME};
 use crate::provider::StreamEvent;
 
