@@ -144,7 +144,7 @@ def _():
 @check("OpenAIEmbeddings")
 def _():
     # check_embedding_ctx_length=False sends strings; the default tokenizes first, which needs
-    # tiktoken's cl100k_base file from the internet (token arrays are covered by tests/passthrough.rs).
+    # tiktoken's cl100k_base file from the internet (token arrays are covered by tests/it/passthrough.rs).
     emb = OpenAIEmbeddings(model="gpt-test", base_url=GATEWAY, api_key=KEY, dimensions=8,
                            check_embedding_ctx_length=False)
     vectors = emb.embed_documents(["first", "second"])
