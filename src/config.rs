@@ -41,6 +41,45 @@ pub struct Config {
     pub heuristics: HeuristicsConfig,
     /// The LLM judge: which model, how much traffic it samples, what it scores.
     pub judge: JudgeConfig,
+    /// Redis for per-key rate limits shared by every replica; without it each replica counts alone.
+    pub redis: RedisConfig,
+}
+
+/// What a rate-limit check does when Redis cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFailureMode {
+    /// Let the replica's own limiter decide (limits hold per replica, as without Redis).
+    #[default]
+    Open,
+    /// Refuse limited keys with 429 until Redis answers again.
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db` (`rediss://` for TLS); `REDIS_URL` overrides it. Empty:
+    /// no Redis, and `auth.rate_limits` are enforced by each replica on its own.
+    #[serde(serialize_with = "serialize_db_url")]
+    pub url: String,
+    /// Every key this gateway writes starts with `{<key_prefix>:<key name>}` (one Redis Cluster
+    /// slot per API key); gateways sharing limits must share the prefix.
+    pub key_prefix: String,
+    /// A limit check that Redis has not answered within this many milliseconds counts as failed.
+    pub timeout_ms: u64,
+    pub failure_mode: RedisFailureMode,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            key_prefix: "lqo".into(),
+            timeout_ms: 100,
+            failure_mode: RedisFailureMode::Open,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -260,6 +299,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             heuristics: HeuristicsConfig::default(),
             judge: JudgeConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -365,6 +405,9 @@ impl Config {
         }
         if let Some(v) = env("DATABASE_URL") {
             self.database.url = v;
+        }
+        if let Some(v) = env("REDIS_URL") {
+            self.redis.url = v;
         }
         if let Some(v) = env("LQO_AUTH") {
             match v.to_ascii_lowercase().as_str() {
@@ -579,6 +622,7 @@ impl Config {
             ));
         }
         problems.extend(self.auth.problems());
+        problems.extend(self.redis_problems());
         problems.extend(self.eval_problems());
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
             problems.push(format!("logging.level {:?}: {e}", self.logging.level));
@@ -592,6 +636,39 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.server.request_timeout_secs)
+    }
+
+    fn redis_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let r = &self.redis;
+        if !r.url.is_empty() {
+            if let Err(e) = redis::Client::open(r.url.as_str()) {
+                // The crate's message can quote the URL; never its password.
+                let reason = e.to_string().replace(&r.url, &redact_url(&r.url));
+                problems.push(format!(
+                    "redis.url {} is not a Redis URL (redis://host:port/db or rediss://…): {reason}",
+                    redact_url(&r.url)
+                ));
+            }
+        }
+        let tame = !r.key_prefix.is_empty()
+            && r.key_prefix.len() <= 64
+            && r.key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-'));
+        if !tame {
+            problems.push(format!(
+                "redis.key_prefix {:?}: use letters, digits and : _ . - (1 to 64)",
+                r.key_prefix
+            ));
+        }
+        if r.timeout_ms == 0 || r.timeout_ms > 10_000 {
+            problems.push(format!(
+                "redis.timeout_ms must be between 1 and 10000, got {}",
+                r.timeout_ms
+            ));
+        }
+        problems
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -926,6 +1003,32 @@ default_model: missing
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn redis_url_comes_from_the_environment_and_never_shows_its_password() {
+        let cfg = Config::load_with(
+            None,
+            &env_of(&[("REDIS_URL", "redis://:s3cret-pw@redis.internal:6379/2")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.redis.url, "redis://:s3cret-pw@redis.internal:6379/2");
+        assert_eq!(cfg.redis.failure_mode, RedisFailureMode::Open);
+        assert!(!cfg.to_redacted_yaml().contains("s3cret-pw"));
+
+        let mut cfg = Config::from_yaml(
+            "redis: { url: 'http://:s3cret-pw@x', key_prefix: 'a{b}', timeout_ms: 0, failure_mode: closed }",
+        )
+        .unwrap();
+        cfg.apply_env(&env_of(&[])).unwrap();
+        let ConfigError::Invalid(problems) = cfg.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let all = problems.join("\n");
+        for needle in ["redis.url", "redis.key_prefix", "redis.timeout_ms"] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert!(!all.contains("s3cret-pw"), "{all}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub async fn health() -> Json<Health> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready`; `degraded` (still serving: e.g. the database is down and records go to the
-    /// spool on disk, to be replayed); or `not_ready` (records are being lost: the database and
+    /// spool on disk, to be replayed, or Redis fails and rate limits fall back); or `not_ready` (records are being lost: the database and
     /// the spool both fail).
     pub status: &'static str,
     /// `postgres` or `sqlite`.
@@ -72,6 +72,13 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
             "log records go to the spool on disk until the database takes writes again ({} bytes waiting)",
             writer.spool_bytes
         ));
+    }
+    // Limits fail open or closed as configured, never a lost record: degraded, not 503.
+    if let Some(problem) = state.auth.shared_limits_problem().await {
+        reasons.push(problem);
+    }
+    if let Some(problem) = state.auth.key_changes_problem() {
+        reasons.push(problem);
     }
     let spool_failing = writer.spool_error.is_some();
     if let Some(e) = &writer.spool_error {

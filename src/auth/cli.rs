@@ -138,9 +138,17 @@ async fn act(cfg: &Config, store: &Store, action: KeysAction) -> Result<KeysOutp
                 )));
             }
             let k = keys::revoke_key(store, &name, CLI_ACTOR).await?;
+            let when = if cfg.is_postgres() {
+                format!(
+                    "within a second (PostgreSQL NOTIFY), at most auth.cache_ttl_secs ({} s) where a gateway's listener is down",
+                    cfg.auth.cache_ttl_secs
+                )
+            } else {
+                format!("within auth.cache_ttl_secs ({} s)", cfg.auth.cache_ttl_secs)
+            };
             out.stderr = format!(
-                "revoked key {:?} (prefix {}); running gateways stop accepting it within auth.cache_ttl_secs ({} s)\n",
-                k.name, k.prefix, cfg.auth.cache_ttl_secs
+                "revoked key {:?} (prefix {}); running gateways stop accepting it {when}\n",
+                k.name, k.prefix
             );
         }
     }

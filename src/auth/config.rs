@@ -22,8 +22,9 @@ pub struct AuthConfig {
     pub required: bool,
     /// Keys declared here for stateless deployments: only the key's SHA-256, never the key.
     pub keys: Vec<ConfigKey>,
-    /// How long a verified key is trusted without asking the database again; a revoked key stops
-    /// working within this many seconds on every replica (at once on the replica that revoked it).
+    /// How long a verified key is trusted without asking the database again. On PostgreSQL a
+    /// revocation reaches every replica within a second (LISTEN/NOTIFY); this is the bound when
+    /// that fails, and on SQLite.
     pub cache_ttl_secs: u64,
     /// Environment variable holding the bearer token that `GET /metrics` then requires
     /// (default `LQO_METRICS_TOKEN`; unset → /metrics is public).

@@ -82,24 +82,104 @@ pub enum CreateKeyError {
     Store(#[from] StoreError),
 }
 
+/// The PostgreSQL channel on which key creation and revocation are announced to every gateway
+/// on the database, so their key caches follow within a second (`auth::listen_for_key_changes`).
+pub const KEY_CHANGES_CHANNEL: &str = "lqo_api_keys";
+
+/// What happened to a key, as announced on [`KEY_CHANGES_CHANNEL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyChangeOp {
+    Create,
+    Revoke,
+}
+
+/// One announced change: the payload is `{"op": "create"|"revoke", "name": "<key name>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyChange {
+    pub op: KeyChangeOp,
+    pub name: String,
+}
+
+/// Queues the announcement in `tx`; PostgreSQL delivers it to the listeners when `tx` commits,
+/// and never if it rolls back.
+async fn notify_key_change(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    op: KeyChangeOp,
+    name: &str,
+) -> Result<(), sqlx::Error> {
+    let payload = serde_json::json!({"op": op, "name": name}).to_string();
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(KEY_CHANGES_CHANNEL)
+        .bind(payload)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Key changes announced by any process on the same PostgreSQL database; holds one connection
+/// of the pool while it listens.
+pub struct KeyChanges(sqlx::postgres::PgListener);
+
+impl KeyChanges {
+    /// The next change. `Ok(None)`: the connection was lost and is being re-established, and
+    /// changes made meanwhile were missed.
+    pub async fn next(&mut self) -> Result<Option<KeyChange>, StoreError> {
+        loop {
+            let Some(n) = self.0.try_recv().await? else {
+                return Ok(None);
+            };
+            match serde_json::from_str(n.payload()) {
+                Ok(change) => return Ok(Some(change)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring an unreadable key change notification")
+                }
+            }
+        }
+    }
+}
+
 impl Store {
-    /// Inserts a key. A live key of the same name is a [`CreateKeyError::NameTaken`].
+    /// Starts listening for key changes; `None` on SQLite, which serves one process only (the
+    /// key cache's TTL applies there).
+    pub async fn listen_key_changes(&self) -> Result<Option<KeyChanges>, StoreError> {
+        match self {
+            Store::Postgres(pool) => {
+                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                listener.listen(KEY_CHANGES_CHANNEL).await?;
+                Ok(Some(KeyChanges(listener)))
+            }
+            Store::Sqlite(_) => Ok(None),
+        }
+    }
+
+    /// Inserts a key (announced on [`KEY_CHANGES_CHANNEL`] on PostgreSQL). A live key of the
+    /// same name is a [`CreateKeyError::NameTaken`].
     pub async fn insert_api_key(&self, k: &NewKey<'_>) -> Result<(), CreateKeyError> {
         let scopes = k.scopes.join(",");
         let result = match self {
-            Store::Postgres(pool) => sqlx::query(
-                "INSERT INTO api_keys (name, prefix, key_hash, scopes, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(k.name)
-            .bind(k.prefix)
-            .bind(k.key_hash)
-            .bind(&scopes)
-            .bind(k.created_at)
-            .bind(k.expires_at)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected()),
+            Store::Postgres(pool) => {
+                async {
+                    let mut tx = pool.begin().await?;
+                    let n = sqlx::query(
+                        "INSERT INTO api_keys (name, prefix, key_hash, scopes, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(k.name)
+                    .bind(k.prefix)
+                    .bind(k.key_hash)
+                    .bind(&scopes)
+                    .bind(k.created_at)
+                    .bind(k.expires_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    notify_key_change(&mut tx, KeyChangeOp::Create, k.name).await?;
+                    tx.commit().await?;
+                    Ok::<_, sqlx::Error>(n)
+                }
+                .await
+            }
             Store::Sqlite(pool) => sqlx::query(
                 "INSERT INTO api_keys (name, prefix, key_hash, scopes, created_at, expires_at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -186,7 +266,8 @@ impl Store {
         Ok(n)
     }
 
-    /// Marks the live key of that name revoked; `None` when there is no live key of that name.
+    /// Marks the live key of that name revoked (announced on [`KEY_CHANGES_CHANNEL`] on
+    /// PostgreSQL); `None` when there is no live key of that name.
     pub async fn revoke_api_key(
         &self,
         name: &str,
@@ -194,15 +275,21 @@ impl Store {
     ) -> Result<Option<StoredKey>, StoreError> {
         match self {
             Store::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
                 let row = sqlx::query(&format!(
                     "UPDATE api_keys SET revoked_at = $2 WHERE name = $1 AND revoked_at IS NULL \
                      RETURNING {KEY_COLUMNS}"
                 ))
                 .bind(name)
                 .bind(at)
-                .fetch_optional(pool)
+                .fetch_optional(&mut *tx)
                 .await?;
-                row.as_ref().map(key_from_row).transpose()
+                let key = row.as_ref().map(key_from_row).transpose()?;
+                if key.is_some() {
+                    notify_key_change(&mut tx, KeyChangeOp::Revoke, name).await?;
+                }
+                tx.commit().await?;
+                Ok(key)
             }
             Store::Sqlite(pool) => {
                 let row = sqlx::query(&format!(
