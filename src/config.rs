@@ -1032,6 +1032,28 @@ default_model: missing
     }
 
     #[test]
+    fn kubernetes_configmap_config_validates() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/configmap.yaml"
+        ))
+        .unwrap();
+        let cm: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let file = cm["data"]["lqo.yaml"].as_str().expect("data.lqo.yaml");
+        let mut cfg = Config::from_yaml(file).unwrap();
+        // What the StatefulSet passes from the Secret.
+        cfg.apply_env(&env_of(&[
+            ("DATABASE_URL", "postgres://lqo:pw@postgres:5432/llm_logs"),
+            ("REDIS_URL", "redis://redis:6379/0"),
+            ("LLM_API_KEY", "k"),
+        ]))
+        .unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.auth.required && cfg.is_postgres());
+        assert_eq!(cfg.writer.spool_dir, Path::new("/var/lib/lqo/spool"));
+    }
+
+    #[test]
     fn example_config_parses_and_validates() {
         let text =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/lqo.example.yaml"))
