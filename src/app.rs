@@ -87,7 +87,8 @@ impl App {
             metrics.clone(),
             shared_limits,
         ));
-        let key_changes = crate::auth::follow_key_changes(auth.clone());
+        let listen_url = Some(config.database.listen_url.clone()).filter(|u| !u.is_empty());
+        let key_changes = crate::auth::follow_key_changes(auth.clone(), listen_url);
         let state = AppState::new(AppStateInner {
             config: Arc::new(config),
             gateway,

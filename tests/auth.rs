@@ -14,6 +14,7 @@ use llm_quality_observer::auth::keys::{self, hash_key_hex};
 use llm_quality_observer::auth::{access_for, Access};
 use llm_quality_observer::config::Config;
 use llm_quality_observer::store::auth::NewKey;
+use llm_quality_observer::store::{testing, Store};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -1081,7 +1082,23 @@ async fn a_revoked_key_is_refused_by_every_replica_within_a_second() {
     };
     let a = Harness::postgres_with(on).await;
     let b = a.replica(on).await;
-    let c = a.replica(on).await;
+    // The third listens on a connection of its own (database.listen_url), as behind PgBouncer.
+    let Store::Postgres(pool) = &a.store else {
+        unreachable!()
+    };
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let server = std::env::var("LQO_TEST_PG_URL")
+        .unwrap_or_else(|_| testing::DEFAULT_TEST_PG_URL.to_string());
+    let listen_url = format!("{}/{db}", server.rsplit_once('/').unwrap().0);
+    let c = a
+        .replica(|cfg| {
+            on(cfg);
+            cfg.database.listen_url = listen_url.clone();
+        })
+        .await;
     // Every replica follows key changes before the key exists (the listener starts in the
     // background; /ready names it until then).
     for h in [&a, &b, &c] {

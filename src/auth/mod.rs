@@ -627,8 +627,12 @@ impl Auth {
 /// (`LISTEN lqo_api_keys`), so a revoked key is refused on every replica within a second. While
 /// the listener is down the cache TTL bounds the delay; after a reconnect the whole cache is
 /// dropped, since changes may have been missed. `None` when there is nothing to follow (auth off,
-/// or SQLite). Abort the task to stop it.
-pub fn follow_key_changes(auth: Arc<Auth>) -> Option<tokio::task::JoinHandle<()>> {
+/// or SQLite). `listen_url`: `database.listen_url`, when the pool goes through a transaction-mode
+/// pooler. Abort the task to stop it.
+pub fn follow_key_changes(
+    auth: Arc<Auth>,
+    listen_url: Option<String>,
+) -> Option<tokio::task::JoinHandle<()>> {
     if !auth.required || !matches!(auth.store, Store::Postgres(_)) {
         return None;
     }
@@ -636,7 +640,7 @@ pub fn follow_key_changes(auth: Arc<Auth>) -> Option<tokio::task::JoinHandle<()>
         const MAX_BACKOFF: Duration = Duration::from_secs(30);
         let mut backoff = Duration::from_millis(500);
         loop {
-            match auth.store.listen_key_changes().await {
+            match auth.store.listen_key_changes(listen_url.as_deref()).await {
                 Ok(None) => return,
                 Ok(Some(mut changes)) => {
                     auth.forget_all();

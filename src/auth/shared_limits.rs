@@ -415,6 +415,88 @@ mod tests {
         assert_eq!(b.check("k", l, false).await, SharedVerdict::Allowed);
     }
 
+    /// A TCP proxy to the test Redis that can be cut and restored, to play an outage without
+    /// touching the shared server.
+    struct Proxy {
+        port: u16,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    }
+
+    impl Proxy {
+        async fn start(port: u16) -> Proxy {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let target = std::env::var("LQO_TEST_REDIS_URL")
+                .ok()
+                .and_then(|u| {
+                    let rest = u.split_once("://")?.1;
+                    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                    Some(host.split('/').next()?.to_string())
+                })
+                .unwrap_or_else(|| "127.0.0.1:6379".into());
+            let accept = tokio::spawn(async move {
+                let mut conns = tokio::task::JoinSet::new();
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let target = target.clone();
+                    conns.spawn(async move {
+                        if let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        }
+                    });
+                }
+            });
+            Proxy {
+                port,
+                tasks: vec![accept],
+            }
+        }
+
+        /// Closes the listener and every proxied connection (the JoinSet drops with the task).
+        fn cut(self) -> u16 {
+            for t in &self.tasks {
+                t.abort();
+            }
+            self.port
+        }
+    }
+
+    #[tokio::test]
+    async fn limits_are_shared_again_once_redis_is_back() {
+        let proxy = Proxy::start(0).await;
+        let cfg = RedisConfig {
+            url: format!("redis://127.0.0.1:{}/0", proxy.port),
+            key_prefix: format!("lqo-test-{}", uuid::Uuid::new_v4().simple()),
+            timeout_ms: 2_000,
+            ..RedisConfig::default()
+        };
+        let m = Arc::new(Metrics::new());
+        let s = SharedLimits::from_config(&cfg, m.clone()).unwrap();
+        let l = limit(100, 0);
+        assert_eq!(s.check("k", l, true).await, SharedVerdict::Allowed);
+        let port = proxy.cut();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(s.check("k", l, true).await, SharedVerdict::Unavailable);
+        assert!(s.probe().await.is_some());
+        let proxy = Proxy::start(port).await;
+        // The connection manager reconnects; the back-off after a failure is one second.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match s.check("k", l, true).await {
+                SharedVerdict::Allowed => break,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "Redis is back but checks still say {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(s.probe().await, None);
+        assert!(m.rate_limit_store_errors.get() >= 1);
+        proxy.cut();
+    }
+
     #[tokio::test]
     async fn a_failing_redis_is_counted_then_left_alone_for_a_moment() {
         let port = {

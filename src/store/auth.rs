@@ -140,12 +140,25 @@ impl KeyChanges {
 }
 
 impl Store {
-    /// Starts listening for key changes; `None` on SQLite, which serves one process only (the
-    /// key cache's TTL applies there).
-    pub async fn listen_key_changes(&self) -> Result<Option<KeyChanges>, StoreError> {
+    /// Starts listening for key changes, on one connection of the pool or, given `listen_url`,
+    /// on a connection of its own there (past a transaction-mode pooler, which cannot hold a
+    /// LISTEN); `None` on SQLite, which serves one process only (the key cache's TTL applies).
+    pub async fn listen_key_changes(
+        &self,
+        listen_url: Option<&str>,
+    ) -> Result<Option<KeyChanges>, StoreError> {
         match self {
             Store::Postgres(pool) => {
-                let mut listener = sqlx::postgres::PgListener::connect_with(pool).await?;
+                let mut listener = match listen_url {
+                    Some(url) => sqlx::postgres::PgListener::connect(url)
+                        .await
+                        .map_err(|e| StoreError::Connect {
+                            backend: "postgres",
+                            url: super::redact_url(url),
+                            reason: super::scrub(&e.to_string(), url),
+                        })?,
+                    None => sqlx::postgres::PgListener::connect_with(pool).await?,
+                };
                 listener.listen(KEY_CHANGES_CHANNEL).await?;
                 Ok(Some(KeyChanges(listener)))
             }
