@@ -16,7 +16,12 @@ What is checked (stdlib only, a small PromQL lexer, no PromQL parser):
   * every label in a selector `metric{label=...}` is a label of that metric; every label in
     by/without/on/ignoring/group_left/group_right is a label of some metric of the expression;
     job, instance (target labels) and le (buckets) are always allowed where they apply;
-  * literal label values (`label="x"`) never seen in the exposition are reported as warnings only.
+  * literal label values (`label="x"`) never seen in the exposition are reported as warnings only;
+  * every metric family the source exposes is used by some rule or dashboard (panel, variable or
+    annotation): a family on no dashboard and in no rule is an error (--allow-unused turns this
+    off, for checks of a partial set of rules or dashboards).
+Metrics of Alertmanager's own /metrics (EXTERNAL_METRICS, scraped as job "alertmanager") may be
+used by rules without being exposed by the gateway.
 
 --pending-file FILE lists metrics that are not exposed yet ("coming" in a later issue), one per
 line, optionally followed by their labels: `lqo_judge_score model_version criterion`. A pending
@@ -45,6 +50,13 @@ BUILTIN_METRICS = {
     "scrape_samples_scraped": {"job", "instance"},
     "ALERTS": None,  # None = any label (alert labels)
     "ALERTS_FOR_STATE": None,
+}
+# Metrics other programs expose that the rules use, with their labels (Alertmanager's /metrics;
+# receiver_name and reason exist from Alertmanager 0.27 on). None = any label.
+EXTERNAL_METRICS = {
+    "alertmanager_notifications_total": {"job", "instance", "integration", "receiver_name"},
+    "alertmanager_notifications_failed_total": {"job", "instance", "integration", "receiver_name",
+                                                "reason"},
 }
 KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
             "unless", "offset", "inf", "nan", "atan2", "start", "end"}
@@ -341,6 +353,13 @@ def read_dashboards(paths: list[str]) -> list[Expr]:
                 walk(p.get("panels"))
 
         walk(d.get("panels"))
+        for a in (d.get("annotations") or {}).get("list") or []:
+            ds = a.get("datasource") or {}
+            if not isinstance(ds, dict) or ds.get("type") != "prometheus":
+                continue
+            expr = a.get("expr") or (a.get("target") or {}).get("expr")
+            if expr:
+                out.append(Expr(f"{rel}: annotation {a.get('name')!r}", expr))
         for v in (d.get("templating") or {}).get("list") or []:
             if v.get("type") != "query":
                 continue
@@ -379,6 +398,8 @@ def main(argv: list[str]) -> int:
                     help="ignore rule files / dashboards that use a pending metric")
     ap.add_argument("--strict-values", action="store_true",
                     help="unknown literal label values are errors, not warnings")
+    ap.add_argument("--allow-unused", action="store_true",
+                    help="do not require every exposed family to be on a dashboard or in a rule")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
 
@@ -429,6 +450,8 @@ def main(argv: list[str]) -> int:
         """Known labels of a name; None = unknown (any)."""
         if name in BUILTIN_METRICS:
             return BUILTIN_METRICS[name]
+        if name in EXTERNAL_METRICS:
+            return EXTERNAL_METRICS[name]
         if name in records:
             if name in rec_labels:
                 return rec_labels[name]
@@ -459,12 +482,14 @@ def main(argv: list[str]) -> int:
     pending_sources: set[str] = set()
     checked = 0
     used_names: set[str] = set()
+    watched: set[str] = set()  # every name any rule or dashboard uses, skipped sources included
     for e in exprs:
         try:
             u = analyse(e.expr)
         except ValueError as err:
             errors.append(f"{e.where}: {err}")
             continue
+        watched.update(u.metrics)
         if args.skip_pending_sources and any(is_pending_missing(m) for m in u.metrics):
             pending_sources.add(e.where.split(":")[0])
     for e in exprs:
@@ -482,7 +507,7 @@ def main(argv: list[str]) -> int:
                     errors.append(f"{e.where}: recording rule {m} is not defined in the rule files")
                     expr_labels = None
                     continue
-            elif m in BUILTIN_METRICS:
+            elif m in BUILTIN_METRICS or m in EXTERNAL_METRICS:
                 pass
             elif exp.has(m) or exp.has(family(m)):
                 f = family(m)
@@ -526,6 +551,14 @@ def main(argv: list[str]) -> int:
                     errors.append(f"{e.where}: label {label!r} (by/on/without) is not a label of "
                                   f"any metric in the expression ({', '.join(sorted(set(u.metrics)))})")
 
+    # Every exposed family must be watched somewhere: on a dashboard or in a rule.
+    used_families = {family(n) for n in watched if ":" not in n}
+    unused = sorted(f for f in exp.families if f not in used_families)
+    if not args.allow_unused:
+        for f in unused:
+            errors.append(f"metric family {f} is exposed but on no dashboard and in no rule "
+                          f"(add a panel or a rule that uses it)")
+
     if not args.quiet:
         print(f"check_contract: exposed metrics from {'; '.join(exp.sources)}")
         if pending:
@@ -533,7 +566,8 @@ def main(argv: list[str]) -> int:
                   f"{', '.join(sorted(pending))}")
         if pending_sources:
             print(f"check_contract: skipped (use pending metrics): {', '.join(sorted(pending_sources))}")
-        print(f"check_contract: {checked} expressions checked, {len(used_names)} distinct names used")
+        print(f"check_contract: {checked} expressions checked, {len(used_names)} distinct names used, "
+              f"{len(exp.families) - len(unused)} of {len(exp.families)} exposed families used")
     for n in sorted(set(notes)):
         print(f"NOTE: {n}")
     for w in sorted(set(warnings)):

@@ -11,15 +11,22 @@ Fails (exit 1) unless, for every dashboard JSON:
     no datasource names, no ${DS_...} import placeholders, no __inputs;
   * every panel except rows has at least one target with a query (expr / rawSql / query) and
     unique refIds; panel ids are unique within the dashboard;
-  * the `model_version` template variable exists: a Prometheus query variable on
-    label_values(lqo_requests_total, model_version), multi-value, with "All";
+  * the `model_version` template variable exists, multi-value with "All": on a dashboard of
+    Prometheus panels a Prometheus query variable on label_values(lqo_requests_total,
+    model_version); on a dashboard of PostgreSQL panels a PostgreSQL query variable that reads
+    model_version from the database (the versions that have records). A dashboard mixes no
+    Prometheus and PostgreSQL panels: the two variables would disagree;
   * every $variable used in a query is defined (or is a Grafana built-in);
-  * every SQL query of a PostgreSQL panel, rendered as Grafana would (scripts/e2e_sql_panels.py:
-    variables, then $__timeFilter & co.; any macro or variable left over is an error), reads only
-    table llm_logs and only columns that migrations/postgres/*.sql create (--migrations). A
-    lexical check, not a SQL parser: names followed by "(" are functions, names after AS, after
-    ")" or after another name are aliases, SQL keywords and type names are skipped (a new keyword
-    a query needs goes into SQL_WORDS); the e2e test runs the queries against a real database.
+  * every SQL query of a PostgreSQL panel (and of a PostgreSQL variable), rendered as Grafana
+    would (scripts/e2e_sql_panels.py: variables, then $__timeFilter & co.; any macro or variable
+    left over is an error), reads only the tables of SQL_TABLES and only columns that
+    migrations/postgres/*.sql create for them (--migrations); a qualified column (s.score) must
+    belong to the table its alias names. A lexical check, not a SQL parser: names followed by
+    "(" are functions, names after AS, after ")" or after another name are aliases, SQL keywords
+    and type names are skipped (a new keyword a query needs goes into SQL_WORDS); the e2e test
+    runs the queries against a real database;
+  * SQL time buckets follow the time range: $__timeGroup / $__timeGroupAlias take $__interval,
+    never a fixed interval (a fixed 1m is 43,200 buckets over 30 days).
 """
 from __future__ import annotations
 
@@ -44,6 +51,8 @@ BUILTIN_VARS = {"__interval", "__interval_ms", "__rate_interval", "__rate_interv
                 "__all", "timeFilter", "__timezone"}
 GRAFANA_BUILTIN_DS = {"-- Grafana --", "grafana", "-- Dashboard --", "-- Mixed --"}
 QUERY_KEYS = ("expr", "rawSql", "query", "expression")
+# The tables SQL panels may read (the grafana_reader role may read more; dashboards stay on these).
+SQL_TABLES = ("llm_logs", "judge_scores", "judge_jobs", "feedback")
 SQL_TABLE = "llm_logs"
 # Words of the SQL the dashboards use that are not column names: keywords, type names, date parts.
 SQL_WORDS = set("""
@@ -158,10 +167,16 @@ def migration_columns(paths: list[str], table: str = SQL_TABLE) -> set[str]:
     return set(cols)
 
 
-def sql_unknown_names(sql: str, columns: set[str], table: str = SQL_TABLE) -> list[str]:
-    """Problems with the names a rendered query reads: tables other than `table`, columns not in
-    `columns`. Aliases (AS x, or a name right after ")" or after another name) are allowed
-    wherever they appear (ORDER BY an alias)."""
+def sql_unknown_names(sql: str, columns: dict[str, set[str]] | set[str],
+                      table: str = SQL_TABLE) -> list[str]:
+    """Problems with the names a rendered query reads: tables not in `columns` (table -> its
+    columns; a plain set means just `table`), columns that none of the query's tables has, and
+    qualified columns (alias.column) that the alias's table lacks. Aliases (AS x, or a name right
+    after ")" or after another name) and WITH names are allowed wherever they appear (ORDER BY an
+    alias); a column qualified by a WITH name or subquery alias must exist in some known table."""
+    if not isinstance(columns, dict):
+        columns = {table: set(columns)}
+    known = {t.lower(): cols for t, cols in columns.items()}
     toks = []
     for m in SQL_TOKEN_RE.finditer(sql):
         if m.group("comment"):
@@ -170,7 +185,9 @@ def sql_unknown_names(sql: str, columns: set[str], table: str = SQL_TABLE) -> li
                                 "other") if m.group(k) is not None)
         toks.append((kind, m.group(0)))
     aliases: set[str] = set()
-    tables: set[str] = set()
+    alias_table: dict[str, str] = {}   # alias (or table name) -> known table
+    tables: set[str] = set()           # known tables the query reads
+    ctes: set[str] = set()
     refs: list[tuple[str | None, str]] = []
     problems: list[str] = []
     stack: list[str | None] = []  # per open parenthesis: the function name before it, if any
@@ -190,6 +207,7 @@ def sql_unknown_names(sql: str, columns: set[str], table: str = SQL_TABLE) -> li
                 pass  # a function (or IN / ANY / FILTER / OVER / WITHIN GROUP)
             elif (nxt[1] or "").lower() == "as" and i + 2 < len(toks) and toks[i + 2][1] == "(":
                 aliases.add(low)  # WITH name AS (...)
+                ctes.add(low)
             elif prev[0] == "cast":
                 pass  # a type name
             elif low in SQL_WORDS:
@@ -202,10 +220,19 @@ def sql_unknown_names(sql: str, columns: set[str], table: str = SQL_TABLE) -> li
                         if j + 2 < len(toks) and toks[j + 1][1] == ".":
                             j += 2
                             t = toks[j][1]
-                        t = t.strip('"')
-                        if t.lower() != table and t.lower() not in aliases:
-                            problems.append(f"reads table {t!r} (only {table} is known)")
-                        tables.add(t.lower())
+                        t = t.strip('"').lower()
+                        if t in known:
+                            tables.add(t)
+                            alias_table[t] = t
+                            # FROM t [AS] x
+                            k = j + 1
+                            if k < len(toks) and toks[k][1].lower() == "as":
+                                k += 1
+                            if k < len(toks) and toks[k][0] == "ident" and \
+                                    toks[k][1].lower() not in SQL_WORDS:
+                                alias_table[toks[k][1].lower()] = t
+                        elif t not in aliases:
+                            problems.append(f"reads table {t!r} (known: {', '.join(sorted(known))})")
                         prev = toks[j]
                         i = j + 1
                         continue
@@ -225,15 +252,62 @@ def sql_unknown_names(sql: str, columns: set[str], table: str = SQL_TABLE) -> li
             aliases.add(tok.strip('"').lower())
         prev = (kind, tok)
         i += 1
+    read = tables or {table} & set(known)
+    every = set().union(*known.values()) if known else set()
     for qual, col in refs:
-        if qual is not None and qual != table and qual not in tables and qual not in aliases:
-            problems.append(f"qualifier {qual!r} is not {table} or an alias")
-        if col not in columns and col not in aliases:
-            problems.append(f"column {col!r} is not in {table}")
+        if qual is not None:
+            if qual in alias_table:
+                t = alias_table[qual]
+                if col not in known[t]:
+                    problems.append(f"column {col!r} is not in {t} (as {qual})")
+            elif qual in aliases:
+                if col not in every and col not in aliases:
+                    problems.append(f"column {qual}.{col} is in none of the known tables")
+            else:
+                problems.append(f"qualifier {qual!r} is not a table of the query or an alias")
+            continue
+        if col in aliases:
+            continue
+        if not any(col in known[t] for t in read):
+            problems.append(f"column {col!r} is not in {' or '.join(sorted(read))}")
     return list(dict.fromkeys(problems))
 
 
+TIME_GROUP_RE = re.compile(r"\$__(?:timeGroup|timeGroupAlias|unixEpochGroup|unixEpochGroupAlias)\(([^)]*)\)")
+
+
+def fixed_time_groups(raw_sql: str) -> list[str]:
+    """Time-group macros of a raw (unrendered) query whose interval is not $__interval."""
+    out = []
+    for m in TIME_GROUP_RE.finditer(raw_sql):
+        args = [a.strip() for a in m.group(1).split(",")]
+        if len(args) < 2 or args[1].strip("'\"") not in ("$__interval", "${__interval}"):
+            out.append(m.group(0))
+    return out
+
+
 VAR_RE = re.compile(r"\$\{([a-zA-Z0-9_]+)(?::[^}]*)?\}|\$([a-zA-Z_][a-zA-Z0-9_]*)|\[\[([a-zA-Z0-9_]+)\]\]")
+
+
+def target_kinds(d: dict, sql_uids: set[str]) -> set[str]:
+    """Which kinds of datasource the dashboard's panel targets query: prometheus and/or sql."""
+    kinds: set[str] = set()
+
+    def walk(panels):
+        for p in panels or []:
+            walk(p.get("panels"))
+            for t in p.get("targets") or []:
+                ds = t.get("datasource") or p.get("datasource") or {}
+                if not isinstance(ds, dict):
+                    continue
+                if ds.get("uid") in sql_uids or ds.get("type") in (
+                        "grafana-postgresql-datasource", "postgres"):
+                    kinds.add("sql")
+                elif ds.get("type") == "prometheus":
+                    kinds.add("prometheus")
+
+    walk(d.get("panels"))
+    return kinds
 
 
 def parse_datasources(paths: list[str]) -> dict[str, str]:
@@ -283,7 +357,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--datasources",
                     default=os.path.join(root, "grafana/provisioning/datasources/*.yml"))
     ap.add_argument("--migrations", default=os.path.join(root, "migrations/postgres/*.sql"),
-                    help="PostgreSQL migrations defining the llm_logs columns SQL panels may read")
+                    help="PostgreSQL migrations defining the tables and columns SQL panels may read")
     args = ap.parse_args(argv)
 
     errors: list[str] = []
@@ -303,7 +377,8 @@ def main(argv: list[str]) -> int:
 
     mig_files = sorted(glob.glob(args.migrations))
     try:
-        columns = migration_columns(mig_files) if mig_files else set()
+        columns = {t: migration_columns(mig_files, t) for t in SQL_TABLES} if mig_files else {}
+        columns = {t: c for t, c in columns.items() if c}
     except OSError as e:
         print(f"check_dashboards: {e}")
         return 1
@@ -387,6 +462,10 @@ def main(argv: list[str]) -> int:
             var_names.add(v.get("name"))
             if v.get("type") == "query":
                 check_ds(v.get("datasource"), f"variable {v.get('name')}")
+        kinds = target_kinds(d, sql_ds_uids)
+        if {"prometheus", "sql"} <= kinds:
+            errors.append(f"{rel}: mixes Prometheus and PostgreSQL panels; keep them on separate "
+                          f"dashboards (their model_version variables come from different sources)")
         mv = [v for v in variables if v.get("name") == "model_version"]
         if not mv:
             errors.append(f"{rel}: no model_version template variable")
@@ -394,15 +473,33 @@ def main(argv: list[str]) -> int:
             v = mv[0]
             q = v.get("query")
             q = q.get("query") if isinstance(q, dict) else q
-            if v.get("type") != "query" or not re.match(
-                    r"^\s*label_values\(\s*lqo_requests_total\s*,\s*model_version\s*\)\s*$", q or ""):
-                errors.append(f"{rel}: model_version variable must be a query variable on "
-                              f"label_values(lqo_requests_total, model_version), got {q!r}")
+            ds = v.get("datasource") or {}
             if not v.get("multi") or not v.get("includeAll"):
                 errors.append(f"{rel}: model_version variable must be multi-value with All")
-            ds = v.get("datasource") or {}
-            if not isinstance(ds, dict) or ds.get("type") != "prometheus":
-                errors.append(f"{rel}: model_version variable must query the Prometheus datasource")
+            if "sql" in kinds:
+                if v.get("type") != "query" or not isinstance(ds, dict) or \
+                        ds.get("uid") not in sql_ds_uids or \
+                        not re.search(r"\bmodel_version\b", q or ""):
+                    errors.append(f"{rel}: model_version variable of a dashboard with PostgreSQL "
+                                  f"panels must be a PostgreSQL query variable that reads "
+                                  f"model_version from the database, got {q!r}")
+                elif columns:
+                    try:
+                        rendered = e2e_sql_panels.render_sql(q, {}, t_from, t_to)
+                    except e2e_sql_panels.RenderError as e:
+                        errors.append(f"{rel}: variable model_version: {e}")
+                    else:
+                        n_sql += 1
+                        for prob in sql_unknown_names(rendered, columns):
+                            errors.append(f"{rel}: variable model_version: {prob}")
+            else:
+                if v.get("type") != "query" or not re.match(
+                        r"^\s*label_values\(\s*lqo_requests_total\s*,\s*model_version\s*\)\s*$", q or ""):
+                    errors.append(f"{rel}: model_version variable must be a query variable on "
+                                  f"label_values(lqo_requests_total, model_version), got {q!r}")
+                if not isinstance(ds, dict) or ds.get("type") != "prometheus":
+                    errors.append(f"{rel}: model_version variable must query the Prometheus "
+                                  f"datasource")
 
         # Annotations.
         for a in (d.get("annotations") or {}).get("list") or []:
@@ -454,11 +551,11 @@ def main(argv: list[str]) -> int:
 
         walk(d.get("panels"))
 
-        # SQL panels: rendered like Grafana, then only llm_logs and its columns.
+        # SQL panels: rendered like Grafana, then only the known tables and their columns.
         sql_targets = [pt for uid_ in sql_ds_uids for pt in e2e_sql_panels.sql_targets(d, uid_)]
         if sql_targets and not columns:
-            errors.append(f"{rel}: has SQL panels but no {SQL_TABLE} columns were found in "
-                          f"{args.migrations}")
+            errors.append(f"{rel}: has SQL panels but no columns of {', '.join(SQL_TABLES)} were "
+                          f"found in {args.migrations}")
             sql_targets = []
         if sql_targets:
             try:
@@ -473,6 +570,9 @@ def main(argv: list[str]) -> int:
                 errors.append(f"{rel}: {where}: PostgreSQL target without rawSql")
                 continue
             n_sql += 1
+            for fixed in fixed_time_groups(raw):
+                errors.append(f"{rel}: {where}: {fixed} uses a fixed bucket; use $__interval so "
+                              f"the buckets follow the time range")
             try:
                 rendered = e2e_sql_panels.render_sql(raw, sql_vars, t_from, t_to)
             except e2e_sql_panels.RenderError as e:
@@ -488,7 +588,7 @@ def main(argv: list[str]) -> int:
         print(f"check_dashboards: FAILED ({len(errors)} problem(s))")
         return 1
     print(f"check_dashboards: OK ({len(dash_files)} dashboards, {n_panels} panels, "
-          f"{n_sql} SQL queries on {len(columns)} {SQL_TABLE} columns, datasources {', '.join(f'{u} ({t})' for u, t in sorted(datasources.items()))})")
+          f"{n_sql} SQL queries on {', '.join(f'{t} ({len(c)} columns)' for t, c in sorted(columns.items()))}, datasources {', '.join(f'{u} ({t})' for u, t in sorted(datasources.items()))})")
     return 0
 
 

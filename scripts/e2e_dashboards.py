@@ -9,8 +9,8 @@ Grafana variables are substituted the way Grafana would for one selected value:
 $model_version / ${model_version} / ${model_version:regex} -> the --var value,
 $__rate_interval -> --rate-interval (default 30s), $__interval -> 15s, $__range -> --range (5m),
 $__range_s -> its seconds. Variable queries (label_values(metric, label)) are checked through
-/api/v1/label/<label>/values?match[]=metric. PostgreSQL targets are skipped (scripts/e2e_sql_panels.py
-runs them).
+/api/v1/label/<label>/values?match[]=metric. Prometheus annotation queries (deploy marks) run like
+panel queries. PostgreSQL targets and variables are skipped (scripts/e2e_sql_panels.py runs them).
 A query "returns data" when Prometheus answers success with at least one series (a NaN value,
 e.g. 0/0 before any error, counts: the series exists). Panels whose title matches --allow-empty
 may be empty (reported, not failed).
@@ -108,7 +108,9 @@ def main(argv: list[str]) -> int:
             q = v.get("query")
             q = q.get("query") if isinstance(q, dict) else q
             m = re.match(r"^\s*label_values\(\s*(.*?)\s*,\s*([a-zA-Z_]\w*)\s*\)\s*$", q or "")
-            if v.get("type") != "query" or not m:
+            vds = v.get("datasource") or {}
+            if v.get("type") != "query" or not m or (isinstance(vds, dict) and
+                                                     vds.get("type") not in (None, "prometheus")):
                 continue
             url = (f"{args.prom}/api/v1/label/{m.group(2)}/values?"
                    + urllib.parse.urlencode({"match[]": m.group(1)}))
@@ -155,6 +157,28 @@ def main(argv: list[str]) -> int:
                         ok += 1
 
         walk(d.get("panels"))
+
+        for a in (d.get("annotations") or {}).get("list") or []:
+            ds = a.get("datasource") or {}
+            expr = a.get("expr") or (a.get("target") or {}).get("expr")
+            if not isinstance(ds, dict) or ds.get("type") != "prometheus" or not expr:
+                continue
+            where = f"{uid}: annotation {a.get('name')!r}"
+            try:
+                e = substitute(expr, variables, args.rate_interval, args.range)
+            except KeyError as k:
+                failures.append(f"{where}: no value for variable ${k.args[0]} (use --var)")
+                continue
+            good, err, n = query(args.prom, e)
+            if not good:
+                failures.append(f"{where}: query error: {err}\n      {e}")
+            elif n == 0:
+                if allow and allow.search(a.get("name") or ""):
+                    empties.append(f"{where} (allowed)")
+                else:
+                    failures.append(f"{where}: no data\n      {e}")
+            else:
+                ok += 1
 
     for e in empties:
         print(f"e2e_dashboards: empty but allowed: {e}")

@@ -2,14 +2,20 @@
 """Local stand-ins for Slack and an SMTP relay, for scripts/e2e-alerts.sh (stdlib only).
 
   e2e_sinks.py serve --out DIR [--hook-port N] [--smtp-port N]
-      An HTTP server that stores every POST body (Slack webhook payloads) as one JSON line in
-      DIR/webhook.jsonl, and a minimal SMTP server (no TLS, no AUTH) that stores every message,
-      decoded (subject + text of every MIME part), as one JSON line in DIR/mail.jsonl.
+      An HTTP server that stores every POST body (Slack webhook payloads) with its path as one
+      JSON line in DIR/webhook.jsonl, and a minimal SMTP server (no TLS, no AUTH) that stores
+      every message, decoded (subject + text of every MIME part), as one JSON line in
+      DIR/mail.jsonl. POSTs to /fail/... are a receiver that is gone: they are answered 404 (a
+      deleted webhook; Alertmanager does not retry a 4xx) and stored in DIR/failed.jsonl.
       Port 0 = any free port; the ports in use are written to DIR/ports.json.
 
-  e2e_sinks.py check --out DIR --alert NAME[|NAME...] [--alert ...] [--needle TEXT]
-      Exit 0 when, for every --alert (alternatives separated by |), some webhook payload AND
-      some mail mention the alert name and the needle; else print what is missing and exit 1.
+  e2e_sinks.py check --out DIR --alert NAME[|NAME...][=/PATH] [--alert ...] [--needle TEXT ...]
+      Exit 0 when, for every --alert (alternatives separated by |), some webhook payload (posted
+      to PATH, when given) AND some mail mention the alert name and every needle; else print what
+      is missing and exit 1. Webhook payloads are searched as decoded JSON strings.
+
+  e2e_sinks.py attempted --out DIR --alert NAME
+      Exit 0 when a POST to /fail/... (the failing receiver) mentioned NAME.
 """
 from __future__ import annotations
 
@@ -38,12 +44,13 @@ class Hook(BaseHTTPRequestHandler):
     def do_POST(self):  # noqa: N802
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n).decode("utf-8", "replace")
-        append(os.path.join(self.out, "webhook.jsonl"),
+        failing = self.path.startswith("/fail")
+        append(os.path.join(self.out, "failed.jsonl" if failing else "webhook.jsonl"),
                {"path": self.path, "time": time.time(), "body": body})
-        self.send_response(200)
+        self.send_response(404 if failing else 200)
         self.send_header("Content-Type", "text/plain")
         self.end_headers()
-        self.wfile.write(b"ok")
+        self.wfile.write(b"no such hook" if failing else b"ok")
 
     def do_GET(self):  # noqa: N802 (health)
         self.send_response(200)
@@ -148,28 +155,61 @@ def load(path: str) -> list[dict]:
         return [json.loads(x) for x in f if x.strip()]
 
 
+def strings(body: str) -> str:
+    """Every string of a JSON payload, decoded (Go escapes <, >, & in JSON), one per line."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return body
+    out: list[str] = []
+
+    def walk(v):
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    walk(value)
+    return "\n".join(out)
+
+
 def check(args) -> int:
-    hooks = [h["body"] for h in load(os.path.join(args.out, "webhook.jsonl"))]
+    hooks = [(h["path"], strings(h["body"])) for h in load(os.path.join(args.out, "webhook.jsonl"))]
     mails = [m["subject"] + "\n" + m["text"] for m in load(os.path.join(args.out, "mail.jsonl"))]
+    needles = args.needle or [""]
     missing = []
-    for alt in args.alert:
+    for spec in args.alert:
+        alt, _, path = spec.partition("=")
         names = alt.split("|")
 
-        def hit(texts):
-            return any(any(n in t for n in names) and args.needle in t for t in texts)
+        def hit(text):
+            return any(n in text for n in names) and all(x in text for x in needles)
 
-        if not hit(hooks):
-            missing.append(f"webhook: {alt} with {args.needle!r}")
-        if not hit(mails):
-            missing.append(f"mail: {alt} with {args.needle!r}")
+        if not any(hit(t) and (not path or p == path) for p, t in hooks):
+            missing.append(f"webhook{' ' + path if path else ''}: {alt} with {needles!r}")
+        if not any(hit(t) for t in mails):
+            missing.append(f"mail: {alt} with {needles!r}")
     if missing:
         if args.verbose:
             print(f"e2e_sinks: {len(hooks)} webhook payload(s), {len(mails)} mail(s); "
                   f"missing: {'; '.join(missing)}")
         return 1
     print(f"e2e_sinks: every alert reached the webhook and the mailbox "
-          f"({len(hooks)} payloads, {len(mails)} mails)")
+          f"({len(hooks)} payloads, {len(mails)} mails): {', '.join(args.alert)}")
     return 0
+
+
+def attempted(args) -> int:
+    failed = load(os.path.join(args.out, "failed.jsonl"))
+    if any(args.alert in strings(f["body"]) for f in failed):
+        print(f"e2e_sinks: {args.alert} was sent to the failing receiver "
+              f"({len(failed)} failed deliveries)")
+        return 0
+    return 1
 
 
 def main(argv: list[str]) -> int:
@@ -182,10 +222,13 @@ def main(argv: list[str]) -> int:
     c = sub.add_parser("check")
     c.add_argument("--out", required=True)
     c.add_argument("--alert", action="append", required=True)
-    c.add_argument("--needle", default="")
+    c.add_argument("--needle", action="append", default=[])
     c.add_argument("-v", "--verbose", action="store_true")
+    a = sub.add_parser("attempted")
+    a.add_argument("--out", required=True)
+    a.add_argument("--alert", required=True)
     args = ap.parse_args(argv)
-    return serve(args) if args.cmd == "serve" else check(args)
+    return {"serve": serve, "check": check, "attempted": attempted}[args.cmd](args)
 
 
 if __name__ == "__main__":

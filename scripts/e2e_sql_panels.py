@@ -140,11 +140,18 @@ def prom_label_values(prom: str, query: str) -> list[str] | None:
         return list(json.load(r).get("data") or [])
 
 
+def is_pg(ds, ds_uid: str = "postgres", ds_type: str = "grafana-postgresql-datasource") -> bool:
+    return isinstance(ds, dict) and (ds.get("uid") == ds_uid or ds.get("type") in
+                                     (ds_type, "postgres"))
+
+
 def resolve_variables(dashboard: dict, overrides: dict[str, list[str]], prom: str | None,
-                      placeholder: str | None = None) -> dict[str, tuple[list[str] | str, bool]]:
+                      placeholder: str | None = None, db_url: str | None = None,
+                      timeout_s: int = 20) -> dict[str, tuple[list[str] | str, bool]]:
     """name -> (values, multi) as Grafana would send them; values is a str for an unescaped
-    custom allValue. `placeholder` stands in for options that would need a live Prometheus
-    (static checks)."""
+    custom allValue. "All" of a Prometheus query variable comes from --prom, of a PostgreSQL
+    query variable from running its SQL (first column) on db_url. `placeholder` stands in for
+    options that would need a live Prometheus or database (static checks)."""
     out: dict[str, tuple[list[str] | str, bool]] = {}
     for v in (dashboard.get("templating") or {}).get("list") or []:
         name, typ = v.get("name"), v.get("type")
@@ -167,6 +174,13 @@ def resolve_variables(dashboard: dict, overrides: dict[str, list[str]], prom: st
                 q = q.get("query") if isinstance(q, dict) else q
                 if placeholder is not None:
                     sel = [placeholder]
+                elif is_pg(v.get("datasource")):
+                    if not db_url:
+                        raise RenderError(f"variable {name}: All needs the database (--db-url)")
+                    good, err, _, rows = run_psql(db_url, q or "", timeout_s)
+                    if not good:
+                        raise RenderError(f"variable {name}: its query failed: {err}")
+                    sel = [r[0] for r in rows if r]
                 elif prom:
                     vals = prom_label_values(prom, q)
                     if vals is None:
@@ -276,10 +290,6 @@ def render_sql(sql: str, variables: dict[str, tuple[list[str] | str, bool]], t_f
 def sql_targets(dashboard: dict, ds_uid: str = "postgres",
                 ds_type: str = "grafana-postgresql-datasource"):
     """(panel, target) of every target on the PostgreSQL datasource, rows included."""
-    def is_pg(ds) -> bool:
-        return isinstance(ds, dict) and (ds.get("uid") == ds_uid or ds.get("type") in
-                                         (ds_type, "postgres"))
-
     def walk(panels):
         for p in panels or []:
             yield from walk(p.get("panels"))
@@ -287,7 +297,7 @@ def sql_targets(dashboard: dict, ds_uid: str = "postgres",
                 continue
             for t in p.get("targets") or []:
                 ds = t.get("datasource") or p.get("datasource")
-                if is_pg(ds):
+                if is_pg(ds, ds_uid, ds_type):
                     yield p, t
 
     yield from walk(dashboard.get("panels"))
@@ -354,11 +364,27 @@ def main(argv: list[str]) -> int:
         if not targets:
             continue
         try:
-            variables = resolve_variables(d, overrides, args.prom)
+            variables = resolve_variables(d, overrides, args.prom, db_url=args.db_url,
+                                          timeout_s=args.timeout)
         except (RenderError, urllib.error.URLError, OSError, ValueError) as e:
             failures.append(f"{uid}: variables: {e}")
             total += len(targets)
             continue
+        for v in (d.get("templating") or {}).get("list") or []:
+            if v.get("type") != "query" or not is_pg(v.get("datasource"), args.ds_uid):
+                continue
+            total += 1
+            q = v.get("query")
+            q = q.get("query") if isinstance(q, dict) else q
+            where = f"{uid}: variable {v.get('name')}"
+            good, err, cols, rows = run_psql(args.db_url, q or "", args.timeout)
+            if not good:
+                failures.append(f"{where}: SQL error: {err}\n{q}")
+            elif not rows:
+                failures.append(f"{where}: no values\n{q}")
+            else:
+                ok += 1
+                print(f"e2e_sql_panels{tag}: ok    {where}: {', '.join(r[0] for r in rows)}")
         for p, t in targets:
             total += 1
             where = f"{uid}: {p.get('title')!r} {t.get('refId')}"

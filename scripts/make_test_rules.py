@@ -27,6 +27,9 @@ E2E_DEFAULTS = {
     "latency_p95_seconds": "0.1",
     "ttft_p95_seconds": "0.1",
     "min_request_rate": "0.01",
+    "min_calls_1h": "10",           # the guards against a handful of calls: the test runs minutes
+    "min_calls_6h": "10",
+    "min_calls_3d": "10",
 }
 THRESHOLD_RE = re.compile(
     r"(?P<num>(?<![\w.])[0-9][0-9.]*(?:[eE][+-]?[0-9]+)?)(?P<rest>[ \t]*#[ \t]*THRESHOLD[ \t]+(?P<name>[A-Za-z0-9_]+))")

@@ -78,7 +78,7 @@ class ContractTest(unittest.TestCase):
                            '(rate(lqo_request_duration_seconds_bucket{status="ok"}[5m])))\n'
                            '/ on (model_version) sum by (model_version) '
                            '(rate(lqo_request_duration_seconds_count[5m])) > 1 # THRESHOLD x')
-        rc, out = run("--metrics", SAMPLE, "--rules", r, "--dashboards", "/nonexistent/*.json")
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", r, "--dashboards", "/nonexistent/*.json")
         self.assertEqual(rc, 0, out)
 
     def test_invented_metric_fails(self):
@@ -103,7 +103,7 @@ class ContractTest(unittest.TestCase):
         r = self.rule_file('max without (instance) (lqo_writer_queue_depth{job="lqo"}) > 1\n'
                            'or up{job="lqo"} == 0\nor absent(up{job="lqo"})\n'
                            'or count by (alertname) (ALERTS{alertstate="firing"})')
-        rc, out = run("--metrics", SAMPLE, "--rules", r, "--dashboards", "/nonexistent/*.json")
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", r, "--dashboards", "/nonexistent/*.json")
         self.assertEqual(rc, 0, out)
 
     def test_undefined_recording_rule_fails(self):
@@ -122,7 +122,7 @@ class ContractTest(unittest.TestCase):
                                  '[{"refId": "A", "expr": "sum by (model_version) (increase('
                                  'lqo_tokens_total{model_version=~\\"${model_version:regex}\\"}'
                                  '[$__range])) / $__range_s + rate(lqo_cost_usd_total[$__rate_interval])"}]}]}')
-        rc, out = run("--metrics", SAMPLE, "--rules", "/nonexistent/*.yml", "--dashboards", d)
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", "/nonexistent/*.yml", "--dashboards", d)
         self.assertEqual(rc, 0, out)
 
     def test_label_values_variable_label_is_checked(self):
@@ -135,10 +135,10 @@ class ContractTest(unittest.TestCase):
 
     def test_unknown_label_value_is_a_warning(self):
         r = self.rule_file('rate(lqo_tokens_total{token_type="reasoning"}[5m]) > 0')
-        rc, out = run("--metrics", SAMPLE, "--rules", r, "--dashboards", "/nonexistent/*.json")
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", r, "--dashboards", "/nonexistent/*.json")
         self.assertEqual(rc, 0, out)
         self.assertIn("WARNING", out)
-        rc, out = run("--metrics", SAMPLE, "--rules", r, "--dashboards", "/nonexistent/*.json",
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", r, "--dashboards", "/nonexistent/*.json",
                       "--strict-values")
         self.assertEqual(rc, 1, out)
 
@@ -158,6 +158,55 @@ class ContractTest(unittest.TestCase):
                       "--dashboards", "/nonexistent/*.json")
         self.assertEqual(rc, 1, out)
         self.assertIn("label 'grader'", out)
+
+    def test_unused_family_fails(self):
+        """A family the binary exposes that no rule and no dashboard uses is an error."""
+        with open(SAMPLE, encoding="utf-8") as f:
+            text = f.read()
+        text += ("# HELP lqo_nobody_watches_total A family without a panel or rule.\n"
+                 "# TYPE lqo_nobody_watches_total counter\nlqo_nobody_watches_total 1\n")
+        sample = self.write("m.prom", text)
+        rc, out = run("--metrics", sample, "--pending-file", PENDING,
+                      "--rules", RULES, "--dashboards", DASHBOARDS)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("metric family lqo_nobody_watches_total is exposed but on no dashboard and "
+                      "in no rule", out)
+        rc, out = run("--metrics", sample, "--pending-file", PENDING, "--allow-unused",
+                      "--rules", RULES, "--dashboards", DASHBOARDS)
+        self.assertEqual(rc, 0, out)
+
+    def test_unused_family_of_the_catalog_fails(self):
+        catalog = self.write("metrics.rs", 'catalog! {\n    X = ("lqo_requests_total", "counter", '
+                             '["model_version", "endpoint", "status"], "x");\n'
+                             '    Y = ("lqo_forgotten_seconds", "histogram", [], "y");\n}\n')
+        r = self.rule_file("sum by (model_version) (rate(lqo_requests_total[5m])) > 1")
+        rc, out = run("--catalog", catalog, "--rules", r, "--dashboards", "/nonexistent/*.json")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("metric family lqo_forgotten_seconds is exposed but on no dashboard", out)
+        self.assertNotIn("lqo_requests_total is exposed but", out)
+
+    def test_alertmanager_metrics_are_external(self):
+        r = self.rule_file("sum by (instance, integration) (rate(alertmanager_notifications_failed_total[15m]))\n"
+                           "/ (sum by (instance, integration) (rate(alertmanager_notifications_total[15m])) > 0)\n"
+                           "> 0.01")
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", r,
+                      "--dashboards", "/nonexistent/*.json")
+        self.assertEqual(rc, 0, out)
+        r = self.rule_file("sum by (route) (rate(alertmanager_notifications_total[15m])) > 0")
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", r,
+                      "--dashboards", "/nonexistent/*.json")
+        self.assertEqual(rc, 1, out)
+        self.assertIn("label 'route'", out)
+
+    def test_annotation_queries_are_checked(self):
+        d = self.write("d.json", '{"uid": "x", "annotations": {"list": [{"name": "Deploys", '
+                                 '"datasource": {"type": "prometheus", "uid": "prometheus"}, '
+                                 '"expr": "changes(lqo_build_release[5m]) > 0"}]}, "panels": []}')
+        rc, out = run("--metrics", SAMPLE, "--allow-unused", "--rules", "/nonexistent/*.yml",
+                      "--dashboards", d)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("annotation 'Deploys'", out)
+        self.assertIn("metric lqo_build_release is not exposed", out)
 
     def test_not_an_exposition(self):
         bad = self.write("bad.prom", "<html>nope</html>\n")

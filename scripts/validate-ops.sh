@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Validates the operations files without running anything but the validators:
-#   promtool check config / check rules / test rules, amtool check-config, docker-compose config,
-#   the Grafana dashboard structure check, and the metrics contract against src/metrics.rs.
+#   promtool check config / check rules / test rules; amtool check-config, routes tests and the
+#   notification templates (scripts/check-alertmanager.sh); docker-compose config (with and without
+#   the demo profile); the Grafana dashboard structure check; every alert's runbook section; and
+#   the metrics contract against src/metrics.rs.
 # Installs nothing: needs promtool, amtool (Debian: prometheus, prometheus-alertmanager),
 # docker-compose (or `docker compose`) and python3. Exits non-zero on the first failing group,
 # after running all of them.
@@ -59,23 +61,28 @@ if ((have_promtool)); then
 fi
 
 if ((have_amtool)); then
-  step "amtool check-config alertmanager/alertmanager.yml" \
-    amtool check-config alertmanager/alertmanager.yml
+  step "scripts/check-alertmanager.sh (check-config, routes per severity, templates with .env URLs)" \
+    bash scripts/check-alertmanager.sh
 fi
 
 if ((${#compose[@]})); then
   # Compose interpolates ${VAR} from the environment and .env; validation needs neither, and
   # the secret files need not exist for `config`.
   step "${compose[*]} config -q" "${compose[@]}" -f docker-compose.yml config -q
+  step "${compose[*]} --profile demo config -q" "${compose[@]}" -f docker-compose.yml --profile demo config -q
 fi
 
 if ((have_python)); then
   step "scripts/check_dashboards.py" python3 scripts/check_dashboards.py
+  step "scripts/test_check_dashboards.py (check_dashboards self-test)" \
+    python3 scripts/test_check_dashboards.py
   step "scripts/test_check_contract.py (check_contract self-test)" \
     python3 scripts/test_check_contract.py
   step "scripts/check_contract.py --catalog src/metrics.rs --pending-file prometheus/pending-metrics.txt" \
     python3 scripts/check_contract.py --catalog src/metrics.rs \
       --pending-file prometheus/pending-metrics.txt
+  step "scripts/check_runbook.py (every alert: verify, silence, escalate, affected-records SQL)" \
+    python3 scripts/check_runbook.py
   step "scripts/make_test_rules.py (e2e rule rewrite applies cleanly)" \
     python3 scripts/make_test_rules.py --check
 fi

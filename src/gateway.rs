@@ -362,6 +362,7 @@ impl Gateway {
             m.time_to_first_token
                 .with_label_values(&[mv, endpoint])
                 .observe(t.as_secs_f64());
+            m.observe_time_per_output_token(mv, total, t, usage.output_tokens);
         }
         m.requests.with_label_values(&[mv, endpoint, "ok"]).inc();
         if c.retries > 0 {

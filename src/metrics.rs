@@ -3,9 +3,11 @@
 
 use std::sync::OnceLock;
 
+use std::time::Duration;
+
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Name, type, labels and help of one metric, for docs and contract checks.
@@ -30,6 +32,8 @@ catalog! {
         "End-to-end duration of a model call through the gateway, in seconds (OTel gen_ai.client.operation.duration).");
     TIME_TO_FIRST_TOKEN = ("lqo_time_to_first_token_seconds", "histogram", ["model_version", "endpoint"],
         "Time from request start to the first content token of a streamed answer, in seconds (OTel gen_ai.server.time_to_first_token).");
+    TIME_PER_OUTPUT_TOKEN = ("lqo_time_per_output_token_seconds", "histogram", ["model_version"],
+        "Time per output token after the first one of a successful streamed answer, in seconds: (duration - time to first token) / (output tokens - 1) (OTel gen_ai.server.time_per_output_token).");
     TOKENS_PER_REQUEST = ("lqo_tokens_per_request", "histogram", ["model_version", "token_type"],
         "Tokens used by one request, by token_type input|output (OTel gen_ai.client.token.usage).");
     COST_PER_REQUEST = ("lqo_cost_per_request_usd", "histogram", ["model_version"],
@@ -114,39 +118,58 @@ catalog! {
         "Always 1; the version label says which build is running.");
 }
 
-/// Request duration: 0.01 s doubling to 81.92 s (OTel GenAI recommendation).
-pub fn duration_buckets() -> Vec<f64> {
-    exponential_buckets(0.01, 2.0, 14).unwrap_or_default()
-}
+// Bucket bounds are literal decimals: computed bounds (1e-6 * 10 * 10 ...) print on /metrics as
+// `le="0.000009999999999999999"`, which dashboards and `le` matchers then have to spell exactly.
 
-/// Time to first token, as the OTel GenAI conventions recommend.
+/// Request duration: 0.01 s doubling to 81.92 s (OTel gen_ai.client.operation.duration).
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
+];
+
+/// Time to first token: OTel's gen_ai.server.time_to_first_token bounds, extended from 10 s to
+/// 60 s because reasoning models think longer than that before their first token.
 pub const TTFT_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    15.0, 20.0, 30.0, 45.0, 60.0,
+];
+
+/// Time per output token, as OTel's gen_ai.server.time_per_output_token recommends.
+pub const TIME_PER_OUTPUT_TOKEN_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5,
 ];
 
 /// Judge scores: the 1–5 scale, one bucket per score.
 pub const JUDGE_SCORE_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 5.0];
 
-/// Gateway overhead: 50 µs to ~1.6 s, for a cost that should stay under a millisecond.
-pub fn overhead_buckets() -> Vec<f64> {
-    exponential_buckets(0.00005, 2.0, 16).unwrap_or_default()
-}
+/// Gateway overhead: 50 µs doubling to ~1.6 s, for a cost that should stay under a millisecond.
+pub const OVERHEAD_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.0002, 0.0004, 0.0008, 0.0016, 0.0032, 0.0064, 0.0128, 0.0256, 0.0512,
+    0.1024, 0.2048, 0.4096, 0.8192, 1.6384,
+];
 
 /// Tokens: powers of 4 from 1 to 4^10.
-pub fn token_buckets() -> Vec<f64> {
-    exponential_buckets(1.0, 4.0, 11).unwrap_or_default()
-}
+pub const TOKEN_BUCKETS: &[f64] = &[
+    1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0,
+];
 
-/// Cost in USD: 1e-6 upward by decades to 10 USD.
-pub fn cost_buckets() -> Vec<f64> {
-    exponential_buckets(1e-6, 10.0, 8).unwrap_or_default()
-}
+/// Cost in USD: a 1–2.5–5 series from 1e-6 to 10 USD. Neighbouring bounds are at most 2.5x
+/// apart, so a quantile interpolated inside a bucket is off by less than 2.5x (decades were 10x).
+pub const COST_BUCKETS: &[f64] = &[
+    0.000001, 0.0000025, 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+    0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Records per database batch: powers of 2 from 1 to 2048.
+pub const WRITER_BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+];
 
 /// All gateway metrics, registered in their own registry.
 pub struct Metrics {
     pub registry: Registry,
     pub request_duration: HistogramVec,
     pub time_to_first_token: HistogramVec,
+    pub time_per_output_token: HistogramVec,
     pub tokens_per_request: HistogramVec,
     pub cost_per_request: HistogramVec,
     pub gateway_overhead: HistogramVec,
@@ -224,11 +247,15 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Metrics {
-            request_duration: hist(&REQUEST_DURATION, duration_buckets()),
+            request_duration: hist(&REQUEST_DURATION, DURATION_BUCKETS.to_vec()),
             time_to_first_token: hist(&TIME_TO_FIRST_TOKEN, TTFT_BUCKETS.to_vec()),
-            tokens_per_request: hist(&TOKENS_PER_REQUEST, token_buckets()),
-            cost_per_request: hist(&COST_PER_REQUEST, cost_buckets()),
-            gateway_overhead: hist(&GATEWAY_OVERHEAD, overhead_buckets()),
+            time_per_output_token: hist(
+                &TIME_PER_OUTPUT_TOKEN,
+                TIME_PER_OUTPUT_TOKEN_BUCKETS.to_vec(),
+            ),
+            tokens_per_request: hist(&TOKENS_PER_REQUEST, TOKEN_BUCKETS.to_vec()),
+            cost_per_request: hist(&COST_PER_REQUEST, COST_BUCKETS.to_vec()),
+            gateway_overhead: hist(&GATEWAY_OVERHEAD, OVERHEAD_BUCKETS.to_vec()),
             requests: counter(&REQUESTS),
             errors: counter(&ERRORS),
             tokens: counter(&TOKENS),
@@ -241,7 +268,7 @@ impl Metrics {
                 .unwrap_or_else(|e| panic!("{e}")),
             writer_batch_size: Histogram::with_opts(
                 HistogramOpts::new(WRITER_BATCH_SIZE.name, WRITER_BATCH_SIZE.help)
-                    .buckets(exponential_buckets(1.0, 2.0, 12).unwrap_or_default()),
+                    .buckets(WRITER_BATCH_BUCKETS.to_vec()),
             )
             .unwrap_or_else(|e| panic!("{e}")),
             writer_rows_written: IntCounter::new(
@@ -274,7 +301,7 @@ impl Metrics {
                 .unwrap_or_else(|e| panic!("{e}")),
             judge_jobs_dropped: IntCounter::new(JUDGE_JOBS_DROPPED.name, JUDGE_JOBS_DROPPED.help)
                 .unwrap_or_else(|e| panic!("{e}")),
-            judge_duration: hist(&JUDGE_DURATION, duration_buckets()),
+            judge_duration: hist(&JUDGE_DURATION, DURATION_BUCKETS.to_vec()),
             judge_tokens: counter(&JUDGE_TOKENS),
             judge_cost: prometheus::CounterVec::new(
                 Opts::new(JUDGE_COST.name, JUDGE_COST.help),
@@ -289,6 +316,7 @@ impl Metrics {
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.request_duration.clone()),
             Box::new(m.time_to_first_token.clone()),
+            Box::new(m.time_per_output_token.clone()),
             Box::new(m.tokens_per_request.clone()),
             Box::new(m.cost_per_request.clone()),
             Box::new(m.gateway_overhead.clone()),
@@ -390,9 +418,28 @@ impl Metrics {
             self.tokens_per_request
                 .with_label_values(&[model_version, token_type]);
         }
+        self.time_per_output_token
+            .with_label_values(&[model_version]);
         self.cost.with_label_values(&[model_version]);
         self.cost_per_request.with_label_values(&[model_version]);
         self.upstream_retries.with_label_values(&[model_version]);
+    }
+
+    /// Observes the time per output token of a streamed answer: the time after its first token,
+    /// spread over the tokens that followed it. Answers of fewer than two tokens say nothing.
+    pub fn observe_time_per_output_token(
+        &self,
+        model_version: &str,
+        total: Duration,
+        ttft: Duration,
+        output_tokens: u64,
+    ) {
+        if output_tokens > 1 {
+            let decode = total.saturating_sub(ttft).as_secs_f64();
+            self.time_per_output_token
+                .with_label_values(&[model_version])
+                .observe(decode / (output_tokens - 1) as f64);
+        }
     }
 
     /// Creates one model version's quality series at zero: every heuristic check × pass|fail,
@@ -497,21 +544,21 @@ pub fn markdown() -> String {
             .join(", ")
     };
     out.push_str("\n## Histogram buckets\n\n");
-    out.push_str(&format!(
-        "- request duration (s): {}\n",
-        fmt(&duration_buckets())
-    ));
-    out.push_str(&format!(
-        "- time to first token (s): {}\n",
-        fmt(TTFT_BUCKETS)
-    ));
-    out.push_str(&format!(
-        "- gateway overhead (s): {}\n",
-        fmt(&overhead_buckets())
-    ));
-    out.push_str(&format!("- tokens: {}\n", fmt(&token_buckets())));
-    out.push_str(&format!("- cost (USD): {}\n", fmt(&cost_buckets())));
-    out.push_str(&format!("- judge score: {}\n", fmt(JUDGE_SCORE_BUCKETS)));
+    for (what, bounds) in [
+        (
+            "request duration, judge call duration (s)",
+            DURATION_BUCKETS,
+        ),
+        ("time to first token (s)", TTFT_BUCKETS),
+        ("time per output token (s)", TIME_PER_OUTPUT_TOKEN_BUCKETS),
+        ("gateway overhead (s)", OVERHEAD_BUCKETS),
+        ("tokens", TOKEN_BUCKETS),
+        ("cost (USD)", COST_BUCKETS),
+        ("judge score", JUDGE_SCORE_BUCKETS),
+        ("writer batch size (records)", WRITER_BATCH_BUCKETS),
+    ] {
+        out.push_str(&format!("- {what}: {}\n", fmt(bounds)));
+    }
     out.push_str(
         "\nThe response header `x-lqo-overhead-ms` carries the gateway overhead of each request.\n",
     );
@@ -585,10 +632,100 @@ mod tests {
 
     #[test]
     fn buckets_follow_the_otel_genai_recommendation() {
-        let d = duration_buckets();
-        assert_eq!(d.first().copied(), Some(0.01));
-        assert!((d.last().copied().unwrap_or(0.0) - 81.92).abs() < 1e-9);
-        let t = token_buckets();
-        assert_eq!(t.last().copied(), Some(4f64.powi(10)));
+        assert_eq!(DURATION_BUCKETS.first().copied(), Some(0.01));
+        assert_eq!(DURATION_BUCKETS.last().copied(), Some(81.92));
+        assert_eq!(TOKEN_BUCKETS.last().copied(), Some(4f64.powi(10)));
+        // OTel's TTFT bounds stop at 10 s; ours go on to 60 s for reasoning models.
+        assert!(TTFT_BUCKETS.starts_with(&[0.001, 0.005, 0.01]));
+        assert!(TTFT_BUCKETS.contains(&10.0));
+        assert_eq!(TTFT_BUCKETS.last().copied(), Some(60.0));
+        assert_eq!(TIME_PER_OUTPUT_TOKEN_BUCKETS.last().copied(), Some(2.5));
+    }
+
+    #[test]
+    fn bucket_bounds_ascend_and_cost_buckets_keep_quantiles_within_2_5x() {
+        for bounds in [
+            DURATION_BUCKETS,
+            TTFT_BUCKETS,
+            TIME_PER_OUTPUT_TOKEN_BUCKETS,
+            JUDGE_SCORE_BUCKETS,
+            OVERHEAD_BUCKETS,
+            TOKEN_BUCKETS,
+            COST_BUCKETS,
+            WRITER_BATCH_BUCKETS,
+        ] {
+            assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+        }
+        // A quantile interpolated inside a bucket lies between its bounds: at most their ratio off.
+        for w in COST_BUCKETS.windows(2) {
+            assert!(w[1] / w[0] <= 2.5 + 1e-9, "{} -> {}", w[0], w[1]);
+        }
+        assert_eq!(COST_BUCKETS.first().copied(), Some(0.000001));
+        assert_eq!(COST_BUCKETS.last().copied(), Some(10.0));
+    }
+
+    /// Every `le` on /metrics is a short decimal, as written in the source: `le="0.00001"`, never
+    /// `le="0.000009999999999999999"`.
+    #[test]
+    fn metrics_show_clean_decimal_bucket_bounds() {
+        let m = Metrics::new();
+        m.init_model_version("v1", &["chat_completions"]);
+        m.init_judge_model("judge");
+        m.cost_per_request
+            .with_label_values(&["v1"])
+            .observe(0.00002);
+        m.observe_time_per_output_token(
+            "v1",
+            Duration::from_millis(1500),
+            Duration::from_millis(500),
+            21,
+        );
+        m.writer_batch_size.observe(3.0);
+        let text = m.render();
+        for want in [
+            r#"lqo_cost_per_request_usd_bucket{model_version="v1",le="0.00001"} 0"#,
+            r#"lqo_cost_per_request_usd_bucket{model_version="v1",le="0.000025"} 1"#,
+            r#"lqo_cost_per_request_usd_bucket{model_version="v1",le="0.0000025"} 0"#,
+            r#"lqo_time_to_first_token_seconds_bucket{endpoint="chat_completions",model_version="v1",le="60"} 0"#,
+            // (1.5 s - 0.5 s) / 20 tokens after the first = 50 ms per token.
+            r#"lqo_time_per_output_token_seconds_bucket{model_version="v1",le="0.05"} 1"#,
+            r#"lqo_time_per_output_token_seconds_bucket{model_version="v1",le="0.025"} 0"#,
+            r#"lqo_gateway_overhead_seconds_bucket{endpoint="chat_completions",model_version="v1",le="0.1024"} 0"#,
+        ] {
+            assert!(text.contains(want), "missing {want}");
+        }
+        let mut n = 0;
+        for le in text.split("le=\"").skip(1) {
+            let le = &le[..le.find('"').unwrap_or(0)];
+            n += 1;
+            if le == "+Inf" {
+                continue;
+            }
+            let digits: String = le.chars().filter(char::is_ascii_digit).collect();
+            let significant = digits.trim_start_matches('0').trim_end_matches('0');
+            assert!(
+                significant.len() <= 7 && !le.contains('e'),
+                "bucket bound le=\"{le}\" is not a short decimal"
+            );
+        }
+        assert!(n > 100, "only {n} bucket lines");
+    }
+
+    #[test]
+    fn time_per_output_token_needs_two_tokens() {
+        let m = Metrics::new();
+        let count = |m: &Metrics| {
+            m.time_per_output_token
+                .with_label_values(&["v1"])
+                .get_sample_count()
+        };
+        let second = Duration::from_secs(1);
+        m.observe_time_per_output_token("v1", second * 2, second, 1);
+        assert_eq!(count(&m), 0);
+        m.observe_time_per_output_token("v1", second * 2, second, 2);
+        assert_eq!(count(&m), 1);
+        // A clock that says the first token came after the end counts as no decode time.
+        m.observe_time_per_output_token("v1", second, second * 2, 5);
+        assert_eq!(count(&m), 2);
     }
 }

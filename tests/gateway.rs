@@ -180,6 +180,12 @@ async fn streaming_through_chat_completions_and_responses_providers() {
             &[("model_version", mv), ("endpoint", "chat_completions")],
         );
         assert_eq!(n, Some(1.0), "ttft for {mv}");
+        let n = sample(
+            &m,
+            "lqo_time_per_output_token_seconds_count",
+            &[("model_version", mv)],
+        );
+        assert_eq!(n, Some(1.0), "time per output token for {mv}");
     }
     h.app.stop().await;
 }
