@@ -10,6 +10,7 @@ behave as one gateway:
      refused by every replica within 1 s (measured per replica, cache TTL 30 s);
   3. records: every answered model call is stored exactly once, and judged exactly once (the
      judge_requests counters of all replicas, summed by Prometheus, equal the stored records);
+     30 of them get human feedback through the three replicas;
   4. dashboards aggregate: every Prometheus query of every dashboard returns data and — unless it
      groups by instance on purpose — no two of its series differ only by `instance`; Prometheus'
      sum of lqo_requests_total equals the calls answered; the Build panel counts 3 replicas;
@@ -173,7 +174,7 @@ auth:
   required: true
   cache_ttl_secs: 30
   keys:
-    - {{ name: e2e-admin, sha256: {admin_hash}, scopes: [admin, chat, logs:read] }}
+    - {{ name: e2e-admin, sha256: {admin_hash}, scopes: [admin, chat, feedback, logs:read] }}
   rate_limits:
     per_key:
       limited: {{ requests_per_minute: {LIMIT_RPM}, tokens_per_minute: 0 }}
@@ -312,6 +313,13 @@ scrape_configs:
              f"--storage.tsdb.path={prom_dir}/data", f"--web.listen-address=127.0.0.1:{self.p_prom}"],
             stdout=logf, stderr=subprocess.STDOUT)
         self.wait_http(f"http://127.0.0.1:{self.p_prom}/-/ready", 60, "prometheus")
+        # Prometheus hands new targets to its scrapers after up to 5 s. Traffic must come after
+        # the first scrape of every replica, or every counter's first sample already holds it
+        # and rates over the run are 0.
+        deadline = time.monotonic() + 30
+        while self.prom('count(up{job="lqo"} == 1)') != 3:
+            check(time.monotonic() < deadline, "Prometheus did not scrape the 3 gateways in 30 s")
+            time.sleep(0.2)
         # Every replica follows key changes and reaches Redis before the run starts.
         for i in range(3):
             deadline = time.monotonic() + 20
@@ -499,6 +507,12 @@ scrape_configs:
         check(judge_calls == len(ids), f"judge calls {judge_calls} != records {len(ids)}")
         check(model_calls == len(ids),
               f"Prometheus sums {model_calls} answered calls over the replicas, want {len(ids)}")
+        # Human feedback on some of them, through every replica: the dashboards' feedback and
+        # judge-human agreement panels aggregate it.
+        for n, rid in enumerate(ids[:30]):
+            code, body, _ = http("POST", self.gw_url(n % 3, "/v1/feedback"),
+                                 {"request_id": rid, "score": 1 if n % 3 else -1}, ADMIN_KEY)
+            check(code == 201, f"feedback answered {code}: {body[:200]!r}")
         log(f"PostgreSQL connections per replica: at rest {at_rest}, peak under load {peak}")
         self.summary["records"] = {"answered": len(ids), "stored": stored, "duplicates": dupes,
                                    "judged": int(done), "scores": int(scores),
