@@ -100,6 +100,8 @@ fn record(i: usize) -> LogRecord {
         heuristic_label: ok.then(|| "good".to_string()),
         heuristic_results: serde_json::json!([]),
         api_key_name: Some("bench".into()),
+        request_params: None,
+        tool_calls: None,
     }
 }
 

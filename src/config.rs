@@ -191,6 +191,10 @@ pub struct ModelConfig {
     pub upstream_model: Option<String>,
     #[serde(default)]
     pub pricing: Pricing,
+    /// Other names clients may call this version by (e.g. a hard-coded `gpt-4o`); metrics and
+    /// records still say the version's own name.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -465,6 +469,7 @@ impl Config {
                     provider: "openai".into(),
                     upstream_model: None,
                     pricing: known_pricing(&model),
+                    aliases: Vec::new(),
                 });
                 if self.default_model.is_empty() {
                     self.default_model = model;
@@ -481,6 +486,7 @@ impl Config {
                         provider: "mock".into(),
                         upstream_model: None,
                         pricing: known_pricing("gpt-5-mini"),
+                        aliases: Vec::new(),
                     });
                 }
                 if self.default_model.is_empty() {
@@ -628,6 +634,24 @@ impl Config {
                 if !(v.is_finite() && v >= 0.0) {
                     problems.push(format!(
                         "models.{name}.pricing.{field} must be ≥ 0, got {v}"
+                    ));
+                }
+            }
+        }
+        let mut alias_owner: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, m) in &self.models {
+            for (i, alias) in m.aliases.iter().enumerate() {
+                if alias.is_empty() || alias.len() > 128 || alias.chars().any(char::is_control) {
+                    problems.push(format!(
+                        "models.{name}.aliases[{i}] must be 1 to 128 printable characters"
+                    ));
+                } else if self.models.contains_key(alias) {
+                    problems.push(format!(
+                        "models.{name}.aliases[{i}] {alias:?} is already a model version's name"
+                    ));
+                } else if let Some(other) = alias_owner.insert(alias, name) {
+                    problems.push(format!(
+                        "models.{name}.aliases[{i}] {alias:?} is also an alias of models.{other}"
                     ));
                 }
             }
@@ -1070,6 +1094,30 @@ default_model: missing
         cfg.validate().unwrap();
         assert!(cfg.auth.required && cfg.is_postgres());
         assert_eq!(cfg.writer.spool_dir, Path::new("/var/lib/lqo/spool"));
+    }
+
+    #[test]
+    fn aliases_are_unique_and_never_shadow_a_version() {
+        let yaml = r#"
+providers: { m: { kind: mock } }
+models:
+  a: { provider: m, aliases: [gpt-4o, b] }
+  b: { provider: m, aliases: [gpt-4o, ""] }
+default_model: a
+"#;
+        let mut cfg = Config::from_yaml(yaml).unwrap();
+        cfg.apply_env(&env_of(&[])).unwrap();
+        let ConfigError::Invalid(problems) = cfg.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let all = problems.join("\n");
+        for needle in [
+            "models.a.aliases[1] \"b\" is already a model version's name",
+            "models.b.aliases[0] \"gpt-4o\" is also an alias of models.a",
+            "models.b.aliases[1] must be 1 to 128 printable characters",
+        ] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
     }
 
     #[test]

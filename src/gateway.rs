@@ -1,12 +1,17 @@
-//! The gateway core: one function per use case (complete a chat, stream a chat), shared by
-//! `/chat` and `/v1/chat/completions`. Knows nothing about axum; handlers only parse and shape.
+//! The gateway core: one function per use case (complete a chat, stream a chat, embed), shared by
+//! `/chat`, `/v1/chat/completions`, `/v1/responses` and `/v1/embeddings`. Knows nothing about
+//! axum; handlers only parse and shape. Every call that reaches a model is metered and recorded
+//! exactly once, retries included.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
 use futures::StreamExt;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -15,11 +20,12 @@ use crate::eval::heuristics::{AnswerContext, Heuristics};
 use crate::eval::queue::JudgeQueue;
 use crate::metrics::Metrics;
 use crate::provider::{
-    self, ChatMessage, Completion, CompletionRequest, Provider, ProviderError, StreamEvent, Usage,
+    self, retry, Api, ChatMessage, ClientRequest, Completion, CompletionRequest, Embeddings,
+    EmbeddingsRequest, Provider, ProviderError, StreamEnd, StreamEvent, ToolCall, Usage,
 };
 use crate::redact::redact;
 use crate::store::writer::WriterHandle;
-use crate::store::LogRecord;
+use crate::store::{JsonText, LogRecord};
 use crate::tokens;
 
 /// Which public route a call came through; the `endpoint` label and column.
@@ -27,15 +33,19 @@ use crate::tokens;
 pub enum Endpoint {
     Chat,
     ChatCompletions,
+    Responses,
+    Embeddings,
 }
 
 impl Endpoint {
-    pub const ALL: [&'static str; 2] = ["chat", "chat_completions"];
+    pub const ALL: [&'static str; 4] = ["chat", "chat_completions", "responses", "embeddings"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat",
             Endpoint::ChatCompletions => "chat_completions",
+            Endpoint::Responses => "responses",
+            Endpoint::Embeddings => "embeddings",
         }
     }
 }
@@ -77,6 +87,21 @@ pub struct ChatInput {
     pub started: Instant,
     /// The API key that called (its name goes on the record; its token budget is charged).
     pub caller: Option<Caller>,
+    /// The schema of a `json_schema` answer, as the client sent it, for the heuristics.
+    pub json_schema: Option<Box<RawValue>>,
+}
+
+/// An embeddings call, as the handler parsed it.
+#[derive(Debug, Clone)]
+pub struct EmbeddingsInput {
+    pub request_id: Uuid,
+    pub model_version: Option<String>,
+    pub request: EmbeddingsRequest,
+    pub user_id: Option<String>,
+    pub tags: Vec<String>,
+    pub metadata: serde_json::Value,
+    pub started: Instant,
+    pub caller: Option<Caller>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,19 +110,37 @@ pub struct ChatOutput {
     pub model_version: String,
     pub text: String,
     pub finish_reason: String,
+    pub tool_calls: Vec<ToolCall>,
     pub usage: Usage,
     pub latency_ms: f64,
     /// Time the gateway added on top of the upstream call.
     pub overhead_ms: f64,
     pub cost_usd: f64,
+    /// The answer in the client's API, as the provider gave it (None for `/chat`).
+    pub body: Option<Bytes>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbeddingsOutput {
+    pub model_version: String,
+    pub body: Bytes,
+    pub overhead_ms: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     #[error("model version {0:?} is not configured")]
     UnknownModel(String),
-    #[error(transparent)]
-    Provider(#[from] ProviderError),
+    /// The upstream call failed (after `retries` retries by the gateway).
+    #[error("{error}")]
+    Upstream {
+        error: ProviderError,
+        provider: String,
+        retries: u32,
+    },
+    /// The request asks for something the model version's provider cannot express.
+    #[error("{message}")]
+    Unsupported { param: String, message: String },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +151,8 @@ pub enum BuildError {
 
 pub struct Gateway {
     models: BTreeMap<String, Arc<ModelRoute>>,
+    /// Other names clients may use for a model version (`models.<name>.aliases`).
+    aliases: BTreeMap<String, Arc<ModelRoute>>,
     default_model: String,
     metrics: Arc<Metrics>,
     writer: WriterHandle,
@@ -116,6 +161,11 @@ pub struct Gateway {
     heuristics: Heuristics,
     /// Sampled records go to the LLM judge through here; None when the judge is off.
     judge_queue: Option<JudgeQueue>,
+}
+
+/// What a failed or finished call leaves for its record, besides the answer.
+struct Attempted {
+    retries: u32,
 }
 
 impl Gateway {
@@ -133,25 +183,28 @@ impl Gateway {
             providers.insert(name.as_str(), client);
         }
         let mut models = BTreeMap::new();
+        let mut aliases = BTreeMap::new();
         for (name, m) in &cfg.models {
             // Validation guarantees the provider exists; skip defensively rather than panic.
             let Some(client) = providers.get(m.provider.as_str()) else {
                 continue;
             };
             metrics.init_model_version(name, &Endpoint::ALL);
-            models.insert(
-                name.clone(),
-                Arc::new(ModelRoute {
-                    name: name.clone(),
-                    provider_name: m.provider.clone(),
-                    provider: client.clone(),
-                    upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.clone()),
-                    pricing: m.pricing.clone(),
-                }),
-            );
+            let route = Arc::new(ModelRoute {
+                name: name.clone(),
+                provider_name: m.provider.clone(),
+                provider: client.clone(),
+                upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.clone()),
+                pricing: m.pricing.clone(),
+            });
+            for alias in &m.aliases {
+                aliases.insert(alias.clone(), route.clone());
+            }
+            models.insert(name.clone(), route);
         }
         Ok(Gateway {
             models,
+            aliases,
             default_model: cfg.default_model.clone(),
             metrics,
             writer,
@@ -175,10 +228,12 @@ impl Gateway {
         &self.default_model
     }
 
+    /// The model version a client's name stands for: a version's own name or one of its aliases.
     pub fn resolve(&self, model_version: Option<&str>) -> Result<Arc<ModelRoute>, CoreError> {
         let name = model_version.unwrap_or(&self.default_model);
         self.models
             .get(name)
+            .or_else(|| self.aliases.get(name))
             .cloned()
             .ok_or_else(|| CoreError::UnknownModel(name.to_string()))
     }
@@ -191,41 +246,80 @@ impl Gateway {
         Ok((route, in_flight))
     }
 
-    /// Runs an upstream call under the request's deadline (counted from its arrival).
-    async fn within_deadline<T>(
+    /// Runs a provider call, with the provider's retries, under the request's deadline (counted
+    /// from its arrival). Returns the outcome and the retries made, also for calls that failed.
+    async fn call<T, F, Fut>(
         &self,
-        input: &ChatInput,
-        call: impl std::future::Future<Output = Result<T, ProviderError>>,
-    ) -> Result<T, ProviderError> {
-        tokio::time::timeout_at(self.deadline(input), call)
-            .await
-            .unwrap_or(Err(ProviderError::Timeout(self.request_timeout)))
+        route: &ModelRoute,
+        started: Instant,
+        attempt: F,
+    ) -> (Result<T, ProviderError>, Attempted)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ProviderError>>,
+    {
+        let deadline = self.deadline(started);
+        let retries = AtomicU32::new(0);
+        let policy = route.provider.retry_policy();
+        let result = tokio::time::timeout_at(
+            deadline,
+            retry::with_retries(&policy, Some(deadline), &retries, attempt),
+        )
+        .await
+        .unwrap_or(Err(ProviderError::Timeout(self.request_timeout)));
+        let retries = retries.into_inner();
+        if retries > 0 {
+            self.metrics
+                .upstream_retries
+                .with_label_values(&[&route.name])
+                .inc_by(u64::from(retries));
+        }
+        (result, Attempted { retries })
+    }
+
+    fn upstream_error(
+        route: &ModelRoute,
+        error: ProviderError,
+        attempted: &Attempted,
+    ) -> CoreError {
+        match error {
+            ProviderError::Unsupported { param, message } => {
+                CoreError::Unsupported { param, message }
+            }
+            error => CoreError::Upstream {
+                error,
+                provider: route.provider_name.clone(),
+                retries: attempted.retries,
+            },
+        }
     }
 
     /// Non-streaming call: forward, meter, queue the record, answer.
     pub async fn complete_chat(&self, mut input: ChatInput) -> Result<ChatOutput, CoreError> {
         let (route, _in_flight) = self.begin(&mut input)?;
         let upstream_start = Instant::now();
-        let result = self
-            .within_deadline(&input, route.provider.complete(&input.request))
+        let (result, attempted) = self
+            .call(&route, input.started, || {
+                route.provider.complete(&input.request)
+            })
             .await;
         let upstream = upstream_start.elapsed();
-
         match result {
-            Ok(c) => {
-                let out = self.finish_ok(&route, &input, c, upstream, None, false);
-                Ok(out)
+            Ok(c) => Ok(self.finish_ok(&route, &input, c, upstream, None, false)),
+            Err(e @ ProviderError::Unsupported { .. }) => {
+                Err(Self::upstream_error(&route, e, &attempted))
             }
             Err(e) => {
                 self.finish_err(&route, &input, &e, String::new(), None, false);
-                Err(CoreError::Provider(e))
+                Err(Self::upstream_error(&route, e, &attempted))
             }
         }
     }
 
     /// Streaming call. Errors before the first byte come back here so the handler can answer
-    /// with a proper status; the returned stream records the call when it ends — normally, on an
-    /// upstream error, or when the client goes away and the stream is dropped.
+    /// with a proper status; the returned stream yields the client's frames and records the call
+    /// when it ends — normally, on an upstream error, or when the client goes away and the stream
+    /// is dropped.
     pub async fn stream_chat(
         self: &Arc<Self>,
         mut input: ChatInput,
@@ -238,14 +332,19 @@ impl Gateway {
     > {
         let (route, in_flight) = self.begin(&mut input)?;
         let upstream_start = Instant::now();
-        let started = self
-            .within_deadline(&input, route.provider.stream(&input.request))
+        let (started, attempted) = self
+            .call(&route, input.started, || {
+                route.provider.stream(&input.request)
+            })
             .await;
         let upstream_stream = match started {
             Ok(s) => s,
+            Err(e @ ProviderError::Unsupported { .. }) => {
+                return Err(Self::upstream_error(&route, e, &attempted))
+            }
             Err(e) => {
                 self.finish_err(&route, &input, &e, String::new(), None, true);
-                return Err(CoreError::Provider(e));
+                return Err(Self::upstream_error(&route, e, &attempted));
             }
         };
         let model_version = route.name.clone();
@@ -259,7 +358,7 @@ impl Gateway {
             done: false,
             _in_flight: in_flight,
         };
-        let deadline = self.deadline(&rec.input);
+        let deadline = self.deadline(rec.input.started);
         let out = async_stream::stream! {
             let mut upstream_stream = upstream_stream;
             // One timer for the whole stream: a `timeout_at` per chunk would insert and remove a
@@ -273,17 +372,23 @@ impl Gateway {
                     _ = &mut deadline => Some(Err(ProviderError::Timeout(rec.gateway.request_timeout))),
                 };
                 match next {
-                    Some(Ok(StreamEvent::Delta(d))) => {
-                        if d.is_empty() { continue; }
-                        if rec.ttft.is_none() {
+                    Some(Ok(StreamEvent::Chunk { frame, text, content })) => {
+                        if content && rec.ttft.is_none() {
                             rec.ttft = Some(rec.input.started.elapsed());
                         }
-                        rec.text.push_str(&d);
-                        yield GatewayStreamItem::Delta(d);
+                        rec.text.push_str(&text);
+                        if !frame.is_empty() {
+                            yield GatewayStreamItem::Frame(frame);
+                        }
                     }
-                    Some(Ok(StreamEvent::Done { finish_reason, usage })) => {
-                        let out = rec.finish_ok(finish_reason, usage);
-                        yield GatewayStreamItem::Done(out);
+                    Some(Ok(StreamEvent::Done(end))) => {
+                        // Recorded before the last frame goes out: a client that hangs up on
+                        // `[DONE]` still gets a complete record.
+                        let trailer = end.trailer.clone();
+                        rec.finish_ok(end);
+                        if !trailer.is_empty() {
+                            yield GatewayStreamItem::Frame(trailer);
+                        }
                         break;
                     }
                     Some(Err(e)) => {
@@ -292,9 +397,9 @@ impl Gateway {
                         break;
                     }
                     None => {
-                        // The upstream closed without a final event: keep what arrived.
-                        let out = rec.finish_ok("stop".into(), None);
-                        yield GatewayStreamItem::Done(out);
+                        let e = ProviderError::StreamInterrupted("the stream ended without a final event".into());
+                        rec.finish_err(&e);
+                        yield GatewayStreamItem::Error(e);
                         break;
                     }
                 }
@@ -303,25 +408,122 @@ impl Gateway {
         Ok((model_version, out.boxed()))
     }
 
+    /// `POST /v1/embeddings`: forward, meter tokens and cost, record (no heuristics, no judge).
+    pub async fn embed(&self, mut input: EmbeddingsInput) -> Result<EmbeddingsOutput, CoreError> {
+        let route = self.resolve(input.model_version.as_deref())?;
+        input.request.model = route.upstream_model.clone();
+        let endpoint = Endpoint::Embeddings.as_str();
+        let _in_flight = InFlight::new(&self.metrics, endpoint);
+        let upstream_start = Instant::now();
+        let (result, attempted) = self
+            .call(&route, input.started, || {
+                route.provider.embed(&input.request)
+            })
+            .await;
+        let upstream = upstream_start.elapsed();
+        let total = input.started.elapsed();
+        let mv = route.name.as_str();
+        let prompt = self.stored_inputs(&input.request.inputs);
+        let params = self.stored_params(&input.request.body, &["input"]);
+        let meta = RecordMeta {
+            request_id: input.request_id,
+            endpoint,
+            user_id: &input.user_id,
+            tags: &input.tags,
+            metadata: &input.metadata,
+            caller: &input.caller,
+            prompt,
+            params,
+            streamed: false,
+        };
+        match result {
+            Ok(e) => {
+                let Embeddings {
+                    body,
+                    usage,
+                    upstream_model,
+                    ..
+                } = e;
+                let usage = usage.unwrap_or_else(|| Usage {
+                    input_tokens: input
+                        .request
+                        .inputs
+                        .iter()
+                        .map(|t| tokens::count_tokens(t))
+                        .sum(),
+                    cached_input_tokens: 0,
+                    output_tokens: 0,
+                });
+                let cost_usd = route.cost_usd(&usage);
+                let overhead = total.saturating_sub(upstream);
+                self.observe_ok(mv, endpoint, total, overhead, None, 0);
+                self.observe_tokens(mv, &usage, cost_usd, false);
+                let mut record = self.base_record(&route, meta, total, &usage, cost_usd);
+                record.upstream_model = upstream_model;
+                self.submit(record);
+                Ok(EmbeddingsOutput {
+                    model_version: route.name.clone(),
+                    body,
+                    overhead_ms: overhead.as_secs_f64() * 1000.0,
+                })
+            }
+            Err(e @ ProviderError::Unsupported { .. }) => {
+                Err(Self::upstream_error(&route, e, &attempted))
+            }
+            Err(e) => {
+                self.observe_err(mv, endpoint, total, &e);
+                let usage = Usage::default();
+                let mut record = self.base_record(&route, meta, total, &usage, 0.0);
+                self.mark_failed(&mut record, &e);
+                self.submit(record);
+                Err(Self::upstream_error(&route, e, &attempted))
+            }
+        }
+    }
+
     /// The whole request's deadline: `server.request_timeout_secs` after it arrived, so time
     /// spent reading the body counts too.
-    fn deadline(&self, input: &ChatInput) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(input.started) + self.request_timeout
+    fn deadline(&self, started: Instant) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(started) + self.request_timeout
     }
 
-    /// The key's name for the record, and its tokens charged to its rate limit.
-    fn account(&self, input: &ChatInput, usage: &Usage) -> Option<String> {
-        let caller = input.caller.as_ref()?;
-        caller.charge_tokens(usage.input_tokens + usage.output_tokens);
-        caller.key_name().map(str::to_string)
-    }
-
-    fn usage_or_counted(&self, input: &ChatInput, text: &str, usage: Option<Usage>) -> Usage {
+    fn usage_or_counted(
+        &self,
+        input: &ChatInput,
+        text: &str,
+        tool_calls: &[ToolCall],
+        usage: Option<Usage>,
+    ) -> Usage {
         usage.unwrap_or_else(|| Usage {
             input_tokens: tokens::count_message_tokens(&input.request.messages),
             cached_input_tokens: 0,
-            output_tokens: tokens::count_tokens(text),
+            output_tokens: tokens::count_tokens(text)
+                + tool_calls
+                    .iter()
+                    .map(|t| tokens::count_tokens(&t.name) + tokens::count_tokens(&t.arguments))
+                    .sum::<u64>(),
         })
+    }
+
+    fn chat_meta<'a>(&self, input: &'a ChatInput, streamed: bool) -> RecordMeta<'a> {
+        let params = input.request.client.as_ref().and_then(|c| {
+            let dropped: &[&str] = match c.api {
+                Api::Chat => &["messages"],
+                Api::Responses => &["input", "instructions"],
+            };
+            self.stored_params(&c.body, dropped)
+        });
+        RecordMeta {
+            request_id: input.request_id,
+            endpoint: input.endpoint.as_str(),
+            user_id: &input.user_id,
+            tags: &input.tags,
+            metadata: &input.metadata,
+            caller: &input.caller,
+            prompt: self.stored_prompt(&input.request.messages),
+            params,
+            streamed,
+        }
     }
 
     fn finish_ok(
@@ -333,7 +535,7 @@ impl Gateway {
         ttft: Option<Duration>,
         streamed: bool,
     ) -> ChatOutput {
-        let usage = self.usage_or_counted(input, &c.text, c.usage);
+        let usage = self.usage_or_counted(input, &c.text, &c.tool_calls, c.usage);
         let cost_usd = route.cost_usd(&usage);
         // Before the clock stops, so the checks' cost shows in the gateway overhead.
         let checked = self.heuristics.enabled().then(|| {
@@ -342,6 +544,8 @@ impl Gateway {
                 AnswerContext {
                     finish_reason: &c.finish_reason,
                     json_requested: input.request.json_mode,
+                    tool_calls: &c.tool_calls,
+                    json_schema: input.json_schema.as_deref(),
                 },
             );
             outcome.observe(&self.metrics, &route.name);
@@ -351,63 +555,31 @@ impl Gateway {
         let overhead = total.saturating_sub(upstream);
         let endpoint = input.endpoint.as_str();
         let mv = route.name.as_str();
-        let m = &self.metrics;
-        m.request_duration
-            .with_label_values(&[mv, endpoint, "ok"])
-            .observe(total.as_secs_f64());
-        m.gateway_overhead
-            .with_label_values(&[mv, endpoint])
-            .observe(overhead.as_secs_f64());
-        if let Some(t) = ttft {
-            m.time_to_first_token
-                .with_label_values(&[mv, endpoint])
-                .observe(t.as_secs_f64());
-            m.observe_time_per_output_token(mv, total, t, usage.output_tokens);
-        }
-        m.requests.with_label_values(&[mv, endpoint, "ok"]).inc();
-        if c.retries > 0 {
-            m.upstream_retries
-                .with_label_values(&[mv])
-                .inc_by(u64::from(c.retries));
-        }
-        self.observe_usage(mv, &usage, cost_usd);
+        self.observe_ok(mv, endpoint, total, overhead, ttft, usage.output_tokens);
+        self.observe_tokens(mv, &usage, cost_usd, true);
         let latency_ms = total.as_secs_f64() * 1000.0;
-        let record = LogRecord {
-            request_id: input.request_id,
-            created_at: Utc::now(),
-            endpoint: endpoint.to_string(),
-            user_id: input.user_id.clone(),
-            prompt: self.stored_prompt(&input.request.messages),
-            response: self.stored_text(&c.text),
-            model_version: route.name.clone(),
-            provider: route.provider.kind().to_string(),
-            upstream_model: if c.upstream_model.is_empty() {
-                route.upstream_model.clone()
-            } else {
-                c.upstream_model.clone()
-            },
-            latency_ms,
-            ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
-            input_tokens: usage.input_tokens as i64,
-            cached_input_tokens: usage.cached_input_tokens as i64,
-            output_tokens: usage.output_tokens as i64,
+        let mut record = self.base_record(
+            route,
+            self.chat_meta(input, streamed),
+            total,
+            &usage,
             cost_usd,
-            status: "ok".into(),
-            http_status: 200,
-            error_type: None,
-            error_message: None,
-            finish_reason: Some(c.finish_reason.clone()),
-            streamed,
-            tags: input.tags.clone(),
-            metadata: input.metadata.clone(),
-            heuristic_label: checked.as_ref().map(|o| o.label.as_str().to_string()),
-            heuristic_results: checked
-                .as_ref()
-                .map_or_else(|| serde_json::Value::Array(vec![]), |o| o.results_json()),
-            api_key_name: self.account(input, &usage),
-        };
+        );
+        record.response = self.stored_text(&c.text);
+        if !c.upstream_model.is_empty() {
+            record.upstream_model = c.upstream_model.clone();
+        }
+        record.ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0);
+        record.finish_reason = Some(c.finish_reason.clone());
+        record.tool_calls = self.stored_tool_calls(&c.tool_calls);
+        record.heuristic_label = checked.as_ref().map(|o| o.label.as_str().to_string());
+        record.heuristic_results = checked
+            .as_ref()
+            .map_or_else(|| serde_json::Value::Array(vec![]), |o| o.results_json());
         self.submit(record);
-        if let Some(q) = &self.judge_queue {
+        // The judge scores text; an answer that only calls tools has none to score.
+        let judgeable = !c.text.trim().is_empty() || c.tool_calls.is_empty();
+        if let Some(q) = self.judge_queue.as_ref().filter(|_| judgeable) {
             q.offer(input.request_id, &route.name);
         }
         ChatOutput {
@@ -415,10 +587,12 @@ impl Gateway {
             model_version: route.name.clone(),
             text: c.text,
             finish_reason: c.finish_reason,
+            tool_calls: c.tool_calls,
             usage,
             latency_ms,
             overhead_ms: overhead.as_secs_f64() * 1000.0,
             cost_usd,
+            body: c.body,
         }
     }
 
@@ -434,6 +608,58 @@ impl Gateway {
         let total = input.started.elapsed();
         let endpoint = input.endpoint.as_str();
         let mv = route.name.as_str();
+        self.observe_err(mv, endpoint, total, e);
+        // Input tokens were spent even when the answer failed mid-stream; count what we know.
+        let usage = if partial_text.is_empty() {
+            Usage::default()
+        } else {
+            self.usage_or_counted(input, &partial_text, &[], None)
+        };
+        let cost_usd = route.cost_usd(&usage);
+        if !partial_text.is_empty() {
+            self.observe_tokens(mv, &usage, cost_usd, true);
+        }
+        let mut record = self.base_record(
+            route,
+            self.chat_meta(input, streamed),
+            total,
+            &usage,
+            cost_usd,
+        );
+        if !partial_text.is_empty() {
+            record.response = self.stored_text(&partial_text);
+        }
+        record.ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0);
+        self.mark_failed(&mut record, e);
+        self.submit(record);
+    }
+
+    fn observe_ok(
+        &self,
+        mv: &str,
+        endpoint: &str,
+        total: Duration,
+        overhead: Duration,
+        ttft: Option<Duration>,
+        output_tokens: u64,
+    ) {
+        let m = &self.metrics;
+        m.request_duration
+            .with_label_values(&[mv, endpoint, "ok"])
+            .observe(total.as_secs_f64());
+        m.gateway_overhead
+            .with_label_values(&[mv, endpoint])
+            .observe(overhead.as_secs_f64());
+        if let Some(t) = ttft {
+            m.time_to_first_token
+                .with_label_values(&[mv, endpoint])
+                .observe(t.as_secs_f64());
+            m.observe_time_per_output_token(mv, total, t, output_tokens);
+        }
+        m.requests.with_label_values(&[mv, endpoint, "ok"]).inc();
+    }
+
+    fn observe_err(&self, mv: &str, endpoint: &str, total: Duration, e: &ProviderError) {
         let m = &self.metrics;
         m.request_duration
             .with_label_values(&[mv, endpoint, "error"])
@@ -442,60 +668,19 @@ impl Gateway {
         m.errors
             .with_label_values(&[mv, endpoint, e.error_type()])
             .inc();
-        // Input tokens were spent even when the answer failed mid-stream; count what we know.
-        let usage = if partial_text.is_empty() {
-            Usage::default()
-        } else {
-            self.usage_or_counted(input, &partial_text, None)
-        };
-        let cost_usd = route.cost_usd(&usage);
-        if !partial_text.is_empty() {
-            self.observe_usage(mv, &usage, cost_usd);
-        }
-        tracing::warn!(request_id = %input.request_id, model_version = mv, error_type = e.error_type(), error = %e, "upstream call failed");
-        let record = LogRecord {
-            request_id: input.request_id,
-            created_at: Utc::now(),
-            endpoint: endpoint.to_string(),
-            user_id: input.user_id.clone(),
-            prompt: self.stored_prompt(&input.request.messages),
-            response: if partial_text.is_empty() {
-                None
-            } else {
-                self.stored_text(&partial_text)
-            },
-            model_version: route.name.clone(),
-            provider: route.provider.kind().to_string(),
-            upstream_model: route.upstream_model.clone(),
-            latency_ms: total.as_secs_f64() * 1000.0,
-            ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
-            input_tokens: usage.input_tokens as i64,
-            cached_input_tokens: 0,
-            output_tokens: usage.output_tokens as i64,
-            cost_usd,
-            status: "error".into(),
-            http_status: i32::from(http_status_for(e)),
-            error_type: Some(e.error_type().into()),
-            error_message: Some(self.stored_error(&truncate(&e.to_string(), 1000))),
-            finish_reason: None,
-            streamed,
-            tags: input.tags.clone(),
-            metadata: input.metadata.clone(),
-            heuristic_label: None,
-            heuristic_results: serde_json::Value::Array(vec![]),
-            api_key_name: self.account(input, &usage),
-        };
-        self.submit(record);
+        tracing::warn!(model_version = mv, endpoint, error_type = e.error_type(), error = %e, "upstream call failed");
     }
 
-    fn observe_usage(&self, mv: &str, usage: &Usage, cost_usd: f64) {
+    fn observe_tokens(&self, mv: &str, usage: &Usage, cost_usd: f64, with_output: bool) {
         let m = &self.metrics;
         m.tokens_per_request
             .with_label_values(&[mv, "input"])
             .observe(usage.input_tokens as f64);
-        m.tokens_per_request
-            .with_label_values(&[mv, "output"])
-            .observe(usage.output_tokens as f64);
+        if with_output {
+            m.tokens_per_request
+                .with_label_values(&[mv, "output"])
+                .observe(usage.output_tokens as f64);
+        }
         m.tokens
             .with_label_values(&[mv, "input"])
             .inc_by(usage.input_tokens);
@@ -509,6 +694,58 @@ impl Gateway {
             .with_label_values(&[mv])
             .observe(cost_usd);
         m.cost.with_label_values(&[mv]).inc_by(cost_usd);
+    }
+
+    /// A successful call's record; the caller fills in the answer.
+    fn base_record(
+        &self,
+        route: &ModelRoute,
+        meta: RecordMeta<'_>,
+        total: Duration,
+        usage: &Usage,
+        cost_usd: f64,
+    ) -> LogRecord {
+        let api_key_name = meta.caller.as_ref().and_then(|caller| {
+            caller.charge_tokens(usage.input_tokens + usage.output_tokens);
+            caller.key_name().map(str::to_string)
+        });
+        LogRecord {
+            request_id: meta.request_id,
+            created_at: Utc::now(),
+            endpoint: meta.endpoint.to_string(),
+            user_id: meta.user_id.clone(),
+            prompt: meta.prompt,
+            response: None,
+            model_version: route.name.clone(),
+            provider: route.provider.kind().to_string(),
+            upstream_model: route.upstream_model.clone(),
+            latency_ms: total.as_secs_f64() * 1000.0,
+            ttft_ms: None,
+            input_tokens: usage.input_tokens as i64,
+            cached_input_tokens: usage.cached_input_tokens as i64,
+            output_tokens: usage.output_tokens as i64,
+            cost_usd,
+            status: "ok".into(),
+            http_status: 200,
+            error_type: None,
+            error_message: None,
+            finish_reason: None,
+            streamed: meta.streamed,
+            tags: meta.tags.clone(),
+            metadata: meta.metadata.clone(),
+            heuristic_label: None,
+            heuristic_results: serde_json::Value::Array(vec![]),
+            api_key_name,
+            request_params: meta.params,
+            tool_calls: None,
+        }
+    }
+
+    fn mark_failed(&self, record: &mut LogRecord, e: &ProviderError) {
+        record.status = "error".into();
+        record.http_status = i32::from(http_status_for(e));
+        record.error_type = Some(e.error_type().into());
+        record.error_message = Some(self.stored_error(&truncate(&e.to_string(), 1000)));
     }
 
     fn submit(&self, record: LogRecord) {
@@ -538,6 +775,59 @@ impl Gateway {
         }
     }
 
+    /// Embedding inputs as stored: one input's text, or a JSON array of them.
+    fn stored_inputs(&self, inputs: &[String]) -> String {
+        let shown: Vec<String> = match self.content {
+            ContentLogging::None => return String::new(),
+            ContentLogging::Full => inputs.to_vec(),
+            ContentLogging::Redacted => inputs.iter().map(|t| redact(t).into_owned()).collect(),
+        };
+        match shown.as_slice() {
+            [only] => only.clone(),
+            many => serde_json::to_string(many).unwrap_or_default(),
+        }
+    }
+
+    /// The request's parameters as stored: the client's body without the conversation
+    /// (`dropped`); with `logging.content: redacted` every string in it masked, with `none` only
+    /// `model` and the numbers and booleans.
+    fn stored_params(&self, body: &provider::wire::JsonBody, dropped: &[&str]) -> Option<JsonText> {
+        let keep = |name: &str, _value: &[u8]| !dropped.contains(&name);
+        let json = match self.content {
+            ContentLogging::Full => body.filtered(keep),
+            ContentLogging::None => body.filtered(|name, value| {
+                keep(name, value)
+                    && (name == "model" || !matches!(value.first(), Some(b'"' | b'{' | b'[')))
+            }),
+            ContentLogging::Redacted => {
+                let mut v: serde_json::Value = serde_json::from_slice(&body.filtered(keep)).ok()?;
+                redact_strings(&mut v);
+                serde_json::to_vec(&v).ok()?
+            }
+        };
+        JsonText::from_vec(json)
+    }
+
+    /// An answer's tool calls as stored (OpenAI's shape); their arguments are content.
+    fn stored_tool_calls(&self, calls: &[ToolCall]) -> Option<JsonText> {
+        if calls.is_empty() {
+            return None;
+        }
+        let shown: Vec<serde_json::Value> = calls
+            .iter()
+            .map(|c| {
+                let arguments = match self.content {
+                    ContentLogging::Full => c.arguments.clone(),
+                    ContentLogging::Redacted => redact(&c.arguments).into_owned(),
+                    ContentLogging::None => String::new(),
+                };
+                serde_json::json!({ "id": c.id, "type": "function",
+                    "function": { "name": c.name, "arguments": arguments } })
+            })
+            .collect();
+        JsonText::from_vec(serde_json::to_vec(&shown).ok()?)
+    }
+
     fn stored_text(&self, text: &str) -> Option<String> {
         match self.content {
             ContentLogging::None => None,
@@ -555,11 +845,38 @@ impl Gateway {
     }
 }
 
+fn redact_strings(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::String(s) => {
+            if let std::borrow::Cow::Owned(masked) = redact(s) {
+                *s = masked;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_strings),
+        serde_json::Value::Object(map) => map.values_mut().for_each(redact_strings),
+        _ => {}
+    }
+}
+
+/// The parts of a record that come from the request rather than the answer.
+struct RecordMeta<'a> {
+    request_id: Uuid,
+    endpoint: &'static str,
+    user_id: &'a Option<String>,
+    tags: &'a Vec<String>,
+    metadata: &'a serde_json::Value,
+    caller: &'a Option<Caller>,
+    prompt: String,
+    params: Option<JsonText>,
+    streamed: bool,
+}
+
 /// What a gateway stream yields to the handler.
 #[derive(Debug)]
 pub enum GatewayStreamItem {
-    Delta(String),
-    Done(ChatOutput),
+    /// A whole server-sent event for the client, as the provider shaped it.
+    Frame(Bytes),
+    /// The stream failed after it started; the handler tells the client in its API's way.
     Error(ProviderError),
 }
 
@@ -577,14 +894,15 @@ struct StreamRecorder {
 }
 
 impl StreamRecorder {
-    fn finish_ok(&mut self, finish_reason: String, usage: Option<Usage>) -> ChatOutput {
+    fn finish_ok(&mut self, end: StreamEnd) -> ChatOutput {
         self.done = true;
         let c = Completion {
             text: std::mem::take(&mut self.text),
-            finish_reason,
-            usage,
-            upstream_model: String::new(),
-            retries: 0,
+            finish_reason: end.finish_reason,
+            usage: end.usage,
+            upstream_model: end.upstream_model.unwrap_or_default(),
+            tool_calls: end.tool_calls,
+            body: None,
         };
         let upstream = self.upstream_start.elapsed();
         self.gateway.finish_ok(
@@ -608,8 +926,7 @@ impl StreamRecorder {
 impl Drop for StreamRecorder {
     fn drop(&mut self) {
         if !self.done {
-            let e = ProviderError::InvalidResponse("client disconnected before the end".into());
-            self.finish_err(&e);
+            self.finish_err(&ProviderError::ClientDisconnected);
         }
     }
 }
@@ -633,10 +950,20 @@ impl Drop for InFlight {
     }
 }
 
-/// The status the client sees for an upstream failure.
+/// The status the client sees for an upstream failure: the upstream's own 4xx (its meaning is
+/// the client's to act on), except 401/403 — the gateway's credentials, not the client's — which
+/// like 5xx, connection and protocol failures are 502; timeouts are 504.
 pub fn http_status_for(e: &ProviderError) -> u16 {
     match e {
         ProviderError::Timeout(_) => 504,
+        ProviderError::Status { status, .. }
+            if (400..500).contains(status) && !matches!(status, 401 | 403) =>
+        {
+            *status
+        }
+        ProviderError::Unsupported { .. } => 400,
+        // nginx's "client closed request": nobody saw this status, the record keeps why.
+        ProviderError::ClientDisconnected => 499,
         _ => 502,
     }
 }
@@ -646,6 +973,21 @@ fn truncate(s: &str, max_chars: usize) -> String {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_string(),
     }
+}
+
+/// A client's own request, wrapped for the provider.
+pub fn client_request(
+    api: Api,
+    body: provider::wire::JsonBody,
+    stream: bool,
+    include_usage: bool,
+) -> Option<Arc<ClientRequest>> {
+    Some(Arc::new(ClientRequest {
+        api,
+        body,
+        stream,
+        include_usage,
+    }))
 }
 
 #[cfg(test)]
@@ -678,5 +1020,34 @@ mod tests {
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("héllo", 2), "hé…");
         assert_eq!(truncate("ok", 5), "ok");
+    }
+
+    #[test]
+    fn upstream_errors_keep_their_status_but_credentials_and_outages_are_502() {
+        for (status, shown) in [
+            (400, 400),
+            (404, 404),
+            (422, 422),
+            (429, 429),
+            (401, 502),
+            (403, 502),
+            (500, 502),
+            (503, 502),
+        ] {
+            assert_eq!(
+                http_status_for(&ProviderError::status(status, "x")),
+                shown,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            http_status_for(&ProviderError::Timeout(Duration::from_secs(1))),
+            504
+        );
+        assert_eq!(
+            http_status_for(&ProviderError::StreamInterrupted("x".into())),
+            502
+        );
+        assert_eq!(http_status_for(&ProviderError::Connect("x".into())), 502);
     }
 }

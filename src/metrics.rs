@@ -43,13 +43,13 @@ catalog! {
     REQUESTS = ("lqo_requests_total", "counter", ["model_version", "endpoint", "status"],
         "Model calls handled, by status ok|error.");
     ERRORS = ("lqo_errors_total", "counter", ["model_version", "endpoint", "error_type"],
-        "Failed model calls, by error_type (timeout, upstream_status, connect, invalid_response).");
+        "Failed model calls, by error_type: timeout, upstream_status (5xx), upstream_rate_limited (429), upstream_rejected (another 4xx, passed to the client), upstream_auth (401/403: the gateway's credentials), connect, invalid_response, stream_interrupted (broke mid-answer) or client_disconnected.");
     TOKENS = ("lqo_tokens_total", "counter", ["model_version", "token_type"],
         "Tokens used, by token_type input|cached_input|output.");
     COST = ("lqo_cost_usd_total", "counter", ["model_version"],
         "Total cost in US dollars.");
     UPSTREAM_RETRIES = ("lqo_upstream_retries_total", "counter", ["model_version"],
-        "Upstream calls retried after a 429, 5xx or connect error.");
+        "Upstream attempts repeated by the gateway after a 429, 5xx or connect error, including those of calls that failed in the end.");
     IN_FLIGHT = ("lqo_in_flight_requests", "gauge", ["endpoint"],
         "Model calls in progress.");
     HTTP_REQUESTS = ("lqo_http_requests_total", "counter", ["route", "status_code"],
@@ -117,6 +117,19 @@ catalog! {
     BUILD_INFO = ("lqo_build_info", "gauge", ["version"],
         "Always 1; the version label says which build is running.");
 }
+
+/// Every `error_type` of `lqo_errors_total` (the gateway's `ProviderError::error_type` values).
+pub const ERROR_TYPES: [&str; 9] = [
+    "timeout",
+    "upstream_status",
+    "upstream_rate_limited",
+    "upstream_rejected",
+    "upstream_auth",
+    "connect",
+    "invalid_response",
+    "stream_interrupted",
+    "client_disconnected",
+];
 
 // Bucket bounds are literal decimals: computed bounds (1e-6 * 10 * 10 ...) print on /metrics as
 // `le="0.000009999999999999999"`, which dashboards and `le` matchers then have to spell exactly.
@@ -398,7 +411,7 @@ impl Metrics {
             }
         }
         for endpoint in endpoints {
-            for error_type in ["timeout", "upstream_status", "connect", "invalid_response"] {
+            for error_type in ERROR_TYPES {
                 self.errors
                     .with_label_values(&[model_version, endpoint, error_type]);
             }

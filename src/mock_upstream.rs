@@ -1,16 +1,20 @@
 //! A standalone OpenAI-compatible fake model server (`lqo mock-upstream`) for demos, integration tests
-//! and benchmarks: Chat Completions and Responses, streaming or not, with latency, errors and triggers.
+//! and benchmarks: Chat Completions, Responses and embeddings, streaming or not, with latency,
+//! errors and triggers. It answers with the same shapes as the built-in mock
+//! (`provider::mock::shapes`): tool calls (streamed as deltas), `n` choices, log probabilities,
+//! schema-shaped JSON, Responses function calls, base64 embeddings.
 //!
 //! Everything is deterministic: the answer comes from the prompt (see `provider::mock`), the error
 //! rate fails a fixed subset of requests, and `[mock:…]` triggers in the last user message force
 //! statuses, delays, retry sequences, truncation and broken streams. Usage is counted with
-//! `tokens.rs`, so cost figures downstream are realistic.
+//! `tokens.rs`, so cost figures downstream are realistic. `GET /mock/requests` shows the last
+//! request bodies exactly as received, so tests can check what a gateway forwarded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -21,8 +25,9 @@ use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::provider::mock::{answer_for, error_type_for, last_user_text, word_deltas, Triggers};
-use crate::provider::ChatMessage;
+use crate::provider::mock::shapes::{self, MockAnswer, MockFrame, MockRequest};
+use crate::provider::mock::{error_type_for, last_user_text, Triggers, CHUNKS_BEFORE_STREAM_ERROR};
+use crate::provider::Api;
 use crate::tokens;
 
 /// Settings of the fake server (also the `lqo mock-upstream` flags).
@@ -91,8 +96,8 @@ const MAX_REQUEST_BYTES: usize = 32 * 1024 * 1024;
 /// `[mock:fail_first]` remembers this many distinct prompts before starting over, so a long
 /// benchmark cannot grow the map without bound.
 const MAX_TRACKED_PROMPTS: usize = 10_000;
-/// `[mock:stream_error]` drops the connection after this many content chunks.
-const CHUNKS_BEFORE_STREAM_ERROR: usize = 2;
+/// Request bodies kept for `GET /mock/requests`.
+const RECORDED_REQUESTS: usize = 32;
 /// Without a pause hyper may drop the unsent chunks together with the connection.
 const STREAM_ERROR_FLUSH: Duration = Duration::from_millis(50);
 
@@ -104,6 +109,8 @@ struct MockState {
     failures: AtomicU64,
     /// Attempts per prompt text, for `[mock:fail_first=N]`.
     attempts: Mutex<HashMap<String, u32>>,
+    /// The last request bodies (path, bytes as received), for `GET /mock/requests`.
+    recorded: Mutex<VecDeque<(&'static str, Bytes)>>,
 }
 
 /// The router, for callers that want to serve it their own way.
@@ -113,13 +120,16 @@ pub fn router(cfg: MockUpstreamConfig) -> Router {
         requests: AtomicU64::new(0),
         failures: AtomicU64::new(0),
         attempts: Mutex::new(HashMap::new()),
+        recorded: Mutex::new(VecDeque::with_capacity(RECORDED_REQUESTS)),
     });
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/responses", post(responses))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .route("/health", get(health))
         .route("/mock/stats", get(stats))
+        .route("/mock/requests", get(recorded_requests))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
@@ -157,132 +167,15 @@ pub async fn spawn(
 // Requests.
 // ---------------------------------------------------------------------------------------------
 
-/// What both APIs' requests boil down to.
-#[derive(Debug)]
-struct Parsed {
-    model: String,
-    messages: Vec<ChatMessage>,
-    /// Responses `instructions`, kept apart to echo them back.
-    instructions: Option<String>,
-    stream: bool,
-    include_usage: bool,
-    json_mode: bool,
-    max_tokens: Option<u32>,
-}
-
-/// Text of a message content: a string or an array of parts with `text`.
-fn content_text(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(parts) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join(""),
-        _ => String::new(),
+fn record(state: &MockState, path: &'static str, body: &Bytes) {
+    let mut recorded = state
+        .recorded
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if recorded.len() == RECORDED_REQUESTS {
+        recorded.pop_front();
     }
-}
-
-fn messages_from(items: &[Value]) -> Vec<ChatMessage> {
-    items
-        .iter()
-        .filter(|m| m.get("content").is_some())
-        .map(|m| ChatMessage {
-            role: m
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or("user")
-                .to_string(),
-            content: m.get("content").map(content_text).unwrap_or_default(),
-        })
-        .collect()
-}
-
-fn u32_field(v: &Value, names: &[&str]) -> Option<u32> {
-    names
-        .iter()
-        .find_map(|n| v.get(*n).and_then(Value::as_u64))
-        .map(|n| n.min(u64::from(u32::MAX)) as u32)
-}
-
-fn model_of(v: &Value) -> String {
-    v.get("model")
-        .and_then(Value::as_str)
-        .unwrap_or("mock-model")
-        .to_string()
-}
-
-fn parse_chat(body: &[u8]) -> Result<Parsed, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
-    let messages = v
-        .get("messages")
-        .and_then(Value::as_array)
-        .map(|m| messages_from(m))
-        .ok_or("'messages' must be an array")?;
-    if messages.is_empty() {
-        return Err("'messages' must not be empty".into());
-    }
-    let format = v.pointer("/response_format/type").and_then(Value::as_str);
-    Ok(Parsed {
-        model: model_of(&v),
-        messages,
-        instructions: None,
-        stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        include_usage: v
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        json_mode: matches!(format, Some("json_object" | "json_schema")),
-        max_tokens: u32_field(&v, &["max_completion_tokens", "max_tokens"]),
-    })
-}
-
-fn parse_responses(body: &[u8]) -> Result<Parsed, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))?;
-    let instructions = v
-        .get("instructions")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let mut messages = Vec::new();
-    if let Some(text) = &instructions {
-        messages.push(ChatMessage {
-            role: "system".into(),
-            content: text.clone(),
-        });
-    }
-    match v.get("input") {
-        Some(Value::String(s)) => messages.push(ChatMessage {
-            role: "user".into(),
-            content: s.clone(),
-        }),
-        Some(Value::Array(items)) => messages.extend(messages_from(items)),
-        _ => return Err("'input' must be a string or an array of messages".into()),
-    }
-    if messages.is_empty() {
-        return Err("'input' must not be empty".into());
-    }
-    let format = v.pointer("/text/format/type").and_then(Value::as_str);
-    Ok(Parsed {
-        model: model_of(&v),
-        messages,
-        instructions,
-        stream: v.get("stream").and_then(Value::as_bool).unwrap_or(false),
-        include_usage: true,
-        json_mode: matches!(format, Some("json_object" | "json_schema")),
-        max_tokens: u32_field(&v, &["max_output_tokens"]),
-    })
-}
-
-/// The answer to one request, once delays and error triggers have passed.
-struct Plan {
-    n: u64,
-    model: String,
-    text: String,
-    finish_reason: &'static str,
-    input_tokens: u64,
-    cached_tokens: u64,
-    output_tokens: u64,
-    stream_error: bool,
+    recorded.push_back((path, body.clone()));
 }
 
 /// Sleeps only for a non-zero duration: tokio rounds even a zero sleep up to its next 1 ms
@@ -293,11 +186,15 @@ async fn pause(d: Duration) {
     }
 }
 
-/// Applies delays, triggers and the error rate; `Err` is the error response to send.
-async fn plan(state: &MockState, headers: &HeaderMap, parsed: &Parsed) -> Result<Plan, Response> {
+/// Applies delays, error triggers and the error rate to a request whose last user text is
+/// `prompt`; `Err` is the error response to send.
+async fn gate(
+    state: &MockState,
+    headers: &HeaderMap,
+    triggers: &Triggers,
+    prompt: &str,
+) -> Result<u64, Response> {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
-    let prompt = last_user_text(&parsed.messages);
-    let triggers = Triggers::for_messages(&parsed.messages);
     if let Some(ms) = triggers.delay_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -345,23 +242,21 @@ async fn plan(state: &MockState, headers: &HeaderMap, parsed: &Parsed) -> Result
             format!("mock error-rate failure (request {n})"),
         ));
     }
-    let (text, finish_reason) = answer_for(
-        &parsed.messages,
-        state.cfg.output_tokens,
-        parsed.max_tokens,
-        parsed.json_mode,
-    );
-    let input_tokens = tokens::count_message_tokens(&parsed.messages);
-    Ok(Plan {
-        n,
-        model: parsed.model.clone(),
-        output_tokens: tokens::count_tokens(&text),
-        text,
-        finish_reason,
-        input_tokens,
-        cached_tokens: triggers.cached_tokens.unwrap_or(0).min(input_tokens),
-        stream_error: triggers.stream_error,
-    })
+    Ok(n)
+}
+
+/// Parses a completion request and passes it through [`gate`]; the answer, or the response to send.
+async fn plan(
+    state: &MockState,
+    headers: &HeaderMap,
+    api: Api,
+    body: &Bytes,
+) -> Result<(MockRequest, MockAnswer, Triggers), Response> {
+    let req = MockRequest::parse(api, body).map_err(|m| error_response(400, m))?;
+    let triggers = Triggers::for_messages(&req.messages);
+    let n = gate(state, headers, &triggers, last_user_text(&req.messages)).await?;
+    let answer = shapes::answer(&req, state.cfg.output_tokens, &triggers, n);
+    Ok((req, answer, triggers))
 }
 
 fn fail(state: &MockState, status: u16, message: String) -> Response {
@@ -384,13 +279,6 @@ fn error_response(status: u16, message: String) -> Response {
     response
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// An SSE response from a stream of ready-made frames; an `Err` item drops the connection.
 fn sse_response<S>(frames: S) -> Response
 where
@@ -406,16 +294,56 @@ where
     response
 }
 
-fn data_frame(v: &Value) -> String {
-    format!("data: {v}\n\n")
+fn frame_text(f: &MockFrame) -> String {
+    match f.event {
+        Some(e) => format!("event: {e}\ndata: {}\n\n", f.data),
+        None => format!("data: {}\n\n", f.data),
+    }
 }
 
 fn stream_break() -> std::io::Error {
     std::io::Error::other("[mock:stream_error] dropped the stream")
 }
 
+/// Streams `frames` then `last`, with the configured latency before the first and delay
+/// between content events; `[mock:stream_error]` drops the connection after a few.
+fn stream_frames(
+    state: &MockState,
+    frames: Vec<MockFrame>,
+    last: String,
+    stream_error: bool,
+) -> Response {
+    let latency = Duration::from_millis(state.cfg.latency_ms);
+    let chunk_delay = Duration::from_millis(state.cfg.chunk_delay_ms);
+    let out = async_stream::stream! {
+        pause(latency).await;
+        let mut content_events = 0;
+        for f in frames {
+            if f.content {
+                if stream_error && content_events == CHUNKS_BEFORE_STREAM_ERROR {
+                    // Let the chunks so far reach the client before the connection is dropped.
+                    tokio::time::sleep(STREAM_ERROR_FLUSH).await;
+                    yield Err(stream_break());
+                    return;
+                }
+                if content_events > 0 {
+                    pause(chunk_delay).await;
+                }
+                content_events += 1;
+            }
+            yield Ok(frame_text(&f));
+        }
+        yield Ok(last);
+    };
+    sse_response(out)
+}
+
+fn json_response(v: &Value) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+}
+
 // ---------------------------------------------------------------------------------------------
-// Chat Completions.
+// Chat Completions, Responses, embeddings.
 // ---------------------------------------------------------------------------------------------
 
 async fn chat_completions(
@@ -423,207 +351,72 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let parsed = match parse_chat(&body) {
-        Ok(p) => p,
-        Err(message) => return error_response(400, message),
-    };
-    let plan = match plan(&state, &headers, &parsed).await {
+    record(&state, "/v1/chat/completions", &body);
+    let (req, answer, triggers) = match plan(&state, &headers, Api::Chat, &body).await {
         Ok(p) => p,
         Err(response) => return response,
     };
-    let latency = Duration::from_millis(state.cfg.latency_ms);
-    if !parsed.stream {
-        pause(latency).await;
-        return Json(chat_completion_body(&plan)).into_response();
+    if !req.stream {
+        pause(Duration::from_millis(state.cfg.latency_ms)).await;
+        return json_response(&shapes::chat_completion(&answer));
     }
-    let chunk_delay = Duration::from_millis(state.cfg.chunk_delay_ms);
-    let include_usage = parsed.include_usage;
-    let frames = async_stream::stream! {
-        pause(latency).await;
-        yield Ok(data_frame(&chat_chunk(&plan, json!({ "role": "assistant", "content": "", "refusal": null }), None, include_usage)));
-        for (i, word) in word_deltas(&plan.text, 1).into_iter().enumerate() {
-            if plan.stream_error && i == CHUNKS_BEFORE_STREAM_ERROR {
-                // Let the chunks so far reach the client before the connection is dropped.
-                tokio::time::sleep(STREAM_ERROR_FLUSH).await;
-                yield Err(stream_break());
-                return;
-            }
-            if i > 0 && !chunk_delay.is_zero() {
-                tokio::time::sleep(chunk_delay).await;
-            }
-            yield Ok(data_frame(&chat_chunk(&plan, json!({ "content": word }), None, include_usage)));
-        }
-        yield Ok(data_frame(&chat_chunk(&plan, json!({}), Some(plan.finish_reason), include_usage)));
-        if include_usage {
-            let mut usage_chunk = chat_chunk(&plan, json!({}), None, true);
-            usage_chunk["choices"] = json!([]);
-            usage_chunk["usage"] = chat_usage(&plan);
-            yield Ok(data_frame(&usage_chunk));
-        }
-        yield Ok("data: [DONE]\n\n".to_string());
-    };
-    sse_response(frames)
+    let frames = shapes::chat_chunks(&answer, req.include_usage, 1);
+    stream_frames(
+        &state,
+        frames,
+        "data: [DONE]\n\n".into(),
+        triggers.stream_error,
+    )
 }
-
-fn chat_usage(plan: &Plan) -> Value {
-    json!({
-        "prompt_tokens": plan.input_tokens,
-        "completion_tokens": plan.output_tokens,
-        "total_tokens": plan.input_tokens + plan.output_tokens,
-        "prompt_tokens_details": { "cached_tokens": plan.cached_tokens, "audio_tokens": 0 },
-        "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0 }
-    })
-}
-
-fn chat_completion_body(plan: &Plan) -> Value {
-    json!({
-        "id": format!("chatcmpl-mock-{}", plan.n),
-        "object": "chat.completion",
-        "created": unix_now(),
-        "model": plan.model,
-        "system_fingerprint": "fp_lqo_mock",
-        "choices": [{
-            "index": 0,
-            "message": { "role": "assistant", "content": plan.text, "refusal": null },
-            "logprobs": null,
-            "finish_reason": plan.finish_reason
-        }],
-        "usage": chat_usage(plan)
-    })
-}
-
-fn chat_chunk(
-    plan: &Plan,
-    delta: Value,
-    finish_reason: Option<&str>,
-    include_usage: bool,
-) -> Value {
-    let mut chunk = json!({
-        "id": format!("chatcmpl-mock-{}", plan.n),
-        "object": "chat.completion.chunk",
-        "created": unix_now(),
-        "model": plan.model,
-        "system_fingerprint": "fp_lqo_mock",
-        "choices": [{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason }]
-    });
-    if include_usage {
-        // OpenAI sends `usage: null` on every chunk but the last when usage was asked for.
-        chunk["usage"] = Value::Null;
-    }
-    chunk
-}
-
-// ---------------------------------------------------------------------------------------------
-// Responses.
-// ---------------------------------------------------------------------------------------------
 
 async fn responses(
     State(state): State<Arc<MockState>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let parsed = match parse_responses(&body) {
-        Ok(p) => p,
-        Err(message) => return error_response(400, message),
-    };
-    let plan = match plan(&state, &headers, &parsed).await {
+    record(&state, "/v1/responses", &body);
+    let (req, answer, triggers) = match plan(&state, &headers, Api::Responses, &body).await {
         Ok(p) => p,
         Err(response) => return response,
     };
-    let latency = Duration::from_millis(state.cfg.latency_ms);
-    let instructions = parsed.instructions.clone();
-    if !parsed.stream {
-        pause(latency).await;
-        return Json(response_body(&plan, instructions.as_deref(), true)).into_response();
+    if !req.stream {
+        pause(Duration::from_millis(state.cfg.latency_ms)).await;
+        return json_response(&shapes::response_object(&answer, &req, true));
     }
-    let chunk_delay = Duration::from_millis(state.cfg.chunk_delay_ms);
-    let frames = async_stream::stream! {
-        let msg_id = format!("msg_mock_{}", plan.n);
-        let mut seq = 0u64;
-        let mut event = |kind: &str, mut v: Value| {
-            v["type"] = json!(kind);
-            v["sequence_number"] = json!(seq);
-            seq += 1;
-            format!("event: {kind}\ndata: {v}\n\n")
-        };
-        let in_progress = response_body(&plan, instructions.as_deref(), false);
-        yield Ok(event("response.created", json!({ "response": in_progress })));
-        yield Ok(event("response.in_progress", json!({ "response": in_progress })));
-        pause(latency).await;
-        yield Ok(event("response.output_item.added", json!({
-            "output_index": 0,
-            "item": { "id": msg_id, "type": "message", "status": "in_progress", "role": "assistant", "content": [] }
-        })));
-        yield Ok(event("response.content_part.added", json!({
-            "item_id": msg_id, "output_index": 0, "content_index": 0,
-            "part": { "type": "output_text", "text": "", "annotations": [] }
-        })));
-        for (i, word) in word_deltas(&plan.text, 1).into_iter().enumerate() {
-            if plan.stream_error && i == CHUNKS_BEFORE_STREAM_ERROR {
-                // Let the chunks so far reach the client before the connection is dropped.
-                tokio::time::sleep(STREAM_ERROR_FLUSH).await;
-                yield Err(stream_break());
-                return;
-            }
-            if i > 0 && !chunk_delay.is_zero() {
-                tokio::time::sleep(chunk_delay).await;
-            }
-            yield Ok(event("response.output_text.delta", json!({
-                "item_id": msg_id, "output_index": 0, "content_index": 0, "delta": word, "logprobs": []
-            })));
-        }
-        yield Ok(event("response.output_text.done", json!({
-            "item_id": msg_id, "output_index": 0, "content_index": 0, "text": plan.text, "logprobs": []
-        })));
-        let done = response_body(&plan, instructions.as_deref(), true);
-        let kind = if done["status"] == "incomplete" { "response.incomplete" } else { "response.completed" };
-        yield Ok(event(kind, json!({ "response": done })));
-    };
-    sse_response(frames)
+    let (frames, last) = shapes::response_events(&answer, &req);
+    stream_frames(&state, frames, frame_text(&last), triggers.stream_error)
 }
 
-/// A Responses object; `finished` false gives the `in_progress` shell sent at stream start.
-fn response_body(plan: &Plan, instructions: Option<&str>, finished: bool) -> Value {
-    let truncated = plan.finish_reason == "length";
-    let status = match (finished, truncated) {
-        (false, _) => "in_progress",
-        (true, false) => "completed",
-        (true, true) => "incomplete",
+async fn embeddings(
+    State(state): State<Arc<MockState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&state, "/v1/embeddings", &body);
+    let v: serde_json::Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return error_response(400, format!("invalid JSON body: {e}")),
     };
-    let output = if finished {
-        json!([{
-            "id": format!("msg_mock_{}", plan.n),
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": [{ "type": "output_text", "text": plan.text, "annotations": [], "logprobs": [] }]
-        }])
-    } else {
-        json!([])
+    let inputs = match v.get("input").map(shapes::embedding_inputs) {
+        Some(Ok(i)) => i,
+        Some(Err(m)) => return error_response(400, m),
+        None => return error_response(400, "'input' is required".into()),
     };
-    let usage = if finished {
-        json!({
-            "input_tokens": plan.input_tokens,
-            "input_tokens_details": { "cached_tokens": plan.cached_tokens },
-            "output_tokens": plan.output_tokens,
-            "output_tokens_details": { "reasoning_tokens": 0 },
-            "total_tokens": plan.input_tokens + plan.output_tokens
-        })
-    } else {
-        Value::Null
+    let (dimensions, base64) = match shapes::embedding_options(&v) {
+        Ok(o) => o,
+        Err(m) => return error_response(400, m),
     };
-    json!({
-        "id": format!("resp_mock_{}", plan.n),
-        "object": "response",
-        "created_at": unix_now(),
-        "status": status,
-        "error": null,
-        "incomplete_details": if finished && truncated { json!({ "reason": "max_output_tokens" }) } else { Value::Null },
-        "instructions": instructions,
-        "model": plan.model,
-        "output": output,
-        "usage": usage
-    })
+    let joined = inputs.join("\n");
+    let triggers = Triggers::parse(&joined);
+    if let Err(response) = gate(&state, &headers, &triggers, &joined).await {
+        return response;
+    }
+    pause(Duration::from_millis(state.cfg.latency_ms)).await;
+    let model = v
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("mock-embedding");
+    json_response(&shapes::embeddings_list(&inputs, model, dimensions, base64))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -650,6 +443,26 @@ async fn stats(State(state): State<Arc<MockState>>) -> Json<Value> {
     }))
 }
 
+/// The last request bodies, oldest first: `[{path, body}]`, the body as received (parsed when
+/// it is JSON, else as a string).
+async fn recorded_requests(State(state): State<Arc<MockState>>) -> Json<Value> {
+    let recorded = state
+        .recorded
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    Json(Value::Array(
+        recorded
+            .iter()
+            .map(|(path, body)| {
+                let body = serde_json::from_slice(body)
+                    .unwrap_or_else(|_| json!(String::from_utf8_lossy(body)));
+                json!({ "path": path, "body": body })
+            })
+            .collect(),
+    ))
+}
+
 async fn not_found() -> Response {
     error_response(404, "unknown route".into())
 }
@@ -659,6 +472,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+    use crate::provider::ChatMessage;
 
     async fn start(cfg: MockUpstreamConfig) -> String {
         let (addr, _) = spawn(MockUpstreamConfig { port: 0, ..cfg }).await.unwrap();

@@ -101,21 +101,41 @@ async fn missing_and_wrong_typed_fields_are_400_with_param() {
     .await;
     assert_eq!(e["param"], "temperature");
     let e = error_of(
-        h.post_json("/v1/chat/completions", json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})).await,
-        400,
-    )
-    .await;
-    assert!(e["message"].as_str().unwrap().contains("only text parts"));
-    let e = error_of(
         h.post_json(
             "/v1/chat/completions",
-            json!({"messages": [{"role": "user", "content": "x"}], "n": 3}),
+            json!({"messages": [{"role": "user", "content": [{"text": "no type"}]}]}),
         )
         .await,
         400,
     )
     .await;
-    assert_eq!(e["param"], "n");
+    assert_eq!(e["param"], "messages[0].content[0]");
+    for n in [0, 129] {
+        let e = error_of(
+            h.post_json(
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": "x"}], "n": n}),
+            )
+            .await,
+            400,
+        )
+        .await;
+        assert_eq!(e["param"], "n");
+    }
+    let e = error_of(
+        raw(
+            &h,
+            "/v1/chat/completions",
+            r#"{"messages": [{"role": "user", "content": "x"}], "model": "gpt-test", "mod\u0065l": "mock-local"}"#,
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(
+        e["param"], "model",
+        "a body naming the model twice is refused"
+    );
     h.app.stop().await;
 }
 
@@ -248,11 +268,21 @@ async fn upstream_timeout_is_504_and_logged() {
 #[tokio::test]
 async fn streaming_upstream_errors_before_and_during_the_stream() {
     let h = Harness::sqlite().await;
-    // Before the first byte: a proper status.
+    // Before the first byte: a proper status, the upstream's own for its 4xx.
     let e = error_of(
         h.post_json(
             "/v1/chat/completions",
             json!({"stream": true, "messages": [{"role": "user", "content": "[mock:status=400]"}]}),
+        )
+        .await,
+        400,
+    )
+    .await;
+    assert_eq!(e["code"], "invalid_request");
+    let e = error_of(
+        h.post_json(
+            "/v1/chat/completions",
+            json!({"stream": true, "messages": [{"role": "user", "content": "[mock:status=500]"}]}),
         )
         .await,
         502,
@@ -268,9 +298,15 @@ async fn streaming_upstream_errors_before_and_during_the_stream() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("\"error\""), "{text}");
     assert!(!text.contains("[DONE]"), "{text}");
+    assert!(text.contains("\"stream_interrupted\""), "{text}");
     let rec = h.record(id).await;
     assert_eq!(rec.status, "error");
     assert!(rec.streamed);
+    assert_eq!(rec.error_type.as_deref(), Some("stream_interrupted"));
+    assert!(
+        rec.response.is_some_and(|r| !r.is_empty()),
+        "the partial answer is kept"
+    );
     h.app.stop().await;
 }
 

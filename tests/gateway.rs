@@ -80,9 +80,12 @@ async fn chat_completions_non_streaming_is_openai_shaped() {
         .await;
     assert_eq!(resp.status(), 200);
     let id = Uuid::parse_str(resp.headers()["x-request-id"].to_str().unwrap()).unwrap();
+    assert_eq!(resp.headers()["x-lqo-model-version"], "gpt-test");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
-    assert_eq!(body["model"], "gpt-test");
+    // The upstream's answer as it came: its own model name and fingerprint.
+    assert_eq!(body["model"], "gpt-5-mini");
+    assert_eq!(body["system_fingerprint"], "fp_lqo_mock");
     assert_eq!(body["choices"][0]["message"]["role"], "assistant");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     let usage = &body["usage"];
@@ -123,7 +126,7 @@ async fn sse_data(resp: reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-async fn streaming_round_trip(h: &Harness, model: &str, provider: &str) {
+async fn streaming_round_trip(h: &Harness, model: &str, provider: &str, upstream_model: &str) {
     let resp = h
         .post_json(
             "/v1/chat/completions",
@@ -132,6 +135,7 @@ async fn streaming_round_trip(h: &Harness, model: &str, provider: &str) {
         )
         .await;
     let id = Uuid::parse_str(resp.headers()["x-request-id"].to_str().unwrap()).unwrap();
+    assert_eq!(resp.headers()["x-lqo-model-version"], model);
     let data = sse_data(resp).await;
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<Value> = data[..data.len() - 1]
@@ -140,7 +144,7 @@ async fn streaming_round_trip(h: &Harness, model: &str, provider: &str) {
         .collect();
     assert!(chunks
         .iter()
-        .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == model));
+        .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == upstream_model));
     let text: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
@@ -169,9 +173,9 @@ async fn streaming_round_trip(h: &Harness, model: &str, provider: &str) {
 #[tokio::test]
 async fn streaming_through_chat_completions_and_responses_providers() {
     let h = Harness::sqlite().await;
-    streaming_round_trip(&h, "gpt-test", "openai_chat").await;
-    streaming_round_trip(&h, "gpt-resp", "openai_responses").await;
-    streaming_round_trip(&h, "mock-local", "mock").await;
+    streaming_round_trip(&h, "gpt-test", "openai_chat", "gpt-5-mini").await;
+    streaming_round_trip(&h, "gpt-resp", "openai_responses", "gpt-5-mini").await;
+    streaming_round_trip(&h, "mock-local", "mock", "mock-local").await;
     let m = h.metrics().await;
     for mv in ["gpt-test", "gpt-resp", "mock-local"] {
         let n = sample(

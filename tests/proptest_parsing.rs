@@ -9,10 +9,13 @@ use axum::body::Body;
 use axum::http::{HeaderValue, Request};
 use common::Harness;
 use llm_quality_observer::api::chat::ChatRequest;
-use llm_quality_observer::api::error::parse_json;
-use llm_quality_observer::api::openai::ChatCompletionRequest;
+use llm_quality_observer::api::error::{parse_json, ApiError};
+use llm_quality_observer::api::openai::parse_chat_completion;
+use llm_quality_observer::api::responses::parse_responses;
 use llm_quality_observer::auth::config::ConfigKey;
 use llm_quality_observer::auth::keys::hash_key_hex;
+use llm_quality_observer::config::Config;
+use llm_quality_observer::provider::wire::JsonBody;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -112,9 +115,12 @@ proptest! {
 
     #[test]
     fn parsers_never_panic_and_name_what_is_wrong(bytes in body_bytes()) {
+        let config = Config::default();
+        let body = || JsonBody::parse(bytes.clone().into()).map_err(ApiError::from);
         for result in [
             parse_json::<ChatRequest>(&bytes).map(|_| ()),
-            parse_json::<ChatCompletionRequest>(&bytes).map(|_| ()),
+            body().and_then(|b| parse_chat_completion(&b, &config).map(|_| ())),
+            body().and_then(|b| parse_responses(&b).map(|_| ())),
         ] {
             if let Err(e) = result {
                 prop_assert_eq!(e.status.as_u16(), 400);
@@ -122,6 +128,41 @@ proptest! {
                 prop_assert!(matches!(e.code, Some("invalid_json") | Some("invalid_value")));
             }
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The pass-through splice: any JSON object, whatever its spacing, comes out of `rewrite`
+    /// equal to what went in but for the replaced and removed members.
+    #[test]
+    fn rewrites_change_only_the_named_members(
+        fields in prop::collection::btree_map("[a-z_]{1,12}", arb_json(), 0..10),
+        pretty in any::<bool>(),
+        model in ".{0,20}",
+    ) {
+        let original = Value::Object(fields.into_iter().collect());
+        let text = if pretty {
+            serde_json::to_string_pretty(&original).unwrap()
+        } else {
+            original.to_string()
+        };
+        let body = JsonBody::parse(text.into_bytes().into()).expect("a JSON object parses");
+        let same: Value = serde_json::from_slice(&body.rewrite(&[])).unwrap();
+        prop_assert_eq!(&same, &original);
+        let new_model = serde_json::to_vec(&model).unwrap();
+        let rewritten: Value =
+            serde_json::from_slice(&body.rewrite(&[("model", Some(&new_model)), ("messages", None)]))
+                .unwrap();
+        let mut expected = original.clone();
+        expected["model"] = json!(model);
+        if let Some(o) = expected.as_object_mut() {
+            o.remove("messages");
+        }
+        prop_assert_eq!(rewritten, expected);
+        let all: Value = serde_json::from_slice(&body.filtered(|_, _| true)).unwrap();
+        prop_assert_eq!(all, original);
     }
 }
 
@@ -138,6 +179,8 @@ fn path() -> impl Strategy<Value = &'static str> {
     prop_oneof![
         Just("/chat"),
         Just("/v1/chat/completions"),
+        Just("/v1/responses"),
+        Just("/v1/embeddings"),
         Just("/v1/feedback"),
         Just("/v1/logs"),
         Just("/v1/admin/keys"),

@@ -16,6 +16,7 @@ use crate::provider::{ChatMessage, CompletionRequest};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"prompt": "What is the capital of France?", "user_id": "user-42"}))]
 pub struct ChatRequest {
     /// The user's prompt.
     #[schema(example = "What is the capital of France?")]
@@ -99,6 +100,7 @@ pub async fn chat(
         metadata,
         started,
         caller: caller.map(|Extension(c)| c),
+        json_schema: None,
     };
     super::check_prompt_size(&state.config, &input.request.messages)?;
     let out = state.gateway.complete_chat(input).await?;

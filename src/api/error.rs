@@ -14,6 +14,8 @@ use crate::auth::keys::KeyAdminError;
 use crate::auth::Denied;
 use crate::eval::feedback::FeedbackError;
 use crate::gateway::{http_status_for, CoreError};
+use crate::provider::wire::{JsonBody, WireError};
+use crate::provider::{ProviderError, UpstreamError};
 use crate::store::StoreError;
 
 /// `{"error": {"message", "type", "param", "code"}}` as OpenAI clients expect.
@@ -39,6 +41,18 @@ pub struct ApiError {
     pub param: Option<String>,
     pub code: Option<&'static str>,
     pub retry_after_secs: Option<u64>,
+    /// What the upstream said, when its error is passed through.
+    pub upstream: Option<Box<UpstreamReply>>,
+    /// `x-should-retry`: false when the gateway already retried, or retrying cannot help.
+    pub should_retry: Option<bool>,
+}
+
+/// An upstream error passed through: its error object (type, param, code, in place of ours) and
+/// the wait it asked for, to the millisecond (`retry-after-ms`).
+#[derive(Debug, Default)]
+pub struct UpstreamReply {
+    pub object: Option<UpstreamError>,
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
@@ -50,11 +64,18 @@ impl ApiError {
             param: None,
             code: None,
             retry_after_secs: None,
+            upstream: None,
+            should_retry: None,
         }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
+    }
+
+    /// A 400 for a field with a bad value (`code: invalid_value`).
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::bad_request(message).code("invalid_value")
     }
 
     pub fn param(mut self, param: impl Into<String>) -> Self {
@@ -84,15 +105,72 @@ impl From<CoreError> for ApiError {
             ))
             .param("model")
             .code("model_not_found"),
-            CoreError::Provider(p) => {
-                let status =
-                    StatusCode::from_u16(http_status_for(&p)).unwrap_or(StatusCode::BAD_GATEWAY);
-                let code = match status {
-                    StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
-                    _ => "upstream_error",
-                };
-                ApiError::new(status, "upstream_error", p.to_string()).code(code)
+            CoreError::Unsupported { param, message } => ApiError::bad_request(message)
+                .param(param)
+                .code("unsupported_parameter"),
+            CoreError::Upstream {
+                error,
+                provider,
+                retries,
+            } => {
+                let mut e = upstream_error(error, &provider);
+                if retries > 0 {
+                    // The gateway retried already; a client retry would multiply upstream calls.
+                    e.should_retry = Some(false);
+                }
+                e
             }
+        }
+    }
+}
+
+/// An upstream failure as the client sees it: the upstream's own 4xx with its error object and
+/// Retry-After; 401/403 (the gateway's credentials) as 502 naming the provider; 5xx, connection
+/// and protocol failures as 502; timeouts as 504.
+fn upstream_error(p: ProviderError, provider: &str) -> ApiError {
+    let status = StatusCode::from_u16(http_status_for(&p)).unwrap_or(StatusCode::BAD_GATEWAY);
+    match p {
+        ProviderError::Status {
+            status: upstream @ (401 | 403),
+            message,
+            ..
+        } => {
+            let mut e = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                format!(
+                    "The provider `{provider}` refused the gateway's own credentials (HTTP {upstream}): {message}"
+                ),
+            )
+            .code("upstream_auth_failed");
+            e.should_retry = Some(false);
+            e
+        }
+        ProviderError::Status {
+            status: upstream,
+            message,
+            error,
+            retry_after,
+        } if status.is_client_error() => {
+            let kind = match upstream {
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                _ => "invalid_request_error",
+            };
+            let mut e = ApiError::new(status, kind, message);
+            e.retry_after_secs = retry_after.map(|wait| wait.as_secs_f64().ceil() as u64);
+            e.upstream = Some(Box::new(UpstreamReply {
+                object: error.map(|o| *o),
+                retry_after_ms: retry_after.map(|wait| wait.as_millis() as u64),
+            }));
+            e
+        }
+        p => {
+            let code = match status {
+                StatusCode::GATEWAY_TIMEOUT => "upstream_timeout",
+                _ => "upstream_error",
+            };
+            ApiError::new(status, "upstream_error", p.to_string()).code(code)
         }
     }
 }
@@ -198,12 +276,25 @@ impl From<KeyAdminError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let retry_after_ms = self.upstream.as_ref().and_then(|u| u.retry_after_ms);
+        let (kind, param, code) = match self.upstream.and_then(|u| u.object) {
+            Some(u) => (
+                u.kind.unwrap_or_else(|| self.kind.to_string()),
+                u.param,
+                u.code,
+            ),
+            None => (
+                self.kind.to_string(),
+                self.param,
+                self.code.map(str::to_string),
+            ),
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 message: self.message,
-                kind: self.kind.to_string(),
-                param: self.param,
-                code: self.code.map(str::to_string),
+                kind,
+                param,
+                code,
             },
         };
         let mut resp = (self.status, Json(body)).into_response();
@@ -218,6 +309,17 @@ impl IntoResponse for ApiError {
             if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
                 resp.headers_mut().insert("retry-after", v);
             }
+        }
+        if let Some(ms) = retry_after_ms {
+            if let Ok(v) = HeaderValue::from_str(&ms.to_string()) {
+                resp.headers_mut().insert("retry-after-ms", v);
+            }
+        }
+        if let Some(retry) = self.should_retry {
+            resp.headers_mut().insert(
+                "x-should-retry",
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
         }
         resp
     }
@@ -277,6 +379,38 @@ where
             .await
             .map_err(bytes_rejection)?;
         parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// A JSON object body kept as it came (`JsonBody`), for the routes that forward it; malformed
+/// bodies are refused like `ApiJson` refuses them.
+pub struct RawJson(pub JsonBody);
+
+impl<S> FromRequest<S> for RawJson
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(bytes_rejection)?;
+        JsonBody::parse(bytes).map(RawJson).map_err(ApiError::from)
+    }
+}
+
+impl From<WireError> for ApiError {
+    fn from(e: WireError) -> Self {
+        let err = ApiError::bad_request(e.message).code(if e.syntax {
+            "invalid_json"
+        } else {
+            "invalid_value"
+        });
+        match e.param {
+            Some(p) => err.param(p),
+            None => err,
+        }
     }
 }
 

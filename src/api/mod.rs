@@ -4,11 +4,13 @@
 pub mod access;
 pub mod admin;
 pub mod chat;
+pub mod embeddings;
 pub mod error;
 pub mod feedback;
 pub mod health;
 pub mod logs;
 pub mod openai;
+pub mod responses;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -74,7 +76,8 @@ pub static X_OVERHEAD: HeaderName = HeaderName::from_static("x-lqo-overhead-ms")
 #[derive(OpenApi)]
 #[openapi(
     info(title = "LLM Quality Observer", description = "An LLM gateway that logs every call and exposes latency, tokens, cost and quality per model version."),
-    paths(chat::chat, openai::chat_completions, openai::list_models, health::health, health::ready, health::metrics,
+    paths(chat::chat, openai::chat_completions, responses::responses, embeddings::embeddings,
+        openai::list_models, openai::get_model, health::health, health::ready, health::metrics,
         logs::list_logs, logs::get_log,
         feedback::submit_feedback, feedback::agreement,
         admin::create_key, admin::list_keys, admin::revoke_key),
@@ -95,7 +98,10 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/chat", post(chat::chat))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/responses", post(responses::responses))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{model}", get(openai::get_model))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

@@ -1,85 +1,105 @@
-//! `POST /v1/chat/completions` (OpenAI-compatible, with SSE streaming) and `GET /v1/models`.
+//! `POST /v1/chat/completions` (OpenAI-compatible, with SSE streaming), `GET /v1/models` and
+//! `GET /v1/models/{model}`, plus what the OpenAI-shaped routes share: reading tags and metadata,
+//! and answering with the provider's body or its stream as they came.
+//!
+//! The request body is not rebuilt: the handler reads the few members the gateway needs from it
+//! (`JsonBody`) and hands the bytes on, so tools, `n`, logprobs, content parts, unknown fields and
+//! whatever OpenAI adds next reach the model unchanged (see README, "Pass-through").
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::fmt;
 
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::StreamExt;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiJson, ErrorBody};
+use super::error::{ApiError, ErrorBody, RawJson};
 use super::{overhead_header, tags_from_headers, validate_tags, AppState, RequestId};
 use crate::auth::Caller;
-use crate::gateway::{http_status_for, ChatInput, Endpoint, GatewayStreamItem};
-use crate::provider::{ChatMessage, CompletionRequest, Usage};
+use crate::config::Config;
+use crate::gateway::{client_request, http_status_for, ChatInput, Endpoint, GatewayStreamItem};
+use crate::provider::wire::{sse_frame, JsonBody};
+use crate::provider::{Api, ChatMessage, CompletionRequest, ProviderError};
+
+/// The model version that answered, on every model call's response (the body's `model` is the
+/// upstream's own name, as the upstream sent it).
+pub static X_MODEL_VERSION: HeaderName = HeaderName::from_static("x-lqo-model-version");
+
+// ---------------------------------------------------------------------------------------------
+// OpenAPI shapes. Documentation only: requests are read member by member from the raw body and
+// answers are the provider's own, so these list the common fields, not every one that works.
+// ---------------------------------------------------------------------------------------------
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"messages": [{"role": "user", "content": "What is the capital of France?"}]}))]
 pub struct ChatCompletionRequest {
-    /// A configured model version; absent → the default one.
-    #[serde(default)]
+    /// A configured model version or one of its aliases; absent → the default one. Sent upstream
+    /// as the version's `upstream_model`.
+    #[schema(example = json!(null))]
     pub model: Option<String>,
     pub messages: Vec<InputMessage>,
     #[serde(default)]
     pub stream: Option<bool>,
+    /// `include_usage` is turned on upstream either way; the usage chunk reaches the client only
+    /// when it asked for it.
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
+    #[schema(example = 256, minimum = 1, maximum = 100000)]
+    pub max_completion_tokens: Option<u32>,
+    /// Deprecated by OpenAI in favour of `max_completion_tokens`; forwarded as sent.
+    #[serde(default)]
+    #[schema(example = 256, minimum = 1, maximum = 100000)]
     pub max_tokens: Option<u32>,
     #[serde(default)]
-    pub max_completion_tokens: Option<u32>,
-    #[serde(default)]
+    #[schema(example = 1.0, minimum = 0, maximum = 2)]
     pub temperature: Option<f64>,
     #[serde(default)]
+    #[schema(example = 1.0, minimum = 0, maximum = 1)]
     pub top_p: Option<f64>,
+    /// How many choices (1–128); the record keeps the first.
     #[serde(default)]
-    pub stop: Option<StopSpec>,
+    #[schema(example = 1, minimum = 1, maximum = 128)]
+    pub n: Option<u32>,
     #[serde(default)]
     pub response_format: Option<ResponseFormat>,
+    /// Function tools, forwarded as sent.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tools: Option<serde_json::Value>,
+    /// `none`, `auto`, `required` or `{"type": "function", "function": {"name": …}}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub tool_choice: Option<serde_json::Value>,
     /// End-user id; stored as the record's user_id.
     #[serde(default)]
+    #[schema(example = "user-42")]
     pub user: Option<String>,
     /// Up to 16 string pairs stored with the record; `tags` (comma-separated) become tags.
     #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
-    /// Only 1 is supported.
-    #[serde(default)]
-    pub n: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct InputMessage {
-    /// system, developer, user, assistant or tool.
+    /// system, developer, user, assistant, tool or function.
+    #[schema(example = "user")]
     pub role: String,
+    /// A string, or content parts (`text`, `image_url`, `input_audio`, `file`, `refusal`).
     #[serde(default)]
-    pub content: Option<MessageContent>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum MessageContent {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct ContentPart {
-    #[serde(rename = "type")]
-    pub kind: String,
-    #[serde(default)]
-    pub text: Option<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum StopSpec {
-    One(String),
-    Many(Vec<String>),
+    #[schema(value_type = Option<Object>, example = "Hello!")]
+    pub content: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -92,30 +112,41 @@ pub struct StreamOptions {
 pub struct ResponseFormat {
     /// text, json_object or json_schema.
     #[serde(rename = "type")]
+    #[schema(example = "text")]
     pub kind: String,
+    /// For json_schema: `{name, schema, strict}`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub json_schema: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChatCompletion {
     pub id: String,
-    pub object: &'static str,
+    pub object: String,
     pub created: i64,
+    /// The upstream's own model name.
     pub model: String,
     pub choices: Vec<Choice>,
-    pub usage: UsageBody,
+    pub usage: Option<UsageBody>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Choice {
     pub index: u32,
     pub message: OutputMessage,
-    pub finish_reason: String,
+    pub finish_reason: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OutputMessage {
-    pub role: &'static str,
-    pub content: String,
+    pub role: String,
+    pub content: Option<String>,
+    pub refusal: Option<String>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -123,126 +154,226 @@ pub struct UsageBody {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub total_tokens: u64,
-    pub prompt_tokens_details: PromptTokensDetails,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PromptTokensDetails {
-    pub cached_tokens: u64,
-}
+// ---------------------------------------------------------------------------------------------
+// Reading the request.
+// ---------------------------------------------------------------------------------------------
 
-impl From<&Usage> for UsageBody {
-    fn from(u: &Usage) -> Self {
-        UsageBody {
-            prompt_tokens: u.input_tokens,
-            completion_tokens: u.output_tokens,
-            total_tokens: u.input_tokens + u.output_tokens,
-            prompt_tokens_details: PromptTokensDetails {
-                cached_tokens: u.cached_input_tokens,
-            },
+/// A message's content as text: a string, or its parts' text with other parts shown as `[type]`
+/// (an image is not text the gateway can count or store).
+pub(super) struct ContentText(pub(super) String);
+
+impl<'de> Deserialize<'de> for ContentText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ContentText;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, an array of content parts or null")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(ContentText(v.to_string()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(ContentText(v))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(ContentText(String::new()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                #[derive(Deserialize)]
+                struct Part {
+                    #[serde(rename = "type")]
+                    kind: String,
+                    #[serde(default)]
+                    text: Option<String>,
+                    #[serde(default)]
+                    refusal: Option<String>,
+                }
+                let mut out = String::new();
+                while let Some(p) = seq.next_element::<Part>()? {
+                    match (p.text, p.refusal) {
+                        (Some(t), _) | (None, Some(t)) => out.push_str(&t),
+                        (None, None) => {
+                            out.push('[');
+                            out.push_str(&p.kind);
+                            out.push(']');
+                        }
+                    }
+                }
+                Ok(ContentText(out))
+            }
         }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Deserialize)]
+struct MessageIn {
+    role: String,
+    #[serde(default)]
+    content: Option<ContentText>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsIn {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct JsonSchemaIn {
+    #[serde(default)]
+    schema: Option<Box<RawValue>>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct FormatIn {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    json_schema: Option<JsonSchemaIn>,
+    /// The Responses API's `text.format` puts the schema here.
+    #[serde(default)]
+    schema: Option<Box<RawValue>>,
+}
+
+/// What the gateway reads from an OpenAI request body.
+pub struct ParsedRequest {
+    pub model: Option<String>,
+    pub stream: bool,
+    pub include_usage: bool,
+    pub messages: Vec<ChatMessage>,
+    pub json_mode: bool,
+    pub json_schema: Option<Box<RawValue>>,
+    pub max_tokens: Option<u32>,
+    pub user: Option<String>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+const CHAT_ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
+
+/// Reads a Chat Completions body, refusing what the gateway cannot work with (no messages, an
+/// unknown role, out-of-range sampling values) with a 400 naming the field.
+pub fn parse_chat_completion(body: &JsonBody, config: &Config) -> Result<ParsedRequest, ApiError> {
+    let messages: Vec<MessageIn> = body
+        .member("messages")?
+        .ok_or_else(|| ApiError::invalid("`messages` is required.").param("messages"))?;
+    if messages.is_empty() {
+        return Err(
+            ApiError::invalid("`messages` must contain at least one message.").param("messages"),
+        );
+    }
+    let max_messages = config.limits.max_messages;
+    if messages.len() > max_messages {
+        return Err(ApiError::invalid(format!(
+            "`messages` has {} entries; at most {max_messages} are accepted.",
+            messages.len()
+        ))
+        .param("messages"));
+    }
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.into_iter().enumerate() {
+        if !CHAT_ROLES.contains(&m.role.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "messages[{i}].role must be one of {}; got {:?}.",
+                CHAT_ROLES.join(", "),
+                m.role
+            ))
+            .param(format!("messages[{i}].role")));
+        }
+        out.push(ChatMessage {
+            role: m.role,
+            content: m.content.map(|c| c.0).unwrap_or_default(),
+        });
+    }
+    check_sampling(body)?;
+    let format: Option<FormatIn> = body.member("response_format")?;
+    let (json_mode, json_schema) = read_format(format, "response_format")?;
+    let stream = body.member::<bool>("stream")?.unwrap_or(false);
+    let include_usage = body
+        .member::<StreamOptionsIn>("stream_options")?
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let max_tokens = match body.member::<u32>("max_completion_tokens")? {
+        Some(n) => Some(n),
+        None => body.member::<u32>("max_tokens")?,
+    };
+    Ok(ParsedRequest {
+        model: body.member("model")?,
+        stream,
+        include_usage,
+        messages: out,
+        json_mode,
+        json_schema,
+        max_tokens,
+        user: body.member("user")?,
+        metadata: body.member("metadata")?,
+    })
+}
+
+/// `temperature`, `top_p` and `n` within OpenAI's ranges.
+pub(super) fn check_sampling(body: &JsonBody) -> Result<(), ApiError> {
+    if let Some(t) = body.member::<f64>("temperature")? {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(
+                ApiError::invalid("`temperature` must be between 0 and 2.").param("temperature")
+            );
+        }
+    }
+    if let Some(p) = body.member::<f64>("top_p")? {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(ApiError::invalid("`top_p` must be between 0 and 1.").param("top_p"));
+        }
+    }
+    if let Some(n) = body.member::<u32>("n")? {
+        if !(1..=128).contains(&n) {
+            return Err(ApiError::invalid("`n` must be between 1 and 128.").param("n"));
+        }
+    }
+    Ok(())
+}
+
+/// JSON mode and the schema of a `json_schema` format.
+pub(super) fn read_format(
+    format: Option<FormatIn>,
+    at: &str,
+) -> Result<(bool, Option<Box<RawValue>>), ApiError> {
+    let Some(f) = format else {
+        return Ok((false, None));
+    };
+    match f.kind.as_str() {
+        "text" => Ok((false, None)),
+        "json_object" => Ok((true, None)),
+        "json_schema" => Ok((true, f.json_schema.and_then(|s| s.schema).or(f.schema))),
+        other => Err(ApiError::invalid(format!(
+            "{at}.type must be text, json_object or json_schema; got {other:?}."
+        ))
+        .param(format!("{at}.type"))),
     }
 }
 
 const MAX_TAGS_FROM_METADATA: usize = 16;
 
-/// Turns the OpenAI request into the core's input, rejecting what we cannot honour.
-fn to_input(
-    req: ChatCompletionRequest,
-    state: &AppState,
-    request_id: uuid::Uuid,
-    started: std::time::Instant,
+/// Tags from `x-lqo-tags` and `metadata.tags`, and the metadata as stored.
+pub(super) fn tags_and_metadata(
+    metadata: Option<BTreeMap<String, String>>,
     headers: &HeaderMap,
-) -> Result<(ChatInput, bool, bool), ApiError> {
-    if req.messages.is_empty() {
-        return Err(
-            ApiError::bad_request("`messages` must contain at least one message.")
-                .param("messages"),
-        );
-    }
-    if let Some(n) = req.n {
-        if n != 1 {
-            return Err(ApiError::bad_request("Only `n: 1` is supported.").param("n"));
-        }
-    }
-    if let Some(t) = req.temperature {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(
-                ApiError::bad_request("`temperature` must be between 0 and 2.")
-                    .param("temperature"),
-            );
-        }
-    }
-    if let Some(p) = req.top_p {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(ApiError::bad_request("`top_p` must be between 0 and 1.").param("top_p"));
-        }
-    }
-    let max_messages = state.config.limits.max_messages;
-    if req.messages.len() > max_messages {
-        return Err(ApiError::bad_request(format!(
-            "`messages` has {} entries; at most {max_messages} are accepted.",
-            req.messages.len()
-        ))
-        .param("messages"));
-    }
-    let mut messages = Vec::with_capacity(req.messages.len());
-    for (i, m) in req.messages.into_iter().enumerate() {
-        if !matches!(
-            m.role.as_str(),
-            "system" | "developer" | "user" | "assistant" | "tool"
-        ) {
-            return Err(ApiError::bad_request(format!(
-                "messages[{i}].role must be one of system, developer, user, assistant, tool; got {:?}.",
-                m.role
-            ))
-            .param(format!("messages[{i}].role")));
-        }
-        let content = match m.content {
-            None => String::new(),
-            Some(MessageContent::Text(t)) => t,
-            Some(MessageContent::Parts(parts)) => {
-                let mut text = String::new();
-                for (j, p) in parts.into_iter().enumerate() {
-                    match (p.kind.as_str(), p.text) {
-                        ("text", Some(t)) => text.push_str(&t),
-                        _ => {
-                            return Err(ApiError::bad_request(format!(
-                                "messages[{i}].content[{j}]: only text parts are supported, got type {:?}.",
-                                p.kind
-                            ))
-                            .param(format!("messages[{i}].content[{j}]")))
-                        }
-                    }
-                }
-                text
-            }
-        };
-        messages.push(ChatMessage {
-            role: m.role,
-            content,
-        });
-    }
-    super::check_prompt_size(&state.config, &messages)?;
-    let json_mode = match req.response_format.as_ref().map(|f| f.kind.as_str()) {
-        None | Some("text") => false,
-        Some("json_object") | Some("json_schema") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "response_format.type must be text, json_object or json_schema; got {other:?}."
-            ))
-            .param("response_format.type"))
-        }
-    };
-    let stream = req.stream.unwrap_or(false);
-    let include_usage = req.stream_options.map(|o| o.include_usage).unwrap_or(false);
-
+) -> Result<(Vec<String>, serde_json::Value), ApiError> {
     let mut tags = tags_from_headers(headers);
-    let mut metadata = serde_json::Map::new();
-    if let Some(md) = req.metadata {
+    let mut stored = serde_json::Map::new();
+    if let Some(md) = metadata {
         if md.len() > MAX_TAGS_FROM_METADATA {
             return Err(
-                ApiError::bad_request("`metadata` may hold at most 16 pairs.").param("metadata"),
+                ApiError::invalid("`metadata` may hold at most 16 pairs.").param("metadata")
             );
         }
         for (k, v) in md {
@@ -254,36 +385,130 @@ fn to_input(
                         .map(str::to_string),
                 );
             }
-            metadata.insert(k, serde_json::Value::String(v));
+            stored.insert(k, serde_json::Value::String(v));
         }
     }
     validate_tags(&tags)?;
-    let stop = match req.stop {
-        None => vec![],
-        Some(StopSpec::One(s)) => vec![s],
-        Some(StopSpec::Many(v)) => v,
-    };
-    let input = ChatInput {
+    Ok((tags, serde_json::Value::Object(stored)))
+}
+
+/// The core's input for a client's own OpenAI request.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn chat_input(
+    api: Api,
+    endpoint: Endpoint,
+    body: JsonBody,
+    parsed: ParsedRequest,
+    state: &AppState,
+    (request_id, started): (uuid::Uuid, std::time::Instant),
+    headers: &HeaderMap,
+    caller: Option<Caller>,
+) -> Result<ChatInput, ApiError> {
+    super::check_prompt_size(&state.config, &parsed.messages)?;
+    let (tags, metadata) = tags_and_metadata(parsed.metadata, headers)?;
+    Ok(ChatInput {
         request_id,
-        endpoint: Endpoint::ChatCompletions,
-        model_version: req.model,
+        endpoint,
+        model_version: parsed.model,
         request: CompletionRequest {
             model: String::new(),
-            messages,
-            max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            temperature: req.temperature,
-            top_p: req.top_p,
-            stop,
-            json_mode,
-            user: req.user.clone(),
+            messages: parsed.messages,
+            max_tokens: parsed.max_tokens,
+            json_mode: parsed.json_mode,
+            user: parsed.user.clone(),
+            client: client_request(api, body, parsed.stream, parsed.include_usage),
+            ..CompletionRequest::default()
         },
-        user_id: req.user,
+        user_id: parsed.user,
         tags,
-        metadata: serde_json::Value::Object(metadata),
+        metadata,
         started,
-        caller: None,
+        caller,
+        json_schema: parsed.json_schema,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Answering.
+// ---------------------------------------------------------------------------------------------
+
+fn model_version_header(model_version: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(model_version).ok()
+}
+
+/// Quiet time on a stream before the gateway sends an SSE comment.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The provider's JSON answer as it came, with the gateway's headers.
+pub(super) fn json_answer(body: Bytes, model_version: &str, overhead_ms: f64) -> Response {
+    let mut resp = (overhead_header(overhead_ms), body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(v) = model_version_header(model_version) {
+        headers.insert(X_MODEL_VERSION.clone(), v);
+    }
+    resp
+}
+
+/// A stream's frames as a `text/event-stream` body; a failure after the start becomes the API's
+/// error event.
+pub(super) fn sse_answer(
+    api: Api,
+    model_version: &str,
+    frames: BoxStream<'static, GatewayStreamItem>,
+) -> Response {
+    let body = async_stream::stream! {
+        let mut frames = frames;
+        // A comment after each quiet KEEP_ALIVE, so proxies do not cut a stream whose model is
+        // thinking; one timer, moved on at each frame (as axum's own SSE keep-alive does).
+        let idle = tokio::time::sleep(KEEP_ALIVE);
+        tokio::pin!(idle);
+        loop {
+            tokio::select! {
+                item = frames.next() => match item {
+                    Some(GatewayStreamItem::Frame(frame)) => yield Ok::<_, Infallible>(frame),
+                    Some(GatewayStreamItem::Error(e)) => yield Ok(error_event(api, &e)),
+                    None => break,
+                },
+                _ = &mut idle => yield Ok(Bytes::from_static(b": keep-alive\n\n")),
+            }
+            idle.as_mut().reset(tokio::time::Instant::now() + KEEP_ALIVE);
+        }
     };
-    Ok((input, stream, include_usage))
+    let mut resp = Response::new(Body::from_stream(body));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Some(v) = model_version_header(model_version) {
+        headers.insert(X_MODEL_VERSION.clone(), v);
+    }
+    resp
+}
+
+/// The error event that ends a stream that failed after it started.
+fn error_event(api: Api, e: &ProviderError) -> Bytes {
+    let code = match e {
+        ProviderError::StreamInterrupted(_) => "stream_interrupted",
+        _ if http_status_for(e) == 504 => "upstream_timeout",
+        _ => "upstream_error",
+    };
+    match api {
+        Api::Chat => {
+            let body = json!({"error": {"message": e.to_string(), "type": "upstream_error", "param": null, "code": code}});
+            sse_frame(None, &body.to_string())
+        }
+        Api::Responses => {
+            let body =
+                json!({"type": "error", "code": code, "message": e.to_string(), "param": null});
+            sse_frame(Some("error"), &body.to_string())
+        }
+    }
 }
 
 #[utoipa::path(
@@ -291,15 +516,16 @@ fn to_input(
     request_body = ChatCompletionRequest,
     security((), ("bearer" = [])),
     responses(
-        (status = 200, description = "A chat.completion object, or with `stream: true` a text/event-stream of chat.completion.chunk objects ending in `data: [DONE]`", body = ChatCompletion),
-        (status = 400, description = "Malformed JSON or invalid fields", body = ErrorBody),
+        (status = 200, description = "The upstream's chat.completion object as it came, or with `stream: true` its text/event-stream of chat.completion.chunk objects ending in `data: [DONE]`; `x-lqo-model-version` names the model version",
+            content((ChatCompletion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, invalid fields, or the upstream refused the request (its own error object)", body = ErrorBody),
         (status = 401, description = "Missing, invalid, expired or revoked API key (auth on)", body = ErrorBody),
         (status = 403, description = "The API key lacks the chat scope", body = ErrorBody),
         (status = 404, description = "Unknown model version", body = ErrorBody),
         (status = 408, description = "The request body did not arrive in time", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
-        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
-        (status = 502, description = "Upstream failed", body = ErrorBody),
+        (status = 429, description = "Rate limited (by the gateway or the upstream); see Retry-After", body = ErrorBody),
+        (status = 502, description = "Upstream failed, or refused the gateway's credentials", body = ErrorBody),
         (status = 504, description = "Upstream timed out", body = ErrorBody),
     )
 )]
@@ -308,128 +534,37 @@ pub async fn chat_completions(
     Extension(RequestId(request_id, started)): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
-    ApiJson(req): ApiJson<ChatCompletionRequest>,
+    RawJson(body): RawJson,
 ) -> Result<Response, ApiError> {
-    let (mut input, stream, include_usage) = to_input(req, &state, request_id, started, &headers)?;
-    input.caller = caller.map(|Extension(c)| c);
-    let id = format!("chatcmpl-{}", request_id.simple());
-    let created = chrono::Utc::now().timestamp();
+    let parsed = parse_chat_completion(&body, &state.config)?;
+    let stream = parsed.stream;
+    let input = chat_input(
+        Api::Chat,
+        Endpoint::ChatCompletions,
+        body,
+        parsed,
+        &state,
+        (request_id, started),
+        &headers,
+        caller.map(|Extension(c)| c),
+    )?;
+    answer(&state, input, stream, Api::Chat).await
+}
+
+/// Runs the call and answers with the provider's body or stream.
+pub(super) async fn answer(
+    state: &AppState,
+    input: ChatInput,
+    stream: bool,
+    api: Api,
+) -> Result<Response, ApiError> {
     if !stream {
         let out = state.gateway.complete_chat(input).await?;
-        let body = ChatCompletion {
-            id,
-            object: "chat.completion",
-            created,
-            model: out.model_version,
-            choices: vec![Choice {
-                index: 0,
-                message: OutputMessage {
-                    role: "assistant",
-                    content: out.text,
-                },
-                finish_reason: out.finish_reason,
-            }],
-            usage: UsageBody::from(&out.usage),
-        };
-        return Ok((overhead_header(out.overhead_ms), Json(body)).into_response());
+        let body = out.body.unwrap_or_default();
+        return Ok(json_answer(body, &out.model_version, out.overhead_ms));
     }
-
-    let (model, upstream) = state.gateway.stream_chat(input).await?;
-    let chunks = ChunkWriter::new(&id, created, &model);
-    let events = async_stream::stream! {
-        yield chunks.role();
-        let mut upstream = upstream;
-        while let Some(item) = upstream.next().await {
-            match item {
-                GatewayStreamItem::Delta(d) => yield chunks.delta(&d),
-                GatewayStreamItem::Done(out) => {
-                    yield chunks.finish(&out.finish_reason);
-                    if include_usage {
-                        yield chunks.usage(&UsageBody::from(&out.usage));
-                    }
-                    yield "[DONE]".to_string();
-                    break;
-                }
-                GatewayStreamItem::Error(e) => {
-                    let code = if http_status_for(&e) == 504 {
-                        "upstream_timeout"
-                    } else {
-                        "upstream_error"
-                    };
-                    let body = json!({"error": {"message": e.to_string(), "type": "upstream_error", "param": null, "code": code}});
-                    yield body.to_string();
-                    break;
-                }
-            }
-        }
-    }
-    .map(|data| Ok::<_, Infallible>(Event::default().data(data)));
-    Ok(Sse::new(events)
-        .keep_alive(KeepAlive::default())
-        .into_response())
-}
-
-/// Writes `chat.completion.chunk` objects around a prefix built once per response: a stream sends
-/// one chunk per token, and building a `serde_json::Value` tree for each showed in profiles.
-struct ChunkWriter {
-    /// `{"id":…,"object":"chat.completion.chunk","created":…,"model":…,"choices":[`
-    prefix: String,
-}
-
-impl ChunkWriter {
-    fn new(id: &str, created: i64, model: &str) -> Self {
-        let mut prefix = String::with_capacity(128);
-        prefix.push_str("{\"id\":");
-        prefix.push_str(&json_string(id));
-        prefix.push_str(",\"object\":\"chat.completion.chunk\",\"created\":");
-        prefix.push_str(&created.to_string());
-        prefix.push_str(",\"model\":");
-        prefix.push_str(&json_string(model));
-        prefix.push_str(",\"choices\":[");
-        ChunkWriter { prefix }
-    }
-
-    /// One chunk with one choice; its `delta` object is the concatenation of `delta`.
-    fn choice(&self, delta: &[&str], finish_reason: Option<&str>) -> String {
-        let len: usize = delta.iter().map(|p| p.len()).sum();
-        let mut s = String::with_capacity(self.prefix.len() + len + 64);
-        s.push_str(&self.prefix);
-        s.push_str("{\"index\":0,\"delta\":");
-        delta.iter().for_each(|p| s.push_str(p));
-        s.push_str(",\"finish_reason\":");
-        match finish_reason {
-            Some(r) => s.push_str(&json_string(r)),
-            None => s.push_str("null"),
-        }
-        s.push_str("}]}");
-        s
-    }
-
-    fn role(&self) -> String {
-        self.choice(&["{\"role\":\"assistant\",\"content\":\"\"}"], None)
-    }
-
-    /// The hottest of these (one per token): the escaped text goes straight into the chunk.
-    fn delta(&self, content: &str) -> String {
-        self.choice(&["{\"content\":", &json_string(content), "}"], None)
-    }
-
-    fn finish(&self, finish_reason: &str) -> String {
-        self.choice(&["{}"], Some(finish_reason))
-    }
-
-    /// The `stream_options.include_usage` chunk: no choices, the usage.
-    fn usage(&self, usage: &UsageBody) -> String {
-        let mut s = self.prefix.clone();
-        s.push_str("],\"usage\":");
-        s.push_str(&serde_json::to_string(usage).unwrap_or_else(|_| "null".into()));
-        s.push('}');
-        s
-    }
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+    let (model_version, frames) = state.gateway.stream_chat(input).await?;
+    Ok(sse_answer(api, &model_version, frames))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -471,33 +606,25 @@ pub async fn list_models(State(state): State<AppState>) -> Json<ModelList> {
     })
 }
 
-#[cfg(test)]
-mod chunk_tests {
-    use super::*;
-
-    #[test]
-    fn chunks_are_valid_json_with_escaped_content() {
-        let w = ChunkWriter::new("chatcmpl-1", 42, "gpt-\"x\"");
-        let parse = |s: String| serde_json::from_str::<serde_json::Value>(&s).unwrap();
-        let role = parse(w.role());
-        assert_eq!(role["choices"][0]["delta"]["role"], "assistant");
-        assert_eq!(role["model"], "gpt-\"x\"");
-        assert_eq!(role["created"], 42);
-        let tricky = "a \"quote\", a \\ backslash,\na newline, ünïcødé 🚀 and \u{1}";
-        let d = parse(w.delta(tricky));
-        assert_eq!(d["object"], "chat.completion.chunk");
-        assert_eq!(d["choices"][0]["delta"]["content"], tricky);
-        assert!(d["choices"][0]["finish_reason"].is_null());
-        let f = parse(w.finish("length"));
-        assert_eq!(f["choices"][0]["finish_reason"], "length");
-        assert_eq!(f["choices"][0]["delta"], json!({}));
-        let u = parse(w.usage(&UsageBody::from(&Usage {
-            input_tokens: 3,
-            cached_input_tokens: 1,
-            output_tokens: 5,
-        })));
-        assert_eq!(u["choices"], json!([]));
-        assert_eq!(u["usage"]["total_tokens"], 8);
-        assert_eq!(u["usage"]["prompt_tokens_details"]["cached_tokens"], 1);
-    }
+#[utoipa::path(get, path = "/v1/models/{model}", tag = "openai",
+    params(("model" = String, Path, description = "A model version or one of its aliases", example = "mock-1")),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The model version (`id` as asked for)", body = ModelObject),
+        (status = 401, description = "Missing, invalid, expired or revoked API key (auth on)", body = ErrorBody),
+        (status = 403, description = "The API key lacks the chat scope", body = ErrorBody),
+        (status = 404, description = "No such model version or alias", body = ErrorBody),
+        (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn get_model(
+    State(state): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelObject>, ApiError> {
+    let route = state.gateway.resolve(Some(&model))?;
+    Ok(Json(ModelObject {
+        id: model,
+        object: "model",
+        created: 0,
+        owned_by: route.provider_name.clone(),
+    }))
 }

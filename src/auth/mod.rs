@@ -111,6 +111,8 @@ pub const ROUTE_ACCESS: &[(&str, Access)] = &[
     ("/metrics", Access::MetricsToken),
     ("/chat", Access::Scope(Scope::Chat)),
     ("/v1/chat/completions", Access::Scope(Scope::Chat)),
+    ("/v1/responses", Access::Scope(Scope::Chat)),
+    ("/v1/embeddings", Access::Scope(Scope::Chat)),
     ("/v1/models", Access::Scope(Scope::Chat)),
     ("/v1/feedback", Access::Scope(Scope::Feedback)),
     ("/v1/logs", Access::Scope(Scope::LogsRead)),
@@ -118,7 +120,12 @@ pub const ROUTE_ACCESS: &[(&str, Access)] = &[
 ];
 
 /// Routes that call a model: the tokens-per-minute budget applies to these only.
-pub const MODEL_CALL_ROUTES: &[&str] = &["/chat", "/v1/chat/completions"];
+pub const MODEL_CALL_ROUTES: &[&str] = &[
+    "/chat",
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/embeddings",
+];
 
 pub fn is_model_call(path: &str) -> bool {
     MODEL_CALL_ROUTES.contains(&path)

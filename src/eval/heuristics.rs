@@ -1,15 +1,27 @@
 //! Cheap checks run on every successful answer, synchronously on the request path: empty answer,
-//! length bounds, forbidden terms, refusal phrases, JSON validity (when JSON was asked for) and
-//! truncation. Each failed check has a severity; the worst one gives the GOOD / WARN / BAD label.
+//! length bounds, forbidden terms, refusal phrases, JSON validity (when JSON was asked for, against
+//! the client's schema for `json_schema`, and of every tool call's arguments) and truncation. Each
+//! failed check has a severity; the worst one gives the GOOD / WARN / BAD label.
 //!
 //! Work is bounded whatever the answer's size: phrases are matched as lowercase substrings (no
 //! regex), refusals only in the opening of the answer, forbidden terms in the first
-//! [`FORBIDDEN_SCAN_BYTES`]; JSON is parsed only when the request asked for it.
+//! [`FORBIDDEN_SCAN_BYTES`]; JSON is parsed only when the request asked for it or the model called
+//! tools, and a schema is compiled once and kept ([`SCHEMA_CACHE_SIZE`] of them).
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::config::HeuristicsConfig;
 use crate::metrics::Metrics;
+use crate::provider::ToolCall;
+
+/// Compiled `json_schema` validators kept at most; clients send the same few schemas again and
+/// again, and compiling one costs far more than validating with it.
+pub const SCHEMA_CACHE_SIZE: usize = 256;
 
 /// Refusals open an answer; looking further would flag answers that merely quote one.
 pub const REFUSAL_SCAN_CHARS: usize = 400;
@@ -100,7 +112,16 @@ pub struct AnswerContext<'a> {
     pub finish_reason: &'a str,
     /// The request asked for a JSON object (`response_format`).
     pub json_requested: bool,
+    /// The functions the model called instead of (or besides) answering in text.
+    pub tool_calls: &'a [ToolCall],
+    /// The schema a `json_schema` answer must satisfy, as the client sent it.
+    pub json_schema: Option<&'a RawValue>,
 }
+
+/// A compiled schema, or why it could not be compiled (then answers are checked for JSON only).
+type CompiledSchema = Result<Arc<jsonschema::Validator>, String>;
+/// Compiled schemas by a hash of their text; the text is kept so a hit is exact.
+type SchemaCache = HashMap<u64, (Box<str>, CompiledSchema)>;
 
 /// The checks, prepared once from the configuration (phrases lowercased and normalised).
 #[derive(Debug, Clone)]
@@ -110,6 +131,8 @@ pub struct Heuristics {
     max_chars: usize,
     forbidden_terms: Vec<String>,
     refusal_phrases: Vec<String>,
+    schemas: Arc<Mutex<SchemaCache>>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Heuristics {
@@ -130,7 +153,38 @@ impl Heuristics {
             max_chars: cfg.max_chars,
             forbidden_terms: prepare(&cfg.forbidden_terms),
             refusal_phrases: prepare(&cfg.refusal_phrases),
+            schemas: Arc::new(Mutex::new(HashMap::new())),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
+    }
+
+    /// The validator of a schema text, compiled on first sight.
+    fn schema(&self, schema: &RawValue) -> CompiledSchema {
+        let text = schema.get();
+        let key = self.hasher.hash_one(text);
+        let mut cache = self
+            .schemas
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached, v)) = cache.get(&key) {
+            if **cached == *text {
+                return v.clone();
+            }
+        }
+        let compiled = serde_json::from_str::<serde_json::Value>(schema.get())
+            .map_err(|e| e.to_string())
+            .and_then(|v| {
+                // Formats are annotations unless asked for, as in OpenAI's structured outputs.
+                jsonschema::options()
+                    .build(&v)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            });
+        if cache.len() >= SCHEMA_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(key, (text.into(), compiled.clone()));
+        compiled
     }
 
     pub fn enabled(&self) -> bool {
@@ -151,7 +205,9 @@ impl Heuristics {
         };
 
         let trimmed = text.trim();
-        let empty = trimmed.is_empty();
+        let no_text = trimmed.is_empty();
+        // A tool call is an answer: the model chose to act instead of (or before) writing.
+        let empty = no_text && ctx.tool_calls.is_empty();
         record(
             "empty",
             empty.then(|| {
@@ -161,8 +217,8 @@ impl Heuristics {
                 )
             }),
         );
-        // An empty answer fails `empty`; judging its length or wording adds nothing.
-        if !empty {
+        // No text fails `empty` or is a tool call; judging its length or wording adds nothing.
+        if !no_text {
             record("length", self.length_failure(trimmed));
             if !self.forbidden_terms.is_empty() {
                 record("forbidden_terms", self.forbidden_failure(text));
@@ -171,8 +227,19 @@ impl Heuristics {
                 record("refusal", self.refusal_failure(trimmed));
             }
         }
-        if ctx.json_requested {
-            record("json_valid", json_failure(trimmed));
+        if ctx.json_requested || !ctx.tool_calls.is_empty() {
+            // A tool call with no text is not the JSON document that was asked for; skip it.
+            let text_checked = ctx.json_requested && (!no_text || ctx.tool_calls.is_empty());
+            let failure = ctx
+                .tool_calls
+                .iter()
+                .find_map(tool_call_failure)
+                .or_else(|| {
+                    text_checked
+                        .then(|| self.json_text_failure(trimmed, ctx.json_schema))
+                        .flatten()
+                });
+            record("json_valid", failure);
         }
         record(
             "truncated",
@@ -252,6 +319,54 @@ impl Heuristics {
                 )
             })
     }
+}
+
+impl Heuristics {
+    /// Invalid JSON, or JSON that breaks the requested schema: BAD, as the client's parser fails.
+    fn json_text_failure(
+        &self,
+        trimmed: &str,
+        schema: Option<&RawValue>,
+    ) -> Option<(Label, String)> {
+        let Some(schema) = schema else {
+            return json_failure(trimmed);
+        };
+        let value: serde_json::Value = match serde_json::from_str(trimmed) {
+            Ok(v) => v,
+            Err(_) => return json_failure(trimmed),
+        };
+        match self.schema(schema) {
+            Ok(validator) => validator.validate(&value).err().map(|e| {
+                let at = e.instance_path().to_string();
+                let at = if at.is_empty() {
+                    "the answer".to_string()
+                } else {
+                    format!("`{at}`")
+                };
+                (
+                    Label::Bad,
+                    format!("the answer does not match the requested JSON schema: {at}: {e}"),
+                )
+            }),
+            // A schema the validator cannot compile (e.g. a remote $ref) is not the answer's fault.
+            Err(_) => None,
+        }
+    }
+}
+
+/// A tool call whose arguments are not JSON breaks the client's dispatch: BAD.
+fn tool_call_failure(call: &ToolCall) -> Option<(Label, String)> {
+    serde_json::from_str::<serde::de::IgnoredAny>(&call.arguments)
+        .err()
+        .map(|e| {
+            (
+                Label::Bad,
+                format!(
+                    "the arguments of the call to `{}` are not valid JSON: {e}",
+                    call.name
+                ),
+            )
+        })
 }
 
 /// Invalid JSON when JSON was asked for breaks the client's parser: BAD. A code fence around
@@ -336,7 +451,7 @@ mod tests {
     fn stop() -> AnswerContext<'static> {
         AnswerContext {
             finish_reason: "stop",
-            json_requested: false,
+            ..AnswerContext::default()
         }
     }
 
@@ -469,6 +584,7 @@ mod tests {
         let json = AnswerContext {
             finish_reason: "stop",
             json_requested: true,
+            ..AnswerContext::default()
         };
         assert_eq!(
             h.evaluate(r#"{"a": [1, "ü", null]}"#, json).label,
@@ -508,12 +624,105 @@ mod tests {
         );
     }
 
+    fn call(name: &str, arguments: &str) -> ToolCall {
+        ToolCall {
+            id: "call_1".into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn a_tool_call_answer_is_not_empty_and_its_arguments_must_be_json() {
+        let h = Heuristics::new(&cfg());
+        let calls = [call("weather", r#"{"city": "Lima"}"#)];
+        let ctx = AnswerContext {
+            finish_reason: "tool_calls",
+            tool_calls: &calls,
+            ..AnswerContext::default()
+        };
+        let o = h.evaluate("", ctx);
+        assert_eq!(o.label, Label::Good, "{o:?}");
+        assert_eq!(o.passed, vec!["empty", "json_valid", "truncated"]);
+        let broken = [call("weather", r#"{"city": "Li"#)];
+        let o = h.evaluate(
+            "",
+            AnswerContext {
+                tool_calls: &broken,
+                ..ctx
+            },
+        );
+        assert_eq!(failed_checks(&o), vec!["json_valid"]);
+        assert!(o.failed[0].reason.contains("`weather`"), "{o:?}");
+        // JSON mode with a tool call and no text: the text is not what was asked for.
+        let o = h.evaluate(
+            "",
+            AnswerContext {
+                json_requested: true,
+                ..ctx
+            },
+        );
+        assert_eq!(o.label, Label::Good, "{o:?}");
+    }
+
+    #[test]
+    fn json_schema_answers_are_validated_against_the_schema() {
+        let h = Heuristics::new(&cfg());
+        let schema = RawValue::from_string(
+            r#"{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer","minimum":0}},
+               "required":["name","age"],"additionalProperties":false}"#
+                .into(),
+        )
+        .unwrap();
+        let ctx = AnswerContext {
+            finish_reason: "stop",
+            json_requested: true,
+            json_schema: Some(&schema),
+            ..AnswerContext::default()
+        };
+        assert_eq!(
+            h.evaluate(r#"{"name": "Ada", "age": 36}"#, ctx).label,
+            Label::Good
+        );
+        for (bad, at) in [
+            (r#"{"name": "Ada"}"#, "the answer"),
+            (r#"{"name": "Ada", "age": -1}"#, "`/age`"),
+            (r#"{"name": "Ada", "age": 1, "x": 2}"#, "the answer"),
+        ] {
+            let o = h.evaluate(bad, ctx);
+            assert_eq!(failed_checks(&o), vec!["json_valid"], "{bad}");
+            assert!(
+                o.failed[0].reason.contains("schema") && o.failed[0].reason.contains(at),
+                "{o:?}"
+            );
+        }
+        assert!(h.evaluate("not json", ctx).failed[0]
+            .reason
+            .contains("not valid JSON"));
+        // A schema that cannot be compiled (remote refs are never fetched) only checks JSON.
+        let remote =
+            RawValue::from_string(r#"{"$ref": "https://example.com/s.json"}"#.into()).unwrap();
+        let o = h.evaluate(
+            "{}",
+            AnswerContext {
+                json_schema: Some(&remote),
+                ..ctx
+            },
+        );
+        assert_eq!(o.label, Label::Good, "{o:?}");
+        assert_eq!(
+            h.schemas.lock().unwrap().len(),
+            2,
+            "each schema compiled once"
+        );
+    }
+
     #[test]
     fn truncation_is_a_warning_and_the_worst_failure_wins() {
         let h = Heuristics::new(&cfg());
         let length = AnswerContext {
             finish_reason: "length",
-            json_requested: false,
+            ..AnswerContext::default()
         };
         let o = h.evaluate("A perfectly fine but cut", length);
         assert_eq!(o.label, Label::Warn);
@@ -561,7 +770,7 @@ mod tests {
         let text = "Paris is the capital of France. ".repeat(60);
         let ctx = AnswerContext {
             finish_reason: "stop",
-            json_requested: false,
+            ..AnswerContext::default()
         };
         let n = 2_000;
         let started = std::time::Instant::now();

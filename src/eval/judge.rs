@@ -444,7 +444,15 @@ impl JudgeModel {
             ..CompletionRequest::default()
         };
         let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, self.provider.complete(&req)).await {
+        // The provider's own retries (429, 5xx, connect) within the judge's deadline, as for
+        // user traffic; the judge's attempts (`judge.max_attempts`) come on top.
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let retries = std::sync::atomic::AtomicU32::new(0);
+        let policy = self.provider.retry_policy();
+        let call = provider::retry::with_retries(&policy, Some(deadline), &retries, || {
+            self.provider.complete(&req)
+        });
+        let result = match tokio::time::timeout_at(deadline, call).await {
             Ok(r) => r,
             Err(_) => Err(ProviderError::Timeout(self.timeout)),
         };

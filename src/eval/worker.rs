@@ -37,6 +37,19 @@ pub const ERROR_TYPES: [&str; 8] = [
     "abandoned",
 ];
 
+/// A judge call's failure as one of [`ERROR_TYPES`] (the gateway's finer upstream types — rate
+/// limited, rejected, credentials — are all `upstream_status` here).
+fn judge_error_type(e: &crate::provider::ProviderError) -> &'static str {
+    use crate::provider::ProviderError as E;
+    match e {
+        E::Timeout(_) => "timeout",
+        E::Status { .. } => "upstream_status",
+        E::Connect(_) | E::StreamInterrupted(_) => "connect",
+        E::InvalidResponse(_) | E::Unsupported { .. } => "invalid_response",
+        E::ClientDisconnected => "abandoned",
+    }
+}
+
 /// Longest `last_error` stored.
 const MAX_ERROR_CHARS: usize = 1_000;
 /// How long shutdown waits for the worker to hand its jobs back.
@@ -408,7 +421,7 @@ impl Worker {
                 Err(e) => {
                     let msg = e.to_string();
                     if attempts >= max {
-                        self.give_up(job, attempts, e.error_type(), &msg, spend, &mut stats)
+                        self.give_up(job, attempts, judge_error_type(&e), &msg, spend, &mut stats)
                             .await?;
                         return Ok(stats);
                     }
@@ -426,7 +439,7 @@ impl Worker {
                     let clipped = clip(&msg);
                     let o = Outcome {
                         attempts,
-                        error_type: Some(e.error_type()),
+                        error_type: Some(judge_error_type(&e)),
                         last_error: Some(&clipped),
                         judge_model: Some(&self.judge.name),
                         spend,

@@ -1,591 +1,62 @@
-//! OpenAI Chat Completions client (`POST {base_url}/chat/completions`), streaming and not, for OpenAI
-//! and any compatible server; also the HTTP transport and SSE decoding that `openai_responses` reuses.
-
-use std::time::Duration;
+//! OpenAI Chat Completions client (`POST {base_url}/chat/completions`), for OpenAI and any
+//! compatible server. A client's Chat Completions body is forwarded as it came but for `model`
+//! and, on streams, `stream_options.include_usage`; the answer and every stream chunk go back as
+//! the upstream sent them. Also `POST {base_url}/embeddings`.
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt};
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::retry::{self, AttemptError, RetryPolicy};
+use super::http::{truncate_chars, HttpUpstream, SseEvent, SseHandler, MAX_ERROR_MESSAGE_CHARS};
+use super::wire::{self, sse_frame, ChatView, ToolCallParts, DONE_FRAME};
 use super::{
-    ChatMessage, Completion, CompletionRequest, CompletionStream, Provider, ProviderError,
-    StreamEvent, Usage,
+    Api, ChatMessage, Completion, CompletionRequest, CompletionStream, Embeddings,
+    EmbeddingsRequest, Provider, ProviderError, RetryPolicy, StreamEnd, StreamEvent, Usage,
 };
 use crate::config::ProviderConfig;
 
-/// Upstream error messages are cut to this many characters before they reach logs and records.
-const MAX_ERROR_MESSAGE_CHARS: usize = 500;
-/// An error body larger than this is not read further; the message is in the first bytes anyway.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
-/// A completion body larger than this is refused rather than buffered.
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-/// One SSE line (or event) larger than this means a broken upstream, not a long answer.
-const MAX_SSE_EVENT_BYTES: usize = 16 * 1024 * 1024;
-
-// ---------------------------------------------------------------------------------------------
-// Shared HTTP transport (also used by openai_responses).
-// ---------------------------------------------------------------------------------------------
-
-/// One upstream endpoint: a pooled client, the auth header, timeouts and the retry policy.
-pub(super) struct HttpUpstream {
-    client: reqwest::Client,
-    /// `{base_url}{path}`, parsed once: parsing it per call (IDNA included) was ~3 % of the
-    /// gateway's CPU at saturation.
-    url: reqwest::Url,
-    /// `Bearer <key>`, marked sensitive so it never shows in debug output.
-    auth: Option<HeaderValue>,
-    /// Kept only to scrub the key from upstream error text that might echo it.
-    api_key: Option<SecretString>,
-    /// Whole-call limit for non-streaming calls; read (idle) limit for streams.
-    timeout: Duration,
-    policy: RetryPolicy,
-}
-
-impl HttpUpstream {
-    /// An upstream at `{base_url}{path}` (`path` like `/chat/completions`).
-    pub fn new(cfg: &ProviderConfig, path: &str) -> Result<Self, ProviderError> {
-        let base_url = cfg.base_url.trim_end_matches('/');
-        let url = reqwest::Url::parse(&format!("{base_url}{path}")).map_err(|_| {
-            ProviderError::Connect(format!("base_url {base_url:?} is not a valid URL"))
-        })?;
-        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
-            // A read timeout, not a total one, so long streams live as long as tokens keep coming;
-            // non-streaming requests add a total timeout per request.
-            .read_timeout(timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("lqo/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Connect(format!("cannot build the HTTP client: {e}")))?;
-        let api_key = cfg
-            .api_key
-            .clone()
-            .filter(|k| !k.expose_secret().is_empty());
-        let auth = match &api_key {
-            Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-                    .map_err(|_| {
-                    ProviderError::Connect(
-                        "the API key contains characters not allowed in an HTTP header".into(),
-                    )
-                })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        Ok(HttpUpstream {
-            client,
-            url,
-            auth,
-            api_key,
-            timeout,
-            policy: RetryPolicy::from_config(cfg),
-        })
-    }
-
-    /// POSTs `body` as JSON to the endpoint with retries; returns the 2xx response and the
-    /// number of retries. For streams only this initial exchange is retried.
-    pub async fn post_json<B: Serialize>(
-        &self,
-        body: &B,
-        streaming: bool,
-    ) -> Result<(reqwest::Response, u32), ProviderError> {
-        let body =
-            Bytes::from(serde_json::to_vec(body).map_err(|e| {
-                ProviderError::InvalidResponse(format!("cannot encode request: {e}"))
-            })?);
-        let result =
-            retry::with_retries(&self.policy, || self.attempt(body.clone(), streaming)).await;
-        result.map_err(|e| self.scrub(e))
-    }
-
-    async fn attempt(
-        &self,
-        body: Bytes,
-        streaming: bool,
-    ) -> Result<reqwest::Response, AttemptError> {
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        request = if streaming {
-            request.header(ACCEPT, "text/event-stream")
-        } else {
-            request.timeout(self.timeout)
-        };
-        let response = request
-            .send()
-            .await
-            .map_err(|e| AttemptError::from(self.map_send_error(e)))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let retry_after = retry::retry_after(response.headers());
-        let body = read_limited(response, MAX_ERROR_BODY_BYTES)
-            .await
-            .map(|(bytes, _)| bytes)
-            .unwrap_or_default();
-        Err(AttemptError {
-            error: ProviderError::Status {
-                status: status.as_u16(),
-                message: self.clean_message(&error_message(&body, status)),
-            },
-            retry_after,
-        })
-    }
-
-    /// Reads a whole 2xx body and parses it as `T`.
-    pub async fn read_json<T: serde::de::DeserializeOwned>(
-        &self,
-        response: reqwest::Response,
-    ) -> Result<T, ProviderError> {
-        let (body, complete) = read_limited(response, MAX_BODY_BYTES)
-            .await
-            .map_err(|e| self.scrub(self.map_body_error(e)))?;
-        if !complete {
-            return Err(ProviderError::InvalidResponse(format!(
-                "response body larger than {MAX_BODY_BYTES} bytes"
-            )));
-        }
-        serde_json::from_slice(&body).map_err(|e| {
-            self.scrub(ProviderError::InvalidResponse(format!(
-                "cannot parse the response body: {e}"
-            )))
-        })
-    }
-
-    /// The response body as SSE events, and the function that turns them into stream events.
-    pub fn stream_events<D: SseHandler>(
-        &self,
-        response: reqwest::Response,
-        handler: D,
-    ) -> CompletionStream {
-        let timeout = self.timeout;
-        let bytes = response.bytes_stream().map(move |r| {
-            r.map_err(|e| {
-                if e.is_timeout() {
-                    ProviderError::Timeout(timeout)
-                } else {
-                    ProviderError::Connect(format!(
-                        "upstream stream interrupted: {}",
-                        error_chain(&e)
-                    ))
-                }
-            })
-        });
-        let scrubber = Scrubber {
-            api_key: self.api_key.clone(),
-        };
-        drive(sse_events(bytes), handler)
-            .map(move |item| item.map_err(|e| scrubber.error(e)))
-            .boxed()
-    }
-
-    fn map_send_error(&self, e: reqwest::Error) -> ProviderError {
-        // A connect timeout is both; it is a connect problem (and worth a retry).
-        if e.is_connect() {
-            ProviderError::Connect(error_chain(&e))
-        } else if e.is_timeout() {
-            ProviderError::Timeout(self.timeout)
-        } else {
-            ProviderError::Connect(error_chain(&e))
-        }
-    }
-
-    fn map_body_error(&self, e: reqwest::Error) -> ProviderError {
-        if e.is_timeout() {
-            ProviderError::Timeout(self.timeout)
-        } else {
-            ProviderError::Connect(format!("reading the response failed: {}", error_chain(&e)))
-        }
-    }
-
-    fn clean_message(&self, message: &str) -> String {
-        let scrubbed = Scrubber {
-            api_key: self.api_key.clone(),
-        }
-        .text(message);
-        truncate_chars(&scrubbed, MAX_ERROR_MESSAGE_CHARS)
-    }
-
-    pub fn scrub(&self, e: ProviderError) -> ProviderError {
-        Scrubber {
-            api_key: self.api_key.clone(),
-        }
-        .error(e)
-    }
-}
-
-/// Reads at most `limit` bytes of a body; the flag says whether the body ended within the limit.
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut out = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        if out.len() + chunk.len() > limit {
-            out.extend_from_slice(&chunk[..limit - out.len()]);
-            return Ok((out, false));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok((out, true))
-}
-
-/// `error.message` of an OpenAI-style error body (with `code` when present), else the raw body text,
-/// else the status reason.
-fn error_message(body: &[u8], status: reqwest::StatusCode) -> String {
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: ErrorDetail,
-    }
-    if let Ok(env) = serde_json::from_slice::<Envelope>(body) {
-        if let Some(message) = env.error.describe() {
-            return message;
-        }
-    }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        status
-            .canonical_reason()
-            .unwrap_or("no error message")
-            .to_string()
-    } else {
-        text.to_string()
-    }
-}
-
-/// The `error` object OpenAI puts in error bodies and error stream events.
-#[derive(Debug, Default, Deserialize)]
-pub(super) struct ErrorDetail {
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub code: Option<serde_json::Value>,
-    #[serde(default, rename = "type")]
-    pub kind: Option<String>,
-}
-
-impl ErrorDetail {
-    pub fn describe(&self) -> Option<String> {
-        let code = match &self.code {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => self.kind.clone(),
-        };
-        match (&self.message, code) {
-            (Some(m), Some(c)) => Some(format!("{m} ({c})")),
-            (Some(m), None) => Some(m.clone()),
-            (None, Some(c)) => Some(c),
-            (None, None) => None,
-        }
-    }
-}
-
-/// Removes API keys from text that came from (or passed through) the upstream: the configured key
-/// wherever it appears, and anything shaped like an OpenAI key (`sk-…`), since an upstream may echo
-/// the key it was sent.
-struct Scrubber {
-    api_key: Option<SecretString>,
-}
-
-impl Scrubber {
-    fn text(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        if let Some(key) = &self.api_key {
-            let key = key.expose_secret();
-            if key.len() >= 4 {
-                out = out.replace(key, "***");
-            }
-        }
-        mask_sk_tokens(&out)
-    }
-
-    fn error(&self, e: ProviderError) -> ProviderError {
-        match e {
-            ProviderError::Status { status, message } => ProviderError::Status {
-                status,
-                message: self.text(&message),
-            },
-            ProviderError::Connect(m) => ProviderError::Connect(self.text(&m)),
-            ProviderError::InvalidResponse(m) => ProviderError::InvalidResponse(self.text(&m)),
-            ProviderError::Timeout(d) => ProviderError::Timeout(d),
-        }
-    }
-}
-
-/// Replaces `sk-…` tokens (6+ key characters after the prefix) by `sk-***`.
-fn mask_sk_tokens(text: &str) -> String {
-    let is_key_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find("sk-") {
-        let at_word_start = rest[..pos]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !is_key_char(c));
-        let after = &rest[pos + 3..];
-        let key_len = after.find(|c: char| !is_key_char(c)).unwrap_or(after.len());
-        out.push_str(&rest[..pos]);
-        if at_word_start && key_len >= 6 {
-            out.push_str("sk-***");
-        } else {
-            out.push_str(&rest[pos..pos + 3 + key_len]);
-        }
-        rest = &after[key_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `text` cut to `max` characters, marked with `…` when cut.
-pub(super) fn truncate_chars(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
-}
-
-/// A reqwest error with its causes (they hold the useful part, e.g. "Connection refused"); the URL
-/// is left out because it is known and may carry credentials.
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    // reqwest puts the URL in its own message: "error sending request for url (http://…)".
-    if let Some(start) = text.find(" for url (") {
-        if let Some(len) = text[start..].find(')') {
-            text.replace_range(start..start + len + 1, "");
-        }
-    }
-    text
-}
-
-// ---------------------------------------------------------------------------------------------
-// Server-sent events.
-// ---------------------------------------------------------------------------------------------
-
-/// One server-sent event: its `event:` name (if any) and its `data:` lines joined by `\n`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct SseEvent {
-    pub event: Option<String>,
-    pub data: String,
-}
-
-/// Incremental SSE parser: bytes in, complete events out, whatever the chunk boundaries (inside a
-/// line, inside a UTF-8 character, between `\r` and `\n`).
-#[derive(Debug, Default)]
-pub(super) struct SseDecoder {
-    line: Vec<u8>,
-    event: Option<String>,
-    data: Option<String>,
-    /// The previous chunk ended with `\r`; a `\n` right after it is the same line ending.
-    after_cr: bool,
-}
-
-impl SseDecoder {
-    /// Splits on line endings with `memchr` and copies whole runs: a byte-at-a-time loop showed
-    /// in profiles of saturated streaming (one token is one ~200-byte event).
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Vec<SseEvent>, ProviderError> {
-        let mut events = Vec::new();
-        if std::mem::take(&mut self.after_cr) {
-            if let [b'\n', rest @ ..] = bytes {
-                bytes = rest;
-            }
-        }
-        while !bytes.is_empty() {
-            let end = memchr::memchr2(b'\n', b'\r', bytes);
-            let run = end.unwrap_or(bytes.len());
-            if self.line.len() + run > MAX_SSE_EVENT_BYTES {
-                return Err(ProviderError::InvalidResponse(
-                    "stream line exceeds the size limit".into(),
-                ));
-            }
-            let Some(i) = end else {
-                self.line.extend_from_slice(bytes);
-                break;
-            };
-            let event = if self.line.is_empty() {
-                self.end_line(&bytes[..i])?
-            } else {
-                let mut line = std::mem::take(&mut self.line);
-                line.extend_from_slice(&bytes[..i]);
-                let event = self.end_line(&line);
-                line.clear();
-                self.line = line;
-                event?
-            };
-            events.extend(event);
-            let cr = bytes[i] == b'\r';
-            bytes = &bytes[i + 1..];
-            if cr {
-                match bytes.first() {
-                    Some(b'\n') => bytes = &bytes[1..],
-                    Some(_) => {}
-                    None => self.after_cr = true,
-                }
-            }
-        }
-        Ok(events)
-    }
-
-    /// End of input: a last event without the closing blank line still counts.
-    pub fn finish(&mut self) -> Result<Option<SseEvent>, ProviderError> {
-        let line = std::mem::take(&mut self.line);
-        if !line.is_empty() {
-            if let Some(ev) = self.end_line(&line)? {
-                return Ok(Some(ev));
-            }
-        }
-        Ok(self.dispatch())
-    }
-
-    fn end_line(&mut self, line: &[u8]) -> Result<Option<SseEvent>, ProviderError> {
-        if line.is_empty() {
-            return Ok(self.dispatch());
-        }
-        let line = std::str::from_utf8(line)
-            .map_err(|_| ProviderError::InvalidResponse("stream is not valid UTF-8".into()))?;
-        if line.starts_with(':') {
-            return Ok(None); // comment / keep-alive
-        }
-        let (field, value) = match line.split_once(':') {
-            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
-            None => (line, ""),
-        };
-        match field {
-            "data" => {
-                let data = self.data.get_or_insert_with(String::new);
-                if data.len() + value.len() > MAX_SSE_EVENT_BYTES {
-                    return Err(ProviderError::InvalidResponse(
-                        "stream event exceeds the size limit".into(),
-                    ));
-                }
-                // Every data line ends with a newline; dispatch drops the last one (as the spec does).
-                data.push_str(value);
-                data.push('\n');
-            }
-            "event" => self.event = Some(value.to_string()),
-            _ => {} // id, retry and unknown fields do not matter here
-        }
-        Ok(None)
-    }
-
-    fn dispatch(&mut self) -> Option<SseEvent> {
-        let event = self.event.take();
-        self.data.take().map(|mut data| {
-            data.pop();
-            SseEvent { event, data }
-        })
-    }
-}
-
-/// Byte chunks → SSE events.
-pub(super) fn sse_events<S>(bytes: S) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send
-where
-    S: Stream<Item = Result<Bytes, ProviderError>> + Send + 'static,
-{
-    async_stream::stream! {
-        let mut bytes = std::pin::pin!(bytes);
-        let mut decoder = SseDecoder::default();
-        while let Some(chunk) = bytes.next().await {
-            match chunk.and_then(|c| decoder.feed(&c)) {
-                Ok(events) => {
-                    for ev in events {
-                        yield Ok(ev);
-                    }
-                }
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            }
-        }
-        match decoder.finish() {
-            Ok(Some(ev)) => yield Ok(ev),
-            Ok(None) => {}
-            Err(e) => yield Err(e),
-        }
-    }
-}
-
-/// Turns one API's SSE events into stream events.
-pub(super) trait SseHandler: Send + 'static {
-    /// Events to emit for `ev`; a `Done` among them ends the stream.
-    fn on_event(&mut self, ev: SseEvent) -> Result<Vec<StreamEvent>, ProviderError>;
-    /// The upstream closed the stream before a `Done`.
-    fn on_eof(&mut self) -> Result<StreamEvent, ProviderError>;
-}
-
-/// Runs `handler` over `events` until `Done`, an error, or the end of the stream (after which
-/// nothing more is read).
-pub(super) fn drive<S, H>(
-    events: S,
-    mut handler: H,
-) -> impl Stream<Item = Result<StreamEvent, ProviderError>> + Send
-where
-    S: Stream<Item = Result<SseEvent, ProviderError>> + Send + 'static,
-    H: SseHandler,
-{
-    async_stream::stream! {
-        let mut events = std::pin::pin!(events);
-        while let Some(ev) = events.next().await {
-            match ev.and_then(|ev| handler.on_event(ev)) {
-                Ok(out) => {
-                    for item in out {
-                        let done = matches!(item, StreamEvent::Done { .. });
-                        yield Ok(item);
-                        if done {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            }
-        }
-        yield handler.on_eof();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Chat Completions.
-// ---------------------------------------------------------------------------------------------
-
-/// Client for `POST {base_url}/chat/completions`.
+/// Client for `POST {base_url}/chat/completions` and `/embeddings`.
 pub struct OpenAiChat {
     http: HttpUpstream,
+    chat_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
 }
 
 impl OpenAiChat {
     pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+        let http = HttpUpstream::new(cfg)?;
         Ok(OpenAiChat {
-            http: HttpUpstream::new(cfg, "/chat/completions")?,
+            chat_url: http.endpoint("/chat/completions")?,
+            embeddings_url: http.endpoint("/embeddings")?,
+            http,
         })
+    }
+
+    /// The body to send: the client's own with `model` (and on streams `stream_options`)
+    /// rewritten, or one built from the neutral fields.
+    fn body(&self, req: &CompletionRequest, stream: bool) -> Result<Bytes, ProviderError> {
+        match &req.client {
+            Some(c) if c.api == Api::Chat => {
+                let model = wire::json_string(&req.model);
+                let body = if stream {
+                    let options = wire::stream_options_with_usage(c.body.get("stream_options"));
+                    c.body
+                        .rewrite(&[("model", Some(&model)), ("stream_options", Some(&options))])
+                } else {
+                    c.body.rewrite(&[("model", Some(&model))])
+                };
+                Ok(Bytes::from(body))
+            }
+            Some(c) => {
+                super::translate::responses_to_chat(&c.body, &req.model, stream).map(Bytes::from)
+            }
+            None => serde_json::to_vec(&ChatBody::new(req, stream))
+                .map(Bytes::from)
+                .map_err(|e| ProviderError::InvalidResponse(format!("cannot encode request: {e}"))),
+        }
     }
 }
 
+/// The body of a request the gateway builds itself (`/chat`, the judge).
 #[derive(Serialize)]
 struct ChatBody<'a> {
     model: &'a str,
@@ -628,188 +99,169 @@ impl<'a> ChatBody<'a> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatCompletionBody {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<ChatChoice>,
-    #[serde(default)]
-    usage: Option<ChatUsage>,
+/// What the gateway reads from a `chat.completion` body (model name missing → the requested one).
+pub fn read_chat_completion(
+    body: &[u8],
+    requested_model: &str,
+) -> Result<Completion, ProviderError> {
+    let view: ChatView = serde_json::from_slice(body).map_err(|e| {
+        ProviderError::InvalidResponse(format!("cannot parse the response body: {e}"))
+    })?;
+    let choice = view
+        .first_choice()
+        .ok_or_else(|| ProviderError::InvalidResponse("the response has no choices".into()))?;
+    let message = choice.message.as_ref().or(choice.delta.as_ref());
+    Ok(Completion {
+        text: message.map(|m| m.text().to_string()).unwrap_or_default(),
+        finish_reason: choice
+            .finish_reason
+            .as_deref()
+            .unwrap_or("stop")
+            .to_string(),
+        usage: view.usage.as_ref().and_then(wire::ChatUsage::to_usage),
+        upstream_model: view.model.as_deref().unwrap_or(requested_model).to_string(),
+        tool_calls: message.map(wire::tool_calls_of).unwrap_or_default(),
+        body: None,
+    })
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatChoice {
-    #[serde(default)]
-    index: u32,
-    #[serde(default)]
-    message: Option<ChatChoiceMessage>,
-    #[serde(default)]
-    delta: Option<ChatChoiceMessage>,
-    #[serde(default)]
+/// Chat Completions chunks, forwarded as they came; the gateway reads the first choice's text,
+/// tool calls and finish reason, and the usage. `Done` comes with `[DONE]`, after the usage chunk.
+#[derive(Debug, Default)]
+pub struct ChatStream {
+    /// The client asked for the usage chunk; otherwise it is read and not forwarded.
+    include_usage: bool,
     finish_reason: Option<String>,
+    usage: Option<Usage>,
+    tool_calls: ToolCallParts,
+    model: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatChoiceMessage {
-    /// A string from OpenAI; some compatible servers send an array of text parts.
-    #[serde(default)]
-    content: Option<serde_json::Value>,
-    #[serde(default)]
-    refusal: Option<String>,
-}
-
-impl ChatChoiceMessage {
-    fn text(&self) -> String {
-        let content = match &self.content {
-            Some(serde_json::Value::String(s)) => s.clone(),
-            Some(serde_json::Value::Array(parts)) => parts
-                .iter()
-                .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
-                .collect(),
-            _ => String::new(),
-        };
-        if content.is_empty() {
-            self.refusal.clone().unwrap_or_default()
-        } else {
-            content
+impl ChatStream {
+    pub fn new(include_usage: bool) -> Self {
+        ChatStream {
+            include_usage,
+            ..ChatStream::default()
         }
     }
-}
 
-#[derive(Debug, Deserialize)]
-struct ChatUsage {
-    #[serde(default)]
-    prompt_tokens: Option<u64>,
-    #[serde(default)]
-    completion_tokens: Option<u64>,
-    #[serde(default)]
-    prompt_tokens_details: Option<PromptTokensDetails>,
-}
-
-#[derive(Debug, Deserialize)]
-struct PromptTokensDetails {
-    #[serde(default)]
-    cached_tokens: Option<u64>,
-}
-
-impl ChatUsage {
-    fn to_usage(&self) -> Option<Usage> {
-        if self.prompt_tokens.is_none() && self.completion_tokens.is_none() {
-            return None;
-        }
-        Some(Usage {
-            input_tokens: self.prompt_tokens.unwrap_or(0),
-            cached_input_tokens: self
-                .prompt_tokens_details
-                .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
-            output_tokens: self.completion_tokens.unwrap_or(0),
+    fn end(&mut self, trailer: Bytes) -> StreamEvent {
+        StreamEvent::Done(StreamEnd {
+            finish_reason: self.finish_reason.take().unwrap_or_else(|| "stop".into()),
+            usage: self.usage.take(),
+            tool_calls: std::mem::take(&mut self.tool_calls).finish(),
+            upstream_model: self.model.take(),
+            trailer,
         })
     }
 }
 
-/// A parsed non-streaming answer (model name missing → the requested one).
-fn completion_from_body(
-    body: ChatCompletionBody,
-    requested_model: &str,
-) -> Result<Completion, ProviderError> {
-    let choice = body
-        .choices
-        .iter()
-        .find(|c| c.index == 0)
-        .or_else(|| body.choices.first())
-        .ok_or_else(|| ProviderError::InvalidResponse("the response has no choices".into()))?;
-    let text = choice
-        .message
-        .as_ref()
-        .or(choice.delta.as_ref())
-        .map(ChatChoiceMessage::text)
-        .unwrap_or_default();
-    Ok(Completion {
-        text,
-        finish_reason: choice
-            .finish_reason
-            .clone()
-            .unwrap_or_else(|| "stop".into()),
-        usage: body.usage.as_ref().and_then(ChatUsage::to_usage),
-        upstream_model: body.model.unwrap_or_else(|| requested_model.to_string()),
-        retries: 0,
-    })
-}
-
-/// Chat Completions chunks → stream events. `Done` comes with `[DONE]`, after the usage chunk.
-#[derive(Debug, Default)]
-struct ChatStreamHandler {
-    finish_reason: Option<String>,
-    usage: Option<Usage>,
-}
-
-impl ChatStreamHandler {
-    fn done(&mut self) -> StreamEvent {
-        StreamEvent::Done {
-            finish_reason: self.finish_reason.take().unwrap_or_else(|| "stop".into()),
-            usage: self.usage.take(),
-        }
-    }
-}
-
-impl SseHandler for ChatStreamHandler {
-    fn on_event(&mut self, ev: SseEvent) -> Result<Vec<StreamEvent>, ProviderError> {
+impl SseHandler for ChatStream {
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
         let data = ev.data.trim();
         if data.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if data == "[DONE]" {
-            return Ok(vec![self.done()]);
+            out.push(self.end(Bytes::from_static(DONE_FRAME)));
+            return Ok(());
         }
-        #[derive(Deserialize)]
-        struct Chunk {
-            #[serde(default)]
-            choices: Vec<ChatChoice>,
-            #[serde(default)]
-            usage: Option<ChatUsage>,
-            #[serde(default)]
-            error: Option<ErrorDetail>,
-        }
-        let chunk: Chunk = serde_json::from_str(data).map_err(|e| {
+        let chunk: ChatView = serde_json::from_str(data).map_err(|e| {
             ProviderError::InvalidResponse(format!("cannot parse a stream chunk: {e}"))
         })?;
-        if let Some(err) = chunk.error {
+        if let Some(err) = &chunk.error {
             return Err(ProviderError::InvalidResponse(format!(
                 "upstream reported an error mid-stream: {}",
                 truncate_chars(&err.describe().unwrap_or_default(), MAX_ERROR_MESSAGE_CHARS)
             )));
         }
-        let mut out = Vec::new();
+        if self.model.is_none() {
+            self.model = chunk.model.as_deref().map(str::to_string);
+        }
+        let mut text = String::new();
         for choice in chunk.choices.iter().filter(|c| c.index == 0) {
             if let Some(delta) = &choice.delta {
-                let text = delta.text();
-                if !text.is_empty() {
-                    out.push(StreamEvent::Delta(text));
+                text.push_str(delta.text());
+                for t in delta.tool_calls.iter().flatten() {
+                    self.tool_calls.add(t);
                 }
             }
             if let Some(reason) = &choice.finish_reason {
-                self.finish_reason = Some(reason.clone());
+                self.finish_reason = Some(reason.to_string());
             }
         }
-        if let Some(usage) = chunk.usage.as_ref().and_then(ChatUsage::to_usage) {
-            self.usage = Some(usage);
+        let usage = chunk.usage.as_ref().and_then(wire::ChatUsage::to_usage);
+        let usage_only = chunk.choices.is_empty() && usage.is_some();
+        if usage.is_some() {
+            self.usage = usage;
         }
-        Ok(out)
+        let frame = if usage_only && !self.include_usage {
+            Bytes::new()
+        } else {
+            sse_frame(ev.event.as_deref(), data)
+        };
+        out.push(StreamEvent::Chunk {
+            frame,
+            content: chunk.has_content(),
+            text,
+        });
+        Ok(())
     }
 
     fn on_eof(&mut self) -> Result<StreamEvent, ProviderError> {
         // Some compatible servers never send [DONE]; a finish_reason is enough to call it complete.
         if self.finish_reason.is_some() {
-            Ok(self.done())
+            Ok(self.end(Bytes::new()))
         } else {
-            Err(ProviderError::InvalidResponse(
+            Err(ProviderError::StreamInterrupted(
                 "the stream ended before the final chunk".into(),
             ))
         }
     }
+}
+
+/// What the gateway reads from an embeddings `list` object.
+pub fn read_embeddings(body: Bytes, requested_model: &str) -> Result<Embeddings, ProviderError> {
+    #[derive(Deserialize)]
+    struct View<'a> {
+        #[serde(default)]
+        data: Vec<serde::de::IgnoredAny>,
+        #[serde(default, borrow)]
+        model: Option<std::borrow::Cow<'a, str>>,
+        #[serde(default)]
+        usage: Option<wire::ChatUsage>,
+    }
+    let view: View = serde_json::from_slice(&body).map_err(|e| {
+        ProviderError::InvalidResponse(format!("cannot parse the embeddings body: {e}"))
+    })?;
+    let usage = view.usage.and_then(|u| {
+        u.prompt_tokens.map(|p| Usage {
+            input_tokens: p,
+            cached_input_tokens: 0,
+            output_tokens: 0,
+        })
+    });
+    let upstream_model = view.model.as_deref().unwrap_or(requested_model).to_string();
+    let count = view.data.len();
+    Ok(Embeddings {
+        body,
+        usage,
+        upstream_model,
+        count,
+    })
+}
+
+/// One embeddings call through `http`, shared by both OpenAI providers.
+pub(super) async fn embed_via(
+    http: &HttpUpstream,
+    url: &reqwest::Url,
+    req: &EmbeddingsRequest,
+) -> Result<Embeddings, ProviderError> {
+    let model = wire::json_string(&req.model);
+    let body = Bytes::from(req.body.rewrite(&[("model", Some(&model))]));
+    let response = http.post(url, body, false).await?;
+    let bytes = http.read_body(response).await?;
+    read_embeddings(bytes, &req.model).map_err(|e| http.scrub(e))
 }
 
 #[async_trait::async_trait]
@@ -818,32 +270,63 @@ impl Provider for OpenAiChat {
         "openai_chat"
     }
 
+    fn retry_policy(&self) -> RetryPolicy {
+        self.http.policy
+    }
+
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let (response, retries) = self
-            .http
-            .post_json(&ChatBody::new(req, false), false)
-            .await?;
-        let body: ChatCompletionBody = self.http.read_json(response).await?;
+        let body = self.body(req, false)?;
+        let response = self.http.post(&self.chat_url, body, false).await?;
+        let bytes = self.http.read_body(response).await?;
         let mut completion =
-            completion_from_body(body, &req.model).map_err(|e| self.http.scrub(e))?;
-        completion.retries = retries;
+            read_chat_completion(&bytes, &req.model).map_err(|e| self.http.scrub(e))?;
+        completion.body = match &req.client {
+            Some(c) if c.api == Api::Responses => Some(Bytes::from(
+                super::translate::chat_completion_to_response(&bytes, &c.body),
+            )),
+            Some(_) => Some(bytes),
+            None => None,
+        };
         Ok(completion)
     }
 
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let (response, _retries) = self.http.post_json(&ChatBody::new(req, true), true).await?;
-        Ok(self
-            .http
-            .stream_events(response, ChatStreamHandler::default()))
+        let body = self.body(req, true)?;
+        let response = self.http.post(&self.chat_url, body, true).await?;
+        Ok(match &req.client {
+            Some(c) if c.api == Api::Responses => self.http.stream_events(
+                response,
+                super::translate::ChatToResponsesStream::new(&c.body),
+            ),
+            c => {
+                let include_usage = c.as_ref().is_some_and(|c| c.include_usage);
+                self.http
+                    .stream_events(response, ChatStream::new(include_usage))
+            }
+        })
+    }
+
+    async fn embed(&self, req: &EmbeddingsRequest) -> Result<Embeddings, ProviderError> {
+        embed_via(&self.http, &self.embeddings_url, req).await
     }
 }
 
 #[cfg(test)]
 pub(super) mod tests {
     use std::net::SocketAddr;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+    use secrecy::SecretString;
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::mock_upstream::{self, MockUpstreamConfig};
+    use crate::provider::http::SseDecoder;
+    use crate::provider::retry::with_retries;
+    use crate::provider::wire::JsonBody;
+    use crate::provider::ClientRequest;
 
     pub const FAKE_KEY: &str = "sk-test-FAKE-KEY-0123456789abcdef";
 
@@ -892,28 +375,76 @@ pub(super) mod tests {
         }
     }
 
-    /// Collects a stream: text, the final event, and whether an error ended it.
-    pub async fn collect(
-        mut s: CompletionStream,
-    ) -> (
-        String,
-        Option<(String, Option<Usage>)>,
-        Option<ProviderError>,
-    ) {
-        let mut text = String::new();
-        let mut done = None;
-        let mut error = None;
+    /// A request carrying a client's own body in `api`.
+    pub fn client_request(api: Api, body: Value) -> CompletionRequest {
+        let stream = body["stream"].as_bool().unwrap_or(false);
+        let include_usage = body["stream_options"]["include_usage"]
+            .as_bool()
+            .unwrap_or(false);
+        let mut r = request(&mock_prompt(&body));
+        r.client = Some(Arc::new(ClientRequest {
+            api,
+            body: JsonBody::parse(bytes::Bytes::from(body.to_string())).unwrap(),
+            stream,
+            include_usage,
+        }));
+        r
+    }
+
+    fn mock_prompt(body: &Value) -> String {
+        body["messages"]
+            .as_array()
+            .and_then(|m| m.last())
+            .and_then(|m| m["content"].as_str())
+            .or_else(|| body["input"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// What a stream yielded.
+    #[derive(Debug, Default)]
+    pub struct Collected {
+        pub text: String,
+        pub end: Option<StreamEnd>,
+        pub error: Option<ProviderError>,
+        /// Every frame for the client, the trailer included.
+        pub wire: String,
+    }
+
+    pub async fn collect(mut s: CompletionStream) -> Collected {
+        let mut c = Collected::default();
         while let Some(item) = s.next().await {
             match item {
-                Ok(StreamEvent::Delta(d)) => text.push_str(&d),
-                Ok(StreamEvent::Done {
-                    finish_reason,
-                    usage,
-                }) => done = Some((finish_reason, usage)),
-                Err(e) => error = Some(e),
+                Ok(StreamEvent::Chunk { frame, text, .. }) => {
+                    c.text.push_str(&text);
+                    c.wire.push_str(std::str::from_utf8(&frame).unwrap());
+                }
+                Ok(StreamEvent::Done(end)) => {
+                    c.wire.push_str(std::str::from_utf8(&end.trailer).unwrap());
+                    c.end = Some(end);
+                }
+                Err(e) => c.error = Some(e),
             }
         }
-        (text, done, error)
+        c
+    }
+
+    /// The `data:` payloads of SSE text, parsed (`[DONE]` as a string).
+    pub fn data_of(wire: &str) -> Vec<Value> {
+        wire.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .map(|d| serde_json::from_str(d).unwrap_or_else(|_| json!(d)))
+            .collect()
+    }
+
+    /// One provider call with the provider's retry policy, as the gateway makes it.
+    pub async fn retrying<P: Provider>(
+        p: &P,
+        req: &CompletionRequest,
+    ) -> (Result<Completion, ProviderError>, u32) {
+        let retries = AtomicU32::new(0);
+        let r = with_retries(&p.retry_policy(), None, &retries, || p.complete(req)).await;
+        (r, retries.into_inner())
     }
 
     fn chat(addr: SocketAddr) -> OpenAiChat {
@@ -931,7 +462,10 @@ pub(super) mod tests {
         );
         assert_eq!(c.finish_reason, "stop");
         assert_eq!(c.upstream_model, "gpt-test");
-        assert_eq!(c.retries, 0);
+        assert!(
+            c.body.is_none(),
+            "a gateway-built request gets no client body"
+        );
         let usage = c.usage.unwrap();
         assert_eq!(usage.output_tokens, crate::tokens::count_tokens(&c.text));
         assert_eq!(
@@ -951,35 +485,91 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn streams_text_finish_reason_and_usage() {
+    async fn a_client_body_goes_up_rewritten_and_its_answer_comes_back_whole() {
+        let addr = upstream().await;
+        let body = json!({"model": "alias", "messages": [{"role": "user", "content": "Weather in Lima?"}],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+            "seed": 7, "x_unknown": {"a": [1]}});
+        let c = chat(addr)
+            .complete(&client_request(Api::Chat, body.clone()))
+            .await
+            .unwrap();
+        assert_eq!(c.finish_reason, "tool_calls");
+        assert_eq!(c.tool_calls[0].name, "weather");
+        let answer: Value = serde_json::from_slice(c.body.as_ref().unwrap()).unwrap();
+        assert_eq!(answer["system_fingerprint"], "fp_lqo_mock");
+        assert_eq!(
+            answer["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "weather"
+        );
+        let seen = last_request(addr).await;
+        let mut expected = body;
+        expected["model"] = json!("gpt-test");
+        assert_eq!(seen, expected);
+    }
+
+    /// The body of the last completion request the mock upstream received.
+    pub async fn last_request(addr: SocketAddr) -> Value {
+        let v: Value = reqwest::get(format!("http://{addr}/mock/requests"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v.as_array().unwrap().last().unwrap()["body"].clone()
+    }
+
+    #[tokio::test]
+    async fn streams_pass_through_and_hide_the_usage_chunk_nobody_asked_for() {
         let addr = upstream().await;
         let p = chat(addr);
         let full = p.complete(&request("Stream this")).await.unwrap();
-        let (text, done, err) = collect(p.stream(&request("Stream this")).await.unwrap()).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(text, full.text);
-        let (finish, usage) = done.unwrap();
-        assert_eq!(finish, "stop");
-        assert_eq!(usage, full.usage);
+        let body = json!({"model": "x", "stream": true, "messages": [{"role": "user", "content": "Stream this"}]});
+        let got = collect(p.stream(&client_request(Api::Chat, body)).await.unwrap()).await;
+        assert!(got.error.is_none(), "{:?}", got.error);
+        let end = got.end.unwrap();
+        assert_eq!(end.finish_reason, "stop");
+        assert_eq!(
+            end.usage.unwrap().output_tokens,
+            full.usage.unwrap().output_tokens
+        );
+        let seen = last_request(addr).await;
+        assert_eq!(seen["stream_options"], json!({"include_usage": true}));
+        let data = data_of(&got.wire);
+        assert_eq!(data.last().unwrap(), "[DONE]");
+        assert!(
+            data.iter()
+                .all(|d| d.get("usage").is_none_or(Value::is_null)),
+            "{data:?}"
+        );
+        let text: String = data
+            .iter()
+            .filter_map(|d| d["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, got.text);
+        // Asked for, the usage chunk is there, and the client's other stream options stay.
+        let body = json!({"model": "x", "stream": true, "stream_options": {"include_usage": true, "include_obfuscation": false},
+            "messages": [{"role": "user", "content": "Stream this"}]});
+        let got = collect(p.stream(&client_request(Api::Chat, body)).await.unwrap()).await;
+        let data = data_of(&got.wire);
+        assert!(
+            data[data.len() - 2]["usage"]["total_tokens"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        assert_eq!(
+            last_request(addr).await["stream_options"],
+            json!({"include_usage": true, "include_obfuscation": false})
+        );
     }
 
     #[tokio::test]
     async fn fail_first_two_succeeds_with_two_retries() {
         let addr = upstream().await;
-        let c = chat(addr)
-            .complete(&request("flaky [mock:fail_first=2]"))
-            .await
-            .unwrap();
-        assert_eq!(c.retries, 2);
-        // Streams retry their initial request the same way.
-        let (text, done, err) = collect(
-            chat(addr)
-                .stream(&request("flaky stream [mock:fail_first=2]"))
-                .await
-                .unwrap(),
-        )
-        .await;
-        assert!(err.is_none() && done.is_some() && !text.is_empty());
+        let (c, retries) = retrying(&chat(addr), &request("flaky [mock:fail_first=2]")).await;
+        assert!(c.is_ok());
+        assert_eq!(retries, 2);
     }
 
     /// Completion requests the mock upstream has seen so far.
@@ -994,49 +584,48 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
-    async fn rate_limits_and_server_errors_are_retried_then_reported() {
+    async fn rate_limits_and_server_errors_are_retried_then_reported_with_their_object() {
         let addr = upstream().await;
         for status in [429u16, 500] {
             let before = requests_seen(addr).await;
             let prompt = format!("always failing [mock:status={status}]");
-            let err = chat(addr).complete(&request(&prompt)).await.unwrap_err();
-            match &err {
-                ProviderError::Status { status: s, message } => {
-                    assert_eq!(*s, status);
+            let (r, retries) = retrying(&chat(addr), &request(&prompt)).await;
+            match r.unwrap_err() {
+                ProviderError::Status {
+                    status: s,
+                    message,
+                    error,
+                    ..
+                } => {
+                    assert_eq!(s, status);
                     assert!(message.contains("requested by the prompt"), "{message}");
+                    assert!(error.unwrap().kind.is_some());
                 }
                 other => panic!("expected Status, got {other:?}"),
             }
-            // 1 attempt + max_retries (2) retries.
+            // 1 attempt + max_retries (2) retries, all counted.
             assert_eq!(requests_seen(addr).await - before, 3, "status {status}");
+            assert_eq!(retries, 2);
         }
-        // fail_first=3 outlasts the 3 attempts; the next call is the 4th attempt and succeeds.
-        let err = chat(addr)
-            .complete(&request("three failures [mock:fail_first=3]"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, ProviderError::Status { status: 503, .. }),
-            "{err:?}"
-        );
-        let c = chat(addr)
-            .complete(&request("three failures [mock:fail_first=3]"))
-            .await
-            .unwrap();
-        assert_eq!(c.retries, 0);
     }
 
     #[tokio::test]
-    async fn bad_request_is_not_retried() {
+    async fn bad_request_is_not_retried_and_keeps_its_code() {
         let addr = upstream().await;
-        let err = chat(addr)
-            .complete(&request("bad [mock:status=400]"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, ProviderError::Status { status: 400, .. }),
-            "{err:?}"
-        );
+        let (r, retries) = retrying(&chat(addr), &request("bad [mock:status=400]")).await;
+        let err = r.unwrap_err();
+        match &err {
+            ProviderError::Status {
+                status: 400,
+                error: Some(e),
+                ..
+            } => {
+                assert_eq!(e.code.as_deref(), Some("invalid_request"));
+                assert_eq!(e.kind.as_deref(), Some("invalid_request_error"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(retries, 0);
         assert_eq!(requests_seen(addr).await, 1);
     }
 
@@ -1045,9 +634,7 @@ pub(super) mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let mut cfg = config(addr);
-        cfg.max_retries = 1;
-        let err = OpenAiChat::new(&cfg)
+        let err = OpenAiChat::new(&config(addr))
             .unwrap()
             .complete(&request("anyone?"))
             .await
@@ -1069,7 +656,7 @@ pub(super) mod tests {
         assert!(matches!(err, ProviderError::Timeout(_)), "{err:?}");
         let err = match p.stream(&request("slow stream [mock:delay_ms=3000]")).await {
             Err(e) => e,
-            Ok(s) => collect(s).await.2.unwrap(),
+            Ok(s) => collect(s).await.error.unwrap(),
         };
         assert!(matches!(err, ProviderError::Timeout(_)), "{err:?}");
     }
@@ -1083,22 +670,26 @@ pub(super) mod tests {
             .await
             .unwrap();
         assert_eq!(c.finish_reason, "length");
-        let (_, done, _) =
-            collect(p.stream(&request("cut me [mock:truncate]")).await.unwrap()).await;
-        assert_eq!(done.unwrap().0, "length");
+        let got = collect(p.stream(&request("cut me [mock:truncate]")).await.unwrap()).await;
+        assert_eq!(got.end.unwrap().finish_reason, "length");
     }
 
     #[tokio::test]
-    async fn broken_stream_yields_an_error_item() {
+    async fn broken_stream_is_interrupted_not_a_connect_error() {
         let addr = upstream().await;
         let s = chat(addr)
             .stream(&request("break [mock:stream_error]"))
             .await
             .unwrap();
-        let (text, done, err) = collect(s).await;
-        assert!(!text.is_empty());
-        assert!(done.is_none());
-        assert!(err.is_some());
+        let got = collect(s).await;
+        assert!(!got.text.is_empty());
+        assert!(got.end.is_none());
+        let err = got.error.unwrap();
+        assert!(
+            matches!(err, ProviderError::StreamInterrupted(_)),
+            "{err:?}"
+        );
+        assert_eq!(err.error_type(), "stream_interrupted");
     }
 
     #[tokio::test]
@@ -1129,6 +720,99 @@ pub(super) mod tests {
             !format!("{err} {err:?}").contains("plain-secret-value-42"),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_responses_client_is_translated_both_ways() {
+        let addr = upstream().await;
+        let p = chat(addr);
+        let tool = json!({"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}});
+        let body = json!({"model": "m", "instructions": "Be brief.", "input": "Weather in Lima?", "tools": [tool],
+            "max_output_tokens": 77, "reasoning": {"effort": "low"}});
+        let c = p
+            .complete(&client_request(Api::Responses, body.clone()))
+            .await
+            .unwrap();
+        let r: Value = serde_json::from_slice(c.body.as_ref().unwrap()).unwrap();
+        assert_eq!(r["object"], "response");
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["output"][0]["type"], "function_call");
+        assert_eq!(r["output"][0]["name"], "weather");
+        assert_eq!(r["instructions"], "Be brief.");
+        assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
+        let sent = last_request(addr).await;
+        assert_eq!(
+            sent["messages"][0],
+            json!({"role": "system", "content": "Be brief."})
+        );
+        assert_eq!(sent["tools"][0]["function"]["name"], "weather");
+        assert_eq!(sent["max_completion_tokens"], 77);
+        assert_eq!(sent["reasoning_effort"], "low");
+        // Streamed: a Responses event sequence, ending in response.completed with the whole call.
+        let mut streamed = body;
+        streamed["stream"] = json!(true);
+        let got = collect(
+            p.stream(&client_request(Api::Responses, streamed))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(got.error.is_none(), "{:?}", got.error);
+        let kinds: Vec<&str> = got
+            .wire
+            .lines()
+            .filter_map(|l| l.strip_prefix("event: "))
+            .collect();
+        assert_eq!(kinds[..2], ["response.created", "response.in_progress"]);
+        assert!(
+            kinds.contains(&"response.function_call_arguments.delta"),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.last(), Some(&"response.completed"));
+        let end = got.end.unwrap();
+        assert_eq!(end.finish_reason, "tool_calls");
+        let last: Value = data_of(&got.wire).last().unwrap().clone();
+        assert_eq!(
+            last["response"]["output"][0]["arguments"],
+            end.tool_calls[0].arguments.as_str()
+        );
+        assert_eq!(
+            last_request(addr).await["stream_options"],
+            json!({"include_usage": true})
+        );
+        // What a Chat Completions upstream cannot keep is refused before anything is sent.
+        let before = requests_seen(addr).await;
+        let err = p
+            .complete(&client_request(
+                Api::Responses,
+                json!({"input": "hi", "previous_response_id": "resp_1"}),
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProviderError::Unsupported { ref param, .. } if param == "previous_response_id"),
+            "{err:?}"
+        );
+        assert_eq!(requests_seen(addr).await, before);
+    }
+
+    #[tokio::test]
+    async fn embeddings_pass_through() {
+        let addr = upstream().await;
+        let body = json!({"model": "alias", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 4});
+        let req = EmbeddingsRequest {
+            model: "text-embedding-3-small".into(),
+            body: JsonBody::parse(bytes::Bytes::from(body.to_string())).unwrap(),
+            inputs: vec!["a".into(), "b".into()],
+        };
+        let e = chat(addr).embed(&req).await.unwrap();
+        assert_eq!(e.count, 2);
+        assert!(e.usage.unwrap().input_tokens > 0);
+        let v: Value = serde_json::from_slice(&e.body).unwrap();
+        assert!(v["data"][0]["embedding"].is_string());
+        let seen = last_request(addr).await;
+        assert_eq!(seen["model"], "text-embedding-3-small");
+        assert_eq!(seen["encoding_format"], "base64");
     }
 
     #[test]
@@ -1194,8 +878,7 @@ pub(super) mod tests {
 
     #[test]
     fn parses_a_real_chat_completion() {
-        let body: ChatCompletionBody = serde_json::from_str(CHAT_FIXTURE).unwrap();
-        let c = completion_from_body(body, "gpt-4o").unwrap();
+        let c = read_chat_completion(CHAT_FIXTURE.as_bytes(), "gpt-4o").unwrap();
         assert!(c.text.starts_with("The image shows"));
         assert_eq!(c.finish_reason, "stop");
         assert_eq!(c.upstream_model, "gpt-4o-2024-08-06");
@@ -1207,9 +890,8 @@ pub(super) mod tests {
                 output_tokens: 46
             })
         );
-        let empty: ChatCompletionBody = serde_json::from_str(r#"{"choices": []}"#).unwrap();
         assert!(matches!(
-            completion_from_body(empty, "m"),
+            read_chat_completion(br#"{"choices": []}"#, "m"),
             Err(ProviderError::InvalidResponse(_))
         ));
     }
@@ -1237,15 +919,16 @@ pub(super) mod tests {
         let mut bounds: Vec<usize> = cuts.iter().copied().filter(|c| *c < bytes.len()).collect();
         bounds.sort_unstable();
         bounds.push(bytes.len());
+        let mut events = Vec::new();
         for end in bounds {
             if end < start {
                 continue;
             }
             for ev in decoder.feed(&bytes[start..end]).unwrap() {
-                match handler.on_event(ev) {
-                    Ok(items) => {
-                        let done = items.iter().any(|i| matches!(i, StreamEvent::Done { .. }));
-                        out.extend(items.into_iter().map(Ok));
+                match handler.on_event(ev, &mut events) {
+                    Ok(()) => {
+                        let done = events.iter().any(|i| matches!(i, StreamEvent::Done(_)));
+                        out.extend(events.drain(..).map(Ok));
                         if done {
                             return out;
                         }
@@ -1259,8 +942,8 @@ pub(super) mod tests {
             start = end;
         }
         if let Some(ev) = decoder.finish().unwrap() {
-            if let Ok(items) = handler.on_event(ev) {
-                out.extend(items.into_iter().map(Ok));
+            if handler.on_event(ev, &mut events).is_ok() {
+                out.extend(events.drain(..).map(Ok));
             }
         }
         out.push(handler.on_eof());
@@ -1274,11 +957,8 @@ pub(super) mod tests {
         let mut done = None;
         for item in items {
             match item {
-                Ok(StreamEvent::Delta(d)) => text.push_str(d),
-                Ok(StreamEvent::Done {
-                    finish_reason,
-                    usage,
-                }) => done = Some((finish_reason.clone(), *usage)),
+                Ok(StreamEvent::Chunk { text: t, .. }) => text.push_str(t),
+                Ok(StreamEvent::Done(end)) => done = Some((end.finish_reason.clone(), end.usage)),
                 Err(e) => panic!("unexpected error {e:?}"),
             }
         }
@@ -1301,7 +981,7 @@ pub(super) mod tests {
         let len = CHAT_SSE_FIXTURE.len();
         // Every single cut point, then many pseudo-random multi-cut splits.
         for cut in 0..len {
-            let items = decode_split(CHAT_SSE_FIXTURE, &[cut], ChatStreamHandler::default());
+            let items = decode_split(CHAT_SSE_FIXTURE, &[cut], ChatStream::new(true));
             assert_eq!(summarize(&items), expected, "cut at {cut}");
         }
         let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -1314,30 +994,57 @@ pub(super) mod tests {
                     (seed % len as u64) as usize
                 })
                 .collect();
-            let items = decode_split(CHAT_SSE_FIXTURE, &cuts, ChatStreamHandler::default());
+            let items = decode_split(CHAT_SSE_FIXTURE, &cuts, ChatStream::new(true));
             assert_eq!(summarize(&items), expected, "cuts {cuts:?}");
         }
         // Byte by byte.
         let all: Vec<usize> = (1..len).collect();
-        let items = decode_split(CHAT_SSE_FIXTURE, &all, ChatStreamHandler::default());
+        let items = decode_split(CHAT_SSE_FIXTURE, &all, ChatStream::new(true));
         assert_eq!(summarize(&items), expected);
     }
 
     #[test]
-    fn stream_without_final_chunk_is_an_error_and_mid_stream_errors_surface() {
+    fn frames_are_the_upstream_events_minus_the_hidden_usage_chunk() {
+        let wire = |include_usage| -> String {
+            decode_split(CHAT_SSE_FIXTURE, &[], ChatStream::new(include_usage))
+                .into_iter()
+                .map(|i| match i.unwrap() {
+                    StreamEvent::Chunk { frame, .. } => String::from_utf8(frame.to_vec()).unwrap(),
+                    StreamEvent::Done(end) => String::from_utf8(end.trailer.to_vec()).unwrap(),
+                })
+                .collect()
+        };
+        // Every data payload byte for byte; comments and \r\n line ends normalised.
+        let expected: String = CHAT_SSE_FIXTURE
+            .replace("\r\n", "\n")
+            .split("\n\n")
+            .filter(|f| f.starts_with("data: "))
+            .map(|f| format!("{f}\n\n"))
+            .collect();
+        assert_eq!(wire(true), expected);
+        let hidden = wire(false);
+        assert!(!hidden.contains("\"prompt_tokens\""));
+        assert_eq!(
+            hidden.matches("data: ").count(),
+            expected.matches("data: ").count() - 1
+        );
+    }
+
+    #[test]
+    fn stream_without_final_chunk_is_interrupted_and_mid_stream_errors_surface() {
         let items = decode_split(
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
             &[],
-            ChatStreamHandler::default(),
+            ChatStream::default(),
         );
         assert!(matches!(
             items.last(),
-            Some(Err(ProviderError::InvalidResponse(_)))
+            Some(Err(ProviderError::StreamInterrupted(_)))
         ));
         let items = decode_split(
             "data: {\"error\":{\"message\":\"The server had an error\",\"type\":\"server_error\"}}\n\n",
             &[],
-            ChatStreamHandler::default(),
+            ChatStream::default(),
         );
         assert!(
             matches!(items.last(), Some(Err(ProviderError::InvalidResponse(m))) if m.contains("server had an error"))
@@ -1346,70 +1053,11 @@ pub(super) mod tests {
         let items = decode_split(
             "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}",
             &[],
-            ChatStreamHandler::default(),
+            ChatStream::default(),
         );
         assert_eq!(
             summarize(&items),
             ("Hi".into(), Some(("stop".into(), None)))
-        );
-    }
-
-    #[test]
-    fn sse_decoder_follows_the_spec_details() {
-        let mut d = SseDecoder::default();
-        let evs = d
-            .feed(b"event: ping\ndata: a\ndata: b\nid: 1\n\ndata:no-space\r\rdata\n\n")
-            .unwrap();
-        assert_eq!(
-            evs,
-            vec![
-                SseEvent {
-                    event: Some("ping".into()),
-                    data: "a\nb".into()
-                },
-                SseEvent {
-                    event: None,
-                    data: "no-space".into()
-                },
-                SseEvent {
-                    event: None,
-                    data: "".into()
-                },
-            ]
-        );
-        assert!(d.feed(&[0xff, b'\n']).is_err());
-    }
-
-    #[test]
-    fn secrets_are_masked_and_messages_truncated() {
-        let s = Scrubber {
-            api_key: Some(SecretString::from("my-secret-key")),
-        };
-        assert_eq!(
-            s.text("bad key my-secret-key and sk-proj-abcdef123456 but not task-force or sk-1"),
-            "bad key *** and sk-*** but not task-force or sk-1"
-        );
-        assert_eq!(truncate_chars("héllo", 2), "hé…");
-        assert_eq!(truncate_chars("ok", 2), "ok");
-        let long = "x".repeat(2000);
-        let msg = error_message(
-            format!("{{\"error\":{{\"message\":\"{long}\",\"code\":\"c\"}}}}").as_bytes(),
-            reqwest::StatusCode::BAD_REQUEST,
-        );
-        assert!(msg.ends_with("(c)"));
-        assert_eq!(
-            truncate_chars(&msg, MAX_ERROR_MESSAGE_CHARS)
-                .chars()
-                .count(),
-            501
-        );
-        assert_eq!(
-            error_message(b"", reqwest::StatusCode::BAD_GATEWAY),
-            "Bad Gateway"
-        );
-        assert_eq!(
-            error_message(b"upstream down", reqwest::StatusCode::BAD_GATEWAY),
-            "upstream down"
         );
     }
 }

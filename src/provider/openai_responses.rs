@@ -1,24 +1,52 @@
-//! OpenAI Responses API client (`POST {base_url}/responses`), streaming and not — the API the original
-//! service used. Transport, retries and SSE decoding are shared with `openai_chat`.
+//! OpenAI Responses API client (`POST {base_url}/responses`) — the API the original service used.
+//! A client's Responses body is forwarded as it came but for `model`, and the answer and stream
+//! events go back as sent; a Chat Completions client's body is translated (`translate`) both
+//! ways. Also `POST {base_url}/embeddings`.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
-use super::openai_chat::{truncate_chars, ErrorDetail, HttpUpstream, SseEvent, SseHandler};
+use super::http::{truncate_chars, HttpUpstream, SseEvent, SseHandler};
+use super::openai_chat::embed_via;
+use super::translate;
+use super::wire::{self, sse_frame, ErrorDetail};
 use super::{
-    Completion, CompletionRequest, CompletionStream, Provider, ProviderError, StreamEvent, Usage,
+    Api, Completion, CompletionRequest, CompletionStream, Embeddings, EmbeddingsRequest, Provider,
+    ProviderError, RetryPolicy, StreamEnd, StreamEvent, ToolCall, Usage,
 };
 use crate::config::ProviderConfig;
 
-/// Client for `POST {base_url}/responses`.
+/// Client for `POST {base_url}/responses` and `/embeddings`.
 pub struct OpenAiResponses {
     http: HttpUpstream,
+    responses_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
 }
 
 impl OpenAiResponses {
     pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
+        let http = HttpUpstream::new(cfg)?;
         Ok(OpenAiResponses {
-            http: HttpUpstream::new(cfg, "/responses")?,
+            responses_url: http.endpoint("/responses")?,
+            embeddings_url: http.endpoint("/embeddings")?,
+            http,
         })
+    }
+
+    fn body(&self, req: &CompletionRequest, stream: bool) -> Result<Bytes, ProviderError> {
+        match &req.client {
+            Some(c) if c.api == Api::Responses => {
+                let model = wire::json_string(&req.model);
+                Ok(Bytes::from(c.body.rewrite(&[("model", Some(&model))])))
+            }
+            Some(c) => translate::chat_to_responses(&c.body, &req.model, stream).map(Bytes::from),
+            None => serde_json::to_vec(&ResponsesRequest::new(req, stream))
+                .map(Bytes::from)
+                .map_err(|e| ProviderError::InvalidResponse(format!("cannot encode request: {e}"))),
+        }
     }
 }
 
@@ -28,7 +56,7 @@ struct InputMessage<'a> {
     content: &'a str,
 }
 
-/// The request body. `stop` has no Responses equivalent and is not sent.
+/// The body of a request the gateway builds itself. `stop` has no Responses equivalent.
 #[derive(Serialize)]
 struct ResponsesRequest<'a> {
     model: &'a str,
@@ -84,46 +112,61 @@ impl<'a> ResponsesRequest<'a> {
 
 /// A response object, as returned whole or inside `response.completed` stream events.
 #[derive(Debug, Deserialize)]
-struct ResponseObject {
+pub struct ResponseObject {
     #[serde(default)]
-    model: Option<String>,
+    pub id: Option<String>,
     #[serde(default)]
-    status: Option<String>,
-    /// Kept loose: besides messages there are reasoning, tool-call and other items of various shapes.
+    pub created_at: Option<i64>,
     #[serde(default)]
-    output: Vec<serde_json::Value>,
+    pub model: Option<String>,
     #[serde(default)]
-    usage: Option<ResponsesUsage>,
+    pub status: Option<String>,
+    /// Kept loose: besides messages and function calls there are reasoning, tool-call and other
+    /// items of various shapes.
     #[serde(default)]
-    incomplete_details: Option<IncompleteDetails>,
+    pub output: Vec<serde_json::Value>,
     #[serde(default)]
-    error: Option<ErrorDetail>,
+    pub usage: Option<ResponsesUsage>,
+    #[serde(default)]
+    pub incomplete_details: Option<IncompleteDetails>,
+    #[serde(default)]
+    pub error: Option<ErrorDetail>,
+    #[serde(default)]
+    pub service_tier: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct IncompleteDetails {
+pub struct IncompleteDetails {
     #[serde(default)]
-    reason: Option<String>,
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
-struct ResponsesUsage {
+pub struct ResponsesUsage {
     #[serde(default)]
-    input_tokens: Option<u64>,
+    pub input_tokens: Option<u64>,
     #[serde(default)]
-    input_tokens_details: Option<InputTokensDetails>,
+    pub input_tokens_details: Option<InputTokensDetails>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens_details: Option<OutputTokensDetails>,
 }
 
 #[derive(Debug, Deserialize)]
-struct InputTokensDetails {
+pub struct InputTokensDetails {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutputTokensDetails {
+    #[serde(default)]
+    pub reasoning_tokens: Option<u64>,
 }
 
 impl ResponsesUsage {
-    fn to_usage(&self) -> Option<Usage> {
+    pub fn to_usage(&self) -> Option<Usage> {
         if self.input_tokens.is_none() && self.output_tokens.is_none() {
             return None;
         }
@@ -139,36 +182,68 @@ impl ResponsesUsage {
     }
 }
 
+fn str_field<'v>(v: &'v serde_json::Value, name: &str) -> Option<&'v str> {
+    v.get(name).and_then(|t| t.as_str())
+}
+
 impl ResponseObject {
-    /// The answer: every `output_text` part of every `message` item, in order (a refusal when
-    /// there is no text).
-    fn text(&self) -> String {
-        let parts = || {
-            self.output
-                .iter()
-                .filter(|item| item.get("type").and_then(|t| t.as_str()) == Some("message"))
-                .filter_map(|item| item.get("content").and_then(|c| c.as_array()))
-                .flatten()
-        };
-        let part_text = |kind: &str, field: &str| -> String {
-            parts()
-                .filter(|p| p.get("type").and_then(|t| t.as_str()) == Some(kind))
-                .filter_map(|p| p.get(field).and_then(|t| t.as_str()))
-                .collect()
-        };
-        let text = part_text("output_text", "text");
+    fn part_text(&self, kind: &str, field: &str) -> String {
+        self.output
+            .iter()
+            .filter(|item| str_field(item, "type") == Some("message"))
+            .filter_map(|item| item.get("content").and_then(|c| c.as_array()))
+            .flatten()
+            .filter(|p| str_field(p, "type") == Some(kind))
+            .filter_map(|p| str_field(p, field))
+            .collect()
+    }
+
+    /// The answer: every `output_text` part of every `message` item, in order.
+    pub fn output_text(&self) -> String {
+        self.part_text("output_text", "text")
+    }
+
+    /// Every `refusal` part of every `message` item.
+    pub fn refusal(&self) -> String {
+        self.part_text("refusal", "refusal")
+    }
+
+    /// The answer text, or the refusal when there is no text.
+    pub fn text(&self) -> String {
+        let text = self.output_text();
         if text.is_empty() {
-            part_text("refusal", "refusal")
+            self.refusal()
         } else {
             text
         }
     }
 
-    /// `completed` → `stop`; `incomplete` → `length` for the token limit, else its reason; failed,
-    /// cancelled or unfinished responses are errors.
-    fn finish_reason(&self) -> Result<String, ProviderError> {
+    /// The `function_call` items: call id, name and arguments.
+    pub fn tool_calls(&self) -> Vec<ToolCall> {
+        self.output
+            .iter()
+            .filter(|item| str_field(item, "type") == Some("function_call"))
+            .map(|item| ToolCall {
+                id: str_field(item, "call_id")
+                    .or_else(|| str_field(item, "id"))
+                    .unwrap_or_default()
+                    .to_string(),
+                name: str_field(item, "name").unwrap_or_default().to_string(),
+                arguments: str_field(item, "arguments").unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+
+    /// `completed` → `stop` (`tool_calls` when the model called functions); `incomplete` →
+    /// `length` for the token limit, `content_filter`, else its reason; failed, cancelled or
+    /// unfinished responses are errors.
+    pub fn finish_reason(&self) -> Result<String, ProviderError> {
         match self.status.as_deref() {
-            None | Some("completed") => Ok("stop".into()),
+            None | Some("completed") => Ok(if self.tool_calls().is_empty() {
+                "stop".into()
+            } else {
+                "tool_calls".into()
+            }),
             Some("incomplete") => {
                 let reason = self
                     .incomplete_details
@@ -194,53 +269,92 @@ impl ResponseObject {
         }
     }
 
-    fn into_completion(self, requested_model: &str) -> Result<Completion, ProviderError> {
+    pub fn into_completion(self, requested_model: &str) -> Result<Completion, ProviderError> {
         let finish_reason = self.finish_reason()?;
         Ok(Completion {
             text: self.text(),
+            tool_calls: self.tool_calls(),
             finish_reason,
             usage: self.usage.as_ref().and_then(ResponsesUsage::to_usage),
-            upstream_model: self.model.unwrap_or_else(|| requested_model.to_string()),
-            retries: 0,
+            upstream_model: self
+                .model
+                .clone()
+                .unwrap_or_else(|| requested_model.to_string()),
+            body: None,
         })
     }
 }
 
-/// Responses stream events → stream events: text deltas, then `Done` from the final response.
-#[derive(Debug, Default)]
-struct ResponsesStreamHandler;
+/// The fields of a Responses stream event the gateway reads.
+#[derive(Deserialize)]
+pub struct EventView<'a> {
+    #[serde(default, rename = "type", borrow)]
+    pub kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub delta: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub response: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub item: Option<&'a RawValue>,
+    #[serde(default)]
+    pub output_index: Option<usize>,
+    #[serde(default, borrow)]
+    pub item_id: Option<Cow<'a, str>>,
+}
 
-impl SseHandler for ResponsesStreamHandler {
-    fn on_event(&mut self, ev: SseEvent) -> Result<Vec<StreamEvent>, ProviderError> {
+/// An `error` stream event: its fields at the top level, or under `error` in older shapes.
+pub fn stream_error(data: &str) -> ProviderError {
+    let mut v: serde_json::Value = serde_json::from_str(data).unwrap_or_default();
+    let detail: ErrorDetail = serde_json::from_value(match v.get_mut("error") {
+        Some(inner) if inner.is_object() => inner.take(),
+        _ => v,
+    })
+    .unwrap_or_default();
+    ProviderError::InvalidResponse(format!(
+        "upstream reported an error mid-stream: {}",
+        truncate_chars(&detail.describe().unwrap_or_default(), 500)
+    ))
+}
+
+/// The final response of a `response.completed` / `.incomplete` / `.failed` event.
+pub fn final_response(raw: Option<&RawValue>) -> Result<ResponseObject, ProviderError> {
+    serde_json::from_str(raw.map_or("{}", RawValue::get)).map_err(|e| {
+        ProviderError::InvalidResponse(format!("cannot parse the final response: {e}"))
+    })
+}
+
+/// Responses stream events, forwarded as they came (or, for requests the gateway built, only
+/// read); the gateway reads the text deltas and the final response.
+#[derive(Debug, Default)]
+pub struct ResponsesStream {
+    /// Forward frames (a Responses client); false for gateway-built requests.
+    forward: bool,
+}
+
+impl SseHandler for ResponsesStream {
+    fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError> {
         let data = ev.data.trim();
         if data.is_empty() || data == "[DONE]" {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let mut v: serde_json::Value = serde_json::from_str(data).map_err(|e| {
+        let view: EventView = serde_json::from_str(data).map_err(|e| {
             ProviderError::InvalidResponse(format!("cannot parse a stream event: {e}"))
         })?;
-        let kind = v
-            .get("type")
-            .and_then(|t| t.as_str())
-            .map(str::to_string)
-            .or(ev.event)
+        let kind = view
+            .kind
+            .as_deref()
+            .or(ev.event.as_deref())
             .unwrap_or_default();
-        match kind.as_str() {
-            "response.output_text.delta" => {
-                let delta = v.get("delta").and_then(|d| d.as_str()).unwrap_or_default();
-                Ok(if delta.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![StreamEvent::Delta(delta.to_string())]
-                })
+        let frame = || {
+            if self.forward {
+                sse_frame(Some(kind), data)
+            } else {
+                Bytes::new()
             }
+        };
+        match kind {
             "response.completed" | "response.incomplete" | "response.failed" => {
-                let response: ResponseObject = serde_json::from_value(v["response"].take())
-                    .map_err(|e| {
-                        ProviderError::InvalidResponse(format!(
-                            "cannot parse the final response: {e}"
-                        ))
-                    })?;
+                let response = final_response(view.response)?;
                 let finish_reason = response.finish_reason()?;
                 if kind == "response.failed" {
                     // A failed response without a failed status is still a failure.
@@ -248,29 +362,38 @@ impl SseHandler for ResponsesStreamHandler {
                         "the response failed without details".into(),
                     ));
                 }
-                Ok(vec![StreamEvent::Done {
+                out.push(StreamEvent::Done(StreamEnd {
                     finish_reason,
                     usage: response.usage.as_ref().and_then(ResponsesUsage::to_usage),
-                }])
+                    tool_calls: response.tool_calls(),
+                    upstream_model: response.model.clone(),
+                    trailer: frame(),
+                }));
             }
-            "error" => {
-                // The fields sit at the top level of the event, or under `error` in older shapes.
-                let detail: ErrorDetail = serde_json::from_value(match v.get_mut("error") {
-                    Some(inner) if inner.is_object() => inner.take(),
-                    _ => v,
-                })
-                .unwrap_or_default();
-                Err(ProviderError::InvalidResponse(format!(
-                    "upstream reported an error mid-stream: {}",
-                    truncate_chars(&detail.describe().unwrap_or_default(), 500)
-                )))
+            "error" => return Err(stream_error(data)),
+            _ => {
+                let (text, content) = match kind {
+                    "response.output_text.delta" => {
+                        let d = view.delta.as_deref().unwrap_or_default();
+                        (d.to_string(), !d.is_empty())
+                    }
+                    "response.refusal.delta" | "response.function_call_arguments.delta" => {
+                        (String::new(), true)
+                    }
+                    _ => (String::new(), false),
+                };
+                out.push(StreamEvent::Chunk {
+                    frame: frame(),
+                    text,
+                    content,
+                });
             }
-            _ => Ok(Vec::new()),
         }
+        Ok(())
     }
 
     fn on_eof(&mut self) -> Result<StreamEvent, ProviderError> {
-        Err(ProviderError::InvalidResponse(
+        Err(ProviderError::StreamInterrupted(
             "the stream ended before response.completed".into(),
         ))
     }
@@ -282,25 +405,60 @@ impl Provider for OpenAiResponses {
         "openai_responses"
     }
 
+    fn retry_policy(&self) -> RetryPolicy {
+        self.http.policy
+    }
+
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
-        let (response, retries) = self
-            .http
-            .post_json(&ResponsesRequest::new(req, false), false)
-            .await?;
-        let body: ResponseObject = self.http.read_json(response).await?;
-        let mut completion = body
-            .into_completion(&req.model)
-            .map_err(|e| self.http.scrub(e))?;
-        completion.retries = retries;
-        Ok(completion)
+        let body = self.body(req, false)?;
+        let response = self.http.post(&self.responses_url, body, false).await?;
+        let bytes = self.http.read_body(response).await?;
+        let object: ResponseObject = serde_json::from_slice(&bytes).map_err(|e| {
+            self.http.scrub(ProviderError::InvalidResponse(format!(
+                "cannot parse the response body: {e}"
+            )))
+        })?;
+        match req.api() {
+            Api::Responses if req.client.is_some() => {
+                let mut c = object
+                    .into_completion(&req.model)
+                    .map_err(|e| self.http.scrub(e))?;
+                c.body = Some(bytes);
+                Ok(c)
+            }
+            _ => {
+                let chat_body = req
+                    .client
+                    .is_some()
+                    .then(|| translate::response_to_chat_completion(&object));
+                let mut c = object
+                    .into_completion(&req.model)
+                    .map_err(|e| self.http.scrub(e))?;
+                c.body = chat_body.map(Bytes::from);
+                Ok(c)
+            }
+        }
     }
 
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
-        let (response, _retries) = self
-            .http
-            .post_json(&ResponsesRequest::new(req, true), true)
-            .await?;
-        Ok(self.http.stream_events(response, ResponsesStreamHandler))
+        let body = self.body(req, true)?;
+        let response = self.http.post(&self.responses_url, body, true).await?;
+        Ok(match &req.client {
+            Some(c) if c.api == Api::Responses => self
+                .http
+                .stream_events(response, ResponsesStream { forward: true }),
+            Some(c) => self.http.stream_events(
+                response,
+                translate::ResponsesToChatStream::new(c.include_usage),
+            ),
+            None => self
+                .http
+                .stream_events(response, ResponsesStream { forward: false }),
+        })
+    }
+
+    async fn embed(&self, req: &EmbeddingsRequest) -> Result<Embeddings, ProviderError> {
+        embed_via(&self.http, &self.embeddings_url, req).await
     }
 }
 
@@ -310,8 +468,11 @@ mod tests {
 
     use secrecy::SecretString;
 
+    use serde_json::json;
+
     use super::super::openai_chat::tests::{
-        collect, config, decode_split, request, summarize, upstream, FAKE_KEY,
+        client_request, collect, config, data_of, decode_split, last_request, request,
+        requests_seen, retrying, summarize, upstream, FAKE_KEY,
     };
     use super::*;
     use crate::config::ProviderKind;
@@ -351,12 +512,16 @@ mod tests {
         let addr = upstream().await;
         let p = responses(addr);
         let full = p.complete(&request("Stream it")).await.unwrap();
-        let (text, done, err) = collect(p.stream(&request("Stream it")).await.unwrap()).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(text, full.text);
-        let (finish, usage) = done.unwrap();
-        assert_eq!(finish, "stop");
-        assert_eq!(usage, full.usage);
+        let got = collect(p.stream(&request("Stream it")).await.unwrap()).await;
+        assert!(got.error.is_none(), "{:?}", got.error);
+        assert_eq!(got.text, full.text);
+        let end = got.end.unwrap();
+        assert_eq!(end.finish_reason, "stop");
+        assert_eq!(end.usage, full.usage);
+        assert!(
+            got.wire.is_empty(),
+            "a gateway-built request forwards nothing"
+        );
     }
 
     #[tokio::test]
@@ -373,11 +538,9 @@ mod tests {
     #[tokio::test]
     async fn fail_first_two_succeeds_with_two_retries() {
         let addr = upstream().await;
-        let c = responses(addr)
-            .complete(&request("flaky [mock:fail_first=2]"))
-            .await
-            .unwrap();
-        assert_eq!(c.retries, 2);
+        let (c, retries) = retrying(&responses(addr), &request("flaky [mock:fail_first=2]")).await;
+        assert!(c.is_ok());
+        assert_eq!(retries, 2);
     }
 
     #[tokio::test]
@@ -389,7 +552,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, ProviderError::Status { status: 429, .. }),
+            matches!(&err, ProviderError::Status { status: 429, retry_after: Some(d), .. } if d.is_zero()),
             "{err:?}"
         );
         let err = p
@@ -426,25 +589,115 @@ mod tests {
         let p = responses(addr);
         let c = p.complete(&request("cut [mock:truncate]")).await.unwrap();
         assert_eq!(c.finish_reason, "length");
-        let (_, done, err) =
-            collect(p.stream(&request("cut [mock:truncate]")).await.unwrap()).await;
-        assert!(err.is_none(), "{err:?}");
-        assert_eq!(done.unwrap().0, "length");
+        let got = collect(p.stream(&request("cut [mock:truncate]")).await.unwrap()).await;
+        assert!(got.error.is_none(), "{:?}", got.error);
+        assert_eq!(got.end.unwrap().finish_reason, "length");
     }
 
     #[tokio::test]
-    async fn broken_stream_yields_an_error_item() {
+    async fn broken_stream_is_interrupted() {
         let addr = upstream().await;
-        let (text, done, err) = collect(
+        let got = collect(
             responses(addr)
                 .stream(&request("break [mock:stream_error]"))
                 .await
                 .unwrap(),
         )
         .await;
-        assert!(!text.is_empty());
-        assert!(done.is_none());
-        assert!(err.is_some());
+        assert!(!got.text.is_empty());
+        assert!(got.end.is_none());
+        assert!(
+            matches!(got.error, Some(ProviderError::StreamInterrupted(_))),
+            "{:?}",
+            got.error
+        );
+    }
+
+    #[tokio::test]
+    async fn a_responses_body_passes_through_and_its_events_come_back_as_sent() {
+        let addr = upstream().await;
+        let p = responses(addr);
+        let body = json!({"model": "alias", "input": "Weather in Lima?", "stream": true, "store": false,
+            "tools": [{"type": "function", "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}],
+            "reasoning": {"effort": "low"}});
+        let got = collect(
+            p.stream(&client_request(Api::Responses, body.clone()))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert!(got.error.is_none(), "{:?}", got.error);
+        let end = got.end.unwrap();
+        assert_eq!(end.finish_reason, "tool_calls");
+        assert_eq!(end.tool_calls[0].name, "weather");
+        assert!(
+            got.wire
+                .contains("event: response.function_call_arguments.delta\ndata: "),
+            "{}",
+            got.wire
+        );
+        assert!(got.wire.ends_with("\n\n") && got.wire.contains("event: response.completed"));
+        let mut expected = body;
+        expected["model"] = json!("gpt-test");
+        assert_eq!(last_request(addr).await, expected);
+    }
+
+    #[tokio::test]
+    async fn a_chat_client_is_translated_both_ways() {
+        let addr = upstream().await;
+        let p = responses(addr);
+        let body = json!({"model": "alias", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Lima?"}],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+            "max_completion_tokens": 99, "reasoning_effort": "low"});
+        let c = p
+            .complete(&client_request(Api::Chat, body.clone()))
+            .await
+            .unwrap();
+        let chat: serde_json::Value = serde_json::from_slice(c.body.as_ref().unwrap()).unwrap();
+        assert_eq!(chat["object"], "chat.completion");
+        assert_eq!(chat["choices"][0]["finish_reason"], "tool_calls");
+        assert_eq!(
+            chat["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+            "weather"
+        );
+        let sent = last_request(addr).await;
+        assert_eq!(sent["max_output_tokens"], 99);
+        assert_eq!(sent["reasoning"]["effort"], "low");
+        assert_eq!(sent["tools"][0]["name"], "weather");
+        // Streamed: tool-call deltas as a Chat Completions client expects them.
+        let mut body = body;
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let got = collect(p.stream(&client_request(Api::Chat, body)).await.unwrap()).await;
+        let data = data_of(&got.wire);
+        assert_eq!(data.last().unwrap(), "[DONE]");
+        let args: String = data
+            .iter()
+            .filter_map(|d| {
+                d["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            })
+            .collect();
+        assert_eq!(args, got.end.as_ref().unwrap().tool_calls[0].arguments);
+        assert!(
+            data[data.len() - 2]["usage"]["total_tokens"]
+                .as_u64()
+                .unwrap()
+                > 0
+        );
+        // What cannot be carried is refused before anything is sent.
+        let before = requests_seen(addr).await;
+        let err = p
+            .complete(&client_request(
+                Api::Chat,
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+            ))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProviderError::Unsupported { ref param, .. } if param == "n"),
+            "{err:?}"
+        );
+        assert_eq!(requests_seen(addr).await, before);
     }
 
     #[test]
@@ -591,11 +844,11 @@ mod tests {
             )),
         );
         for cut in 0..RESPONSES_SSE_FIXTURE.len() {
-            let items = decode_split(RESPONSES_SSE_FIXTURE, &[cut], ResponsesStreamHandler);
+            let items = decode_split(RESPONSES_SSE_FIXTURE, &[cut], ResponsesStream::default());
             assert_eq!(summarize(&items), expected, "cut at {cut}");
         }
         let all: Vec<usize> = (1..RESPONSES_SSE_FIXTURE.len()).collect();
-        let items = decode_split(RESPONSES_SSE_FIXTURE, &all, ResponsesStreamHandler);
+        let items = decode_split(RESPONSES_SSE_FIXTURE, &all, ResponsesStream::default());
         assert_eq!(summarize(&items), expected);
     }
 
@@ -604,7 +857,7 @@ mod tests {
         let items = decode_split(
             "event: response.failed\ndata: {\"type\":\"response.failed\",\"response\":{\"status\":\"failed\",\"error\":{\"code\":\"server_error\",\"message\":\"boom\"},\"output\":[]}}\n\n",
             &[],
-            ResponsesStreamHandler,
+            ResponsesStream::default(),
         );
         assert!(
             matches!(items.last(), Some(Err(ProviderError::InvalidResponse(m))) if m.contains("boom")),
@@ -613,7 +866,7 @@ mod tests {
         let items = decode_split(
             "event: error\ndata: {\"type\":\"error\",\"code\":\"rate_limit_exceeded\",\"message\":\"slow down\",\"param\":null}\n\n",
             &[],
-            ResponsesStreamHandler,
+            ResponsesStream::default(),
         );
         assert!(
             matches!(items.last(), Some(Err(ProviderError::InvalidResponse(m))) if m.contains("slow down")),
@@ -622,16 +875,16 @@ mod tests {
         let items = decode_split(
             "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hi\"}\n\n",
             &[],
-            ResponsesStreamHandler,
+            ResponsesStream::default(),
         );
         assert!(matches!(
             items.last(),
-            Some(Err(ProviderError::InvalidResponse(_)))
+            Some(Err(ProviderError::StreamInterrupted(_)))
         ));
         let incomplete = decode_split(
             "data: {\"type\":\"response.incomplete\",\"response\":{\"status\":\"incomplete\",\"incomplete_details\":{\"reason\":\"max_output_tokens\"},\"output\":[]}}\n\n",
             &[],
-            ResponsesStreamHandler,
+            ResponsesStream::default(),
         );
         assert_eq!(summarize(&incomplete).1.unwrap().0, "length");
     }

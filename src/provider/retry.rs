@@ -1,5 +1,7 @@
-//! Retries of upstream calls: exponential backoff with jitter, honouring a small `Retry-After`, only
-//! for errors `ProviderError::is_retryable` accepts. Shared by every HTTP provider.
+//! Retries of upstream calls: exponential backoff with jitter, honouring a `Retry-After` no longer
+//! than the cap and the caller's deadline, only for errors `ProviderError::is_retryable` accepts.
+//! The gateway and the LLM judge run every provider attempt through [`with_retries`], so retries of
+//! calls that fail in the end are counted too.
 
 use std::future::Future;
 use std::time::Duration;
@@ -10,11 +12,11 @@ use super::ProviderError;
 use crate::config::ProviderConfig;
 
 /// No single wait between attempts is longer than this; a server asking for more (Retry-After) is
-/// not retried, because the gateway's own request deadline would expire first anyway.
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// not retried: the client gets the upstream's answer with its Retry-After instead.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy)]
-pub(super) struct RetryPolicy {
+pub struct RetryPolicy {
     pub max_retries: u32,
     /// Wait before the first retry; doubles with each further one.
     pub base: Duration,
@@ -27,6 +29,15 @@ impl RetryPolicy {
             max_retries: cfg.max_retries,
             base: Duration::from_millis(cfg.retry_backoff_ms),
             cap: MAX_BACKOFF,
+        }
+    }
+
+    /// No retries at all (the in-process mock).
+    pub const fn none() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            base: Duration::ZERO,
+            cap: Duration::ZERO,
         }
     }
 
@@ -48,59 +59,55 @@ impl RetryPolicy {
     }
 }
 
-/// A failed attempt: the error, and how long the server asked us to wait, if it said.
-#[derive(Debug)]
-pub(super) struct AttemptError {
-    pub error: ProviderError,
-    pub retry_after: Option<Duration>,
-}
-
-impl From<ProviderError> for AttemptError {
-    fn from(error: ProviderError) -> Self {
-        AttemptError {
-            error,
-            retry_after: None,
-        }
-    }
-}
-
-/// Runs `attempt` until it succeeds, fails with a non-retryable error, or `max_retries` retries are
-/// spent. Returns the value and the number of retries it took.
-pub(super) async fn with_retries<T, F, Fut>(
+/// Runs `attempt` until it succeeds, fails with a non-retryable error, `max_retries` retries are
+/// spent, or the next wait would end after `deadline`. Returns the outcome and the number of
+/// retries made, also when the call failed in the end.
+pub async fn with_retries<T, F, Fut>(
     policy: &RetryPolicy,
+    deadline: Option<tokio::time::Instant>,
+    retries: &std::sync::atomic::AtomicU32,
     mut attempt: F,
-) -> Result<(T, u32), ProviderError>
+) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, AttemptError>>,
+    Fut: Future<Output = Result<T, ProviderError>>,
 {
-    let mut retries = 0;
+    use std::sync::atomic::Ordering;
     loop {
-        match attempt().await {
-            Ok(value) => return Ok((value, retries)),
-            Err(AttemptError { error, retry_after }) => {
-                if !error.is_retryable() || retries >= policy.max_retries {
+        let error = match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => error,
+        };
+        let done = retries.load(Ordering::Relaxed);
+        if !error.is_retryable() || done >= policy.max_retries {
+            return Err(error);
+        }
+        let wait = match &error {
+            ProviderError::Status {
+                retry_after: Some(asked),
+                ..
+            } => {
+                if *asked > policy.cap {
+                    tracing::debug!(?asked, "upstream asked for a long wait; not retrying");
                     return Err(error);
                 }
-                let wait = match retry_after {
-                    Some(asked) if asked <= policy.cap => asked,
-                    Some(asked) => {
-                        tracing::debug!(?asked, "upstream asked for a long wait; not retrying");
-                        return Err(error);
-                    }
-                    None => policy.backoff(retries),
-                };
-                tracing::debug!(error = %error, retry = retries + 1, ?wait, "retrying upstream call");
-                tokio::time::sleep(wait).await;
-                retries += 1;
+                *asked
             }
+            _ => policy.backoff(done),
+        };
+        if deadline.is_some_and(|d| tokio::time::Instant::now() + wait >= d) {
+            // The retry could not finish in time; the upstream's own answer is more useful.
+            return Err(error);
         }
+        tracing::debug!(error = %error, retry = done + 1, ?wait, "retrying upstream call");
+        tokio::time::sleep(wait).await;
+        retries.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// The wait a response asks for: `retry-after-ms` (OpenAI's) or `retry-after` in seconds. HTTP dates
 /// are ignored; the backoff applies then.
-pub(super) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = |name: &str| {
         headers
             .get(name)
@@ -128,12 +135,8 @@ mod tests {
         }
     }
 
-    fn status(status: u16) -> AttemptError {
-        ProviderError::Status {
-            status,
-            message: "x".into(),
-        }
-        .into()
+    fn status(status: u16) -> ProviderError {
+        ProviderError::status(status, "x")
     }
 
     #[test]
@@ -156,7 +159,8 @@ mod tests {
     #[tokio::test]
     async fn retryable_errors_are_retried_until_success() {
         let calls = AtomicU32::new(0);
-        let (v, retries) = with_retries(&policy(3), || async {
+        let retries = AtomicU32::new(0);
+        let v = with_retries(&policy(3), None, &retries, || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 2 {
                 Err(status(503))
             } else {
@@ -165,13 +169,14 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!((v, retries), (7, 2));
+        assert_eq!((v, retries.load(Ordering::SeqCst)), (7, 2));
     }
 
     #[tokio::test]
-    async fn gives_up_after_max_retries() {
+    async fn gives_up_after_max_retries_and_counts_them() {
         let calls = AtomicU32::new(0);
-        let err = with_retries(&policy(2), || async {
+        let retries = AtomicU32::new(0);
+        let err = with_retries(&policy(2), None, &retries, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(status(429))
         })
@@ -179,12 +184,14 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ProviderError::Status { status: 429, .. }));
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(retries.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
     async fn non_retryable_errors_fail_at_once() {
         let calls = AtomicU32::new(0);
-        let err = with_retries(&policy(5), || async {
+        let retries = AtomicU32::new(0);
+        let err = with_retries(&policy(5), None, &retries, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err::<(), _>(status(400))
         })
@@ -192,22 +199,69 @@ mod tests {
         .unwrap_err();
         assert!(matches!(err, ProviderError::Status { status: 400, .. }));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(retries.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
     async fn a_long_retry_after_is_not_waited_for() {
         let calls = AtomicU32::new(0);
+        let retries = AtomicU32::new(0);
         let started = std::time::Instant::now();
-        let _ = with_retries(&policy(5), || async {
+        let _ = with_retries(&policy(5), None, &retries, || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(AttemptError {
+            Err::<(), _>(ProviderError::Status {
+                status: 429,
+                message: "slow down".into(),
+                error: None,
                 retry_after: Some(Duration::from_secs(60)),
-                ..status(429)
             })
         })
         .await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(started.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn a_short_retry_after_is_honoured() {
+        let calls = AtomicU32::new(0);
+        let retries = AtomicU32::new(0);
+        let started = std::time::Instant::now();
+        let v = with_retries(&policy(2), None, &retries, || async {
+            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                Err(ProviderError::Status {
+                    status: 429,
+                    message: "slow down".into(),
+                    error: None,
+                    retry_after: Some(Duration::from_millis(120)),
+                })
+            } else {
+                Ok(1)
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(v, 1);
+        assert!(started.elapsed() >= Duration::from_millis(120));
+    }
+
+    #[tokio::test]
+    async fn no_retry_is_started_that_would_end_after_the_deadline() {
+        let calls = AtomicU32::new(0);
+        let retries = AtomicU32::new(0);
+        let p = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_secs(2),
+            cap: MAX_BACKOFF,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        let err = with_retries(&p, Some(deadline), &retries, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(status(503))
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ProviderError::Status { status: 503, .. }));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
+use serde_json::value::RawValue;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{
@@ -20,6 +21,69 @@ use sqlx::sqlite::{
 };
 use sqlx::{ConnectOptions, PgPool, Row, SqlitePool};
 use uuid::Uuid;
+
+/// JSON kept as the text it was written as (a request's parameters, an answer's tool calls), so
+/// the request path never builds a tree of it: stored as `jsonb` / TEXT, shown as JSON.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<RawValue>);
+
+impl JsonText {
+    /// Valid JSON text, or None.
+    pub fn from_vec(json: Vec<u8>) -> Option<JsonText> {
+        let text = String::from_utf8(json).ok()?;
+        RawValue::from_string(text).ok().map(JsonText)
+    }
+
+    pub fn from_value(v: &serde_json::Value) -> Option<JsonText> {
+        serde_json::to_vec(v).ok().and_then(Self::from_vec)
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::from_str(self.get()).unwrap_or_default()
+    }
+
+    /// For PostgreSQL's jsonb, which refuses `\u0000`: NUL escapes become U+FFFD escapes, as
+    /// NUL bytes in text columns become U+FFFD ([`pg_text`]).
+    fn pg_text(&self) -> Cow<'_, str> {
+        let text = self.get();
+        if !text.contains("\\u0000") {
+            return Cow::Borrowed(text);
+        }
+        let b = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        let mut copied = 0;
+        while i < b.len() {
+            if b[i] == b'\\' {
+                if b[i + 1..].starts_with(b"u0000") {
+                    out.push_str(&text[copied..i]);
+                    out.push_str("\\ufffd");
+                    i += 6;
+                    copied = i;
+                    continue;
+                }
+                i += 2;
+            } else {
+                i += 1;
+            }
+        }
+        out.push_str(&text[copied..]);
+        Cow::Owned(out)
+    }
+}
+
+/// Equal when the JSON is (key order and spacing aside, as jsonb keeps neither).
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get() || self.to_value() == other.to_value()
+    }
+}
+
 /// One model call, as it lands in `llm_logs`.
 ///
 /// The writer's spool keeps records as this struct's JSON across restarts and upgrades: a field
@@ -59,6 +123,15 @@ pub struct LogRecord {
     pub heuristic_results: serde_json::Value,
     /// Name of the client API key that made the call, when authentication is on.
     pub api_key_name: Option<String>,
+    /// The request's parameters: the client's body without the conversation (`messages`, or
+    /// `input` and `instructions`), subject to `logging.content`; None for `POST /chat`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub request_params: Option<JsonText>,
+    /// The answer's tool calls, OpenAI-shaped (`[{id, type, function: {name, arguments}}]`).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub tool_calls: Option<JsonText>,
 }
 
 /// Why a database operation failed. Messages never contain a database password.
@@ -143,7 +216,7 @@ macro_rules! log_columns {
         "request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
          upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
          cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-         metadata, heuristic_label, heuristic_results, api_key_name"
+         metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls"
     };
 }
 
@@ -164,15 +237,16 @@ macro_rules! pg_insert {
      u.cached_input_tokens, u.output_tokens, u.cost_usd, u.status, u.http_status, u.error_type, \
      u.error_message, u.finish_reason, u.streamed, \
      u.tags::text[], u.metadata, u.heuristic_label, \
-     u.heuristic_results, u.api_key_name \
+     u.heuristic_results, u.api_key_name, u.request_params::jsonb, u.tool_calls::jsonb \
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::int8[], $13::int8[], \
      $14::int8[], $15::float8[], $16::text[], $17::int4[], $18::text[], $19::text[], $20::text[], \
-     $21::bool[], $22::text[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[]) \
+     $21::bool[], $22::text[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[], $27::text[], \
+     $28::text[]) \
      AS u(request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
      upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
      cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-     metadata, heuristic_label, heuristic_results, api_key_name)"
+     metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls)"
         )
     };
 }
@@ -196,7 +270,7 @@ const SQLITE_INSERT: &str = concat!(
     "INSERT INTO llm_logs (",
     log_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
-     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26) ON CONFLICT(request_id) DO NOTHING"
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28) ON CONFLICT(request_id) DO NOTHING"
 );
 
 const PG_GET_LOG: &str = concat!(
@@ -362,6 +436,8 @@ impl Store {
                         .bind(&r.heuristic_label)
                         .bind(r.heuristic_results.to_string())
                         .bind(&r.api_key_name)
+                        .bind(r.request_params.as_ref().map(JsonText::get))
+                        .bind(r.tool_calls.as_ref().map(JsonText::get))
                         .execute(&mut *tx)
                         .await?
                         .rows_affected();
@@ -431,6 +507,14 @@ pub fn log_from_pg_row(row: &PgRow) -> Result<LogRecord, StoreError> {
         heuristic_label: row.try_get("heuristic_label")?,
         heuristic_results: row.try_get("heuristic_results")?,
         api_key_name: row.try_get("api_key_name")?,
+        request_params: row
+            .try_get::<Option<serde_json::Value>, _>("request_params")?
+            .as_ref()
+            .and_then(JsonText::from_value),
+        tool_calls: row
+            .try_get::<Option<serde_json::Value>, _>("tool_calls")?
+            .as_ref()
+            .and_then(JsonText::from_value),
     })
 }
 
@@ -450,6 +534,16 @@ pub fn log_from_sqlite_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
     let heuristic_results: String = row.try_get("heuristic_results")?;
     let heuristic_results = serde_json::from_str(&heuristic_results)
         .map_err(|e| corrupt(format!("heuristic_results: {e}")))?;
+    let json_text = |column: &str| -> Result<Option<JsonText>, StoreError> {
+        match row.try_get::<Option<String>, _>(column)? {
+            None => Ok(None),
+            Some(text) => JsonText::from_vec(text.into_bytes())
+                .map(Some)
+                .ok_or_else(|| corrupt(format!("{column}: not JSON"))),
+        }
+    };
+    let request_params = json_text("request_params")?;
+    let tool_calls = json_text("tool_calls")?;
     Ok(LogRecord {
         request_id,
         created_at: row.try_get("created_at")?,
@@ -477,6 +571,8 @@ pub fn log_from_sqlite_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         heuristic_label: row.try_get("heuristic_label")?,
         heuristic_results,
         api_key_name: row.try_get("api_key_name")?,
+        request_params,
+        tool_calls,
     })
 }
 
@@ -521,6 +617,8 @@ where
     let mut heuristic_label = Vec::with_capacity(n);
     let mut heuristic_results = Vec::with_capacity(n);
     let mut api_key_name = Vec::with_capacity(n);
+    let mut request_params = Vec::with_capacity(n);
+    let mut tool_calls = Vec::with_capacity(n);
     for r in records {
         request_id.push(r.request_id);
         created_at.push(r.created_at);
@@ -552,6 +650,8 @@ where
         strip_nul_json(&mut h);
         heuristic_results.push(h);
         api_key_name.push(r.api_key_name.as_deref().map(pg_text));
+        request_params.push(r.request_params.as_ref().map(JsonText::pg_text));
+        tool_calls.push(r.tool_calls.as_ref().map(JsonText::pg_text));
     }
     let result = sqlx::query(statement)
         .bind(request_id)
@@ -580,6 +680,8 @@ where
         .bind(heuristic_label)
         .bind(heuristic_results)
         .bind(api_key_name)
+        .bind(request_params)
+        .bind(tool_calls)
         .execute(executor)
         .await?;
     Ok(result.rows_affected())
@@ -645,7 +747,9 @@ fn chunk_by_bytes(records: &[LogRecord], limit: usize) -> Vec<&[LogRecord]> {
             + r.prompt.len()
             + r.response.as_ref().map_or(0, String::len)
             + r.error_message.as_ref().map_or(0, String::len)
-            + r.tags.iter().map(String::len).sum::<usize>();
+            + r.tags.iter().map(String::len).sum::<usize>()
+            + r.request_params.as_ref().map_or(0, |p| p.get().len())
+            + r.tool_calls.as_ref().map_or(0, |t| t.get().len());
         if i > start && bytes + size > limit {
             chunks.push(&records[start..i]);
             start = i;
@@ -943,6 +1047,18 @@ pub mod testing {
                 serde_json::json!([])
             },
             api_key_name: odd.then(|| format!("key-{}", i % 3)),
+            request_params: odd.then(|| {
+                super::JsonText::from_vec(
+                    format!(r#"{{"model":"m{i}","temperature":0.5,"tools":[{{"type":"function","function":{{"name":"f","parameters":{{}}}}}}],"stop":"END"}}"#)
+                        .into_bytes(),
+                )
+                .unwrap_or_else(|| unreachable!())
+            }),
+            tool_calls: (i % 3 == 1).then(|| {
+                super::JsonText::from_value(&serde_json::json!([{"id": format!("call_{i}"), "type": "function",
+                    "function": {"name": "f", "arguments": "{\"a\": 1}"}}]))
+                .unwrap_or_else(|| unreachable!())
+            }),
         }
     }
 }
@@ -1026,6 +1142,7 @@ mod tests {
         r.prompt = "a\0b".into();
         r.tags = vec!["t\0".into()];
         r.metadata = serde_json::json!({"k\0": ["v\0"]});
+        r.request_params = JsonText::from_vec(br#"{"stop":"a\u0000b","n":"\\u0000"}"#.to_vec());
         assert_eq!(store.insert_batch(&[r.clone()]).await.unwrap(), 1);
         let got = store.get_log(r.request_id).await.unwrap().unwrap();
         assert_eq!(got.prompt, "a\u{FFFD}b");
@@ -1033,6 +1150,11 @@ mod tests {
         assert_eq!(
             got.metadata,
             serde_json::json!({"k\u{FFFD}": ["v\u{FFFD}"]})
+        );
+        // An escaped backslash followed by `u0000` is text, not a NUL.
+        assert_eq!(
+            got.request_params.unwrap().to_value(),
+            serde_json::json!({"stop": "a\u{FFFD}b", "n": "\\u0000"})
         );
     }
 

@@ -1,14 +1,21 @@
-//! The built-in deterministic mock model, used when no API key is configured, plus the answer text and
-//! `[mock:…]` test triggers it shares with the standalone mock upstream server (`mock_upstream`).
+//! The built-in deterministic mock model, used when no API key is configured, plus the answer text,
+//! answer shapes (`shapes`) and `[mock:…]` test triggers it shares with the standalone mock
+//! upstream server (`mock_upstream`).
 
+pub mod schema;
+pub mod shapes;
+
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 
+use super::wire::{sse_frame, DONE_FRAME};
 use super::{
-    ChatMessage, Completion, CompletionRequest, CompletionStream, Provider, ProviderError,
-    StreamEvent,
+    Api, ChatMessage, Completion, CompletionRequest, CompletionStream, Embeddings,
+    EmbeddingsRequest, Provider, ProviderError, RetryPolicy, StreamEnd, StreamEvent,
 };
+use shapes::{MockAnswer, MockRequest};
 
 /// Words in an answer unless the request's `max_tokens` asks for fewer.
 pub const DEFAULT_OUTPUT_WORDS: usize = 32;
@@ -28,6 +35,11 @@ const FILLER: &[&str] = &[
 /// The deterministic answer to `prompt`: `"This is a mock answer to: <first 80 chars>. "` followed by
 /// filler, exactly `words` whitespace-separated words long (the quote is cut when `words` is small).
 pub fn answer_text(prompt: &str, words: usize) -> String {
+    answer_text_variant(prompt, words, 0)
+}
+
+/// [`answer_text`] with another filler for each `variant` (the mock's `n` choices differ).
+pub fn answer_text_variant(prompt: &str, words: usize, variant: u32) -> String {
     let quoted: String = prompt
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -35,8 +47,12 @@ pub fn answer_text(prompt: &str, words: usize) -> String {
         .chars()
         .take(PROMPT_QUOTE_CHARS)
         .collect();
-    let head = format!("This is a mock answer to: {quoted}.");
-    let seed = fnv1a(prompt.as_bytes());
+    let head = if variant == 0 {
+        format!("This is a mock answer to: {quoted}.")
+    } else {
+        format!("This is mock answer {} to: {quoted}.", variant + 1)
+    };
+    let seed = fnv1a(prompt.as_bytes()).wrapping_add(u64::from(variant) * 7);
     let filler =
         (0..).map(|i: u64| FILLER[((seed.wrapping_add(i)) % FILLER.len() as u64) as usize]);
     head.split_whitespace()
@@ -147,6 +163,12 @@ pub struct Triggers {
     pub cached_tokens: Option<u64>,
     /// `[mock:bad_json]`: when JSON output was requested, answer text that is not JSON.
     pub bad_json: bool,
+    /// `[mock:no_usage]`: report no usage, as some compatible servers do (the gateway then counts
+    /// tokens itself).
+    pub no_usage: bool,
+    /// `[mock:parallel_tools]`: call every offered tool at once (unless `parallel_tool_calls`
+    /// is false), not just the first.
+    pub parallel_tools: bool,
     /// Judge calls only (see [`judge_answer`]): `[mock:judge_malformed]`.
     pub judge_malformed: bool,
     /// Judge calls only: `[mock:judge_malformed_once]`.
@@ -201,6 +223,8 @@ impl Triggers {
                     t.judge_score = v.parse().ok().filter(|s| (1..=5).contains(s));
                 }
                 ("bad_json", _) => t.bad_json = true,
+                ("parallel_tools", _) => t.parallel_tools = true,
+                ("no_usage", _) => t.no_usage = true,
                 ("status", Some(v)) => {
                     t.status = v.parse().ok().filter(|s| (400..=599).contains(s));
                 }
@@ -246,13 +270,24 @@ pub fn answer_for(
     max_tokens: Option<u32>,
     json_mode: bool,
 ) -> (String, &'static str) {
+    answer_for_variant(messages, output_words, max_tokens, json_mode, 0)
+}
+
+/// [`answer_for`] for one of several choices.
+pub fn answer_for_variant(
+    messages: &[ChatMessage],
+    output_words: usize,
+    max_tokens: Option<u32>,
+    json_mode: bool,
+    variant: u32,
+) -> (String, &'static str) {
     let triggers = Triggers::for_messages(messages);
     if is_judge_request(messages) {
         return (judge_answer(messages, &triggers), "stop");
     }
     let prompt = last_user_text(messages);
     let (words, finish) = plan_length(output_words, max_tokens, triggers.truncate);
-    let text = answer_text(prompt, words);
+    let text = answer_text_variant(prompt, words, variant);
     let text = if json_mode && !triggers.bad_json {
         json_answer(&text)
     } else {
@@ -298,18 +333,24 @@ pub fn error_type_for(status: u16) -> (&'static str, &'static str) {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-/// The in-process mock model. Reports no usage on purpose: the gateway core then counts tokens
-/// itself, which is the path real compatible servers without usage take too.
-#[derive(Debug, Clone)]
+/// `[mock:stream_error]` breaks a stream after this many content events.
+pub const CHUNKS_BEFORE_STREAM_ERROR: usize = 2;
+
+/// The in-process mock model: answers in the client's API (tools, `n`, log probabilities,
+/// schema-shaped JSON, embeddings; see `shapes`) with usage counted by tiktoken, as
+/// `lqo mock-upstream` does.
+#[derive(Debug)]
 pub struct MockProvider {
     latency: Duration,
     output_words: usize,
+    /// Numbers answers, for their ids.
+    seq: AtomicU64,
 }
 
 impl MockProvider {
@@ -317,6 +358,7 @@ impl MockProvider {
         MockProvider {
             latency: Duration::from_millis(latency_ms),
             output_words: DEFAULT_OUTPUT_WORDS,
+            seq: AtomicU64::new(0),
         }
     }
 
@@ -333,12 +375,34 @@ impl MockProvider {
         }
         if let Some(status) = triggers.status {
             let (kind, _) = error_type_for(status);
-            return Err(ProviderError::Status {
+            return Err(ProviderError::status(
                 status,
-                message: format!("mock {kind} requested by the prompt"),
-            });
+                format!("mock {kind} requested by the prompt"),
+            ));
         }
         Ok(())
+    }
+
+    /// The request as the mock reads it, and the answer.
+    fn plan(&self, req: &CompletionRequest) -> Result<(MockRequest, MockAnswer), ProviderError> {
+        let mreq = match &req.client {
+            Some(c) => {
+                let mut m = MockRequest::parse(c.api, c.body.bytes())
+                    .map_err(|message| ProviderError::status(400, message))?;
+                m.model = req.model.clone();
+                m
+            }
+            None => MockRequest::plain(
+                &req.model,
+                req.messages.clone(),
+                req.max_tokens,
+                req.json_mode,
+            ),
+        };
+        let triggers = Triggers::for_messages(&mreq.messages);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let answer = shapes::answer(&mreq, self.output_words, &triggers, seq);
+        Ok((mreq, answer))
     }
 }
 
@@ -348,55 +412,106 @@ impl Provider for MockProvider {
         "mock"
     }
 
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy::none()
+    }
+
     async fn complete(&self, req: &CompletionRequest) -> Result<Completion, ProviderError> {
         let triggers = Triggers::for_messages(&req.messages);
         self.before_answer(&triggers).await?;
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        let (text, finish) = answer_for(
-            &req.messages,
-            self.output_words,
-            req.max_tokens,
-            req.json_mode,
-        );
+        let (mreq, answer) = self.plan(req)?;
+        let body = req.client.as_ref().map(|c| {
+            let v = match c.api {
+                Api::Chat => shapes::chat_completion(&answer),
+                Api::Responses => shapes::response_object(&answer, &mreq, true),
+            };
+            bytes::Bytes::from(v.to_string())
+        });
+        let first = answer.first();
         Ok(Completion {
-            text,
-            finish_reason: finish.to_string(),
-            usage: None,
+            text: first.text.clone(),
+            finish_reason: first.finish_reason.to_string(),
+            usage: answer.reported_usage(),
             upstream_model: req.model.clone(),
-            retries: 0,
+            tool_calls: first.tool_calls.clone(),
+            body,
         })
     }
 
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let triggers = Triggers::for_messages(&req.messages);
         self.before_answer(&triggers).await?;
-        let (text, finish) = answer_for(
-            &req.messages,
-            self.output_words,
-            req.max_tokens,
-            req.json_mode,
-        );
-        let deltas = word_deltas(&text, 4);
+        let (mreq, answer) = self.plan(req)?;
+        let include_usage = req.client.as_ref().is_some_and(|c| c.include_usage);
+        let (frames, trailer) = match req.api() {
+            Api::Chat => (
+                shapes::chat_chunks(&answer, include_usage, 4),
+                bytes::Bytes::from_static(DONE_FRAME),
+            ),
+            Api::Responses => {
+                let (frames, last) = shapes::response_events(&answer, &mreq);
+                let trailer = sse_frame(last.event, &last.data);
+                (frames, trailer)
+            }
+        };
+        let first = answer.first().clone();
+        let end = StreamEnd {
+            finish_reason: first.finish_reason.to_string(),
+            usage: answer.reported_usage(),
+            tool_calls: first.tool_calls,
+            upstream_model: Some(req.model.clone()),
+            trailer,
+        };
         let latency = self.latency;
         let stream = async_stream::stream! {
             // The latency stands for time to first token, so it comes after the stream is open.
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
-            for (i, delta) in deltas.into_iter().enumerate() {
-                if triggers.stream_error && i == 2 {
-                    yield Err(ProviderError::Connect("mock stream broken by [mock:stream_error]".into()));
-                    return;
+            let mut content_events = 0;
+            for f in frames {
+                if f.content {
+                    if triggers.stream_error && content_events == CHUNKS_BEFORE_STREAM_ERROR {
+                        yield Err(ProviderError::StreamInterrupted("mock stream broken by [mock:stream_error]".into()));
+                        return;
+                    }
+                    content_events += 1;
                 }
-                yield Ok(StreamEvent::Delta(delta));
-                // Lets the consumer observe deltas one by one, like a real stream.
+                yield Ok(StreamEvent::Chunk { frame: sse_frame(f.event, &f.data), text: f.text, content: f.content });
+                // Lets the consumer observe events one by one, like a real stream.
                 tokio::task::yield_now().await;
             }
-            yield Ok(StreamEvent::Done { finish_reason: finish.to_string(), usage: None });
+            yield Ok(StreamEvent::Done(end));
         };
         Ok(stream.boxed())
+    }
+
+    async fn embed(&self, req: &EmbeddingsRequest) -> Result<Embeddings, ProviderError> {
+        let text = req.inputs.join("\n");
+        let triggers = Triggers::parse(&text);
+        self.before_answer(&triggers).await?;
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+        let options: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(req.body.bytes()).unwrap_or_default();
+        let (dimensions, base64) =
+            shapes::embedding_options(&options).map_err(|m| ProviderError::status(400, m))?;
+        let list = shapes::embeddings_list(&req.inputs, &req.model, dimensions, base64);
+        let tokens = list["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+        Ok(Embeddings {
+            body: bytes::Bytes::from(list.to_string()),
+            usage: Some(super::Usage {
+                input_tokens: tokens,
+                cached_input_tokens: 0,
+                output_tokens: 0,
+            }),
+            upstream_model: req.model.clone(),
+            count: req.inputs.len(),
+        })
     }
 }
 
@@ -459,16 +574,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn completes_with_model_echo_and_no_usage() {
+    async fn completes_with_model_echo_and_counted_usage() {
         let c = MockProvider::new(0)
             .complete(&req("Hello there"))
             .await
             .unwrap();
         assert!(c.text.contains("Hello there"));
         assert_eq!(c.finish_reason, "stop");
-        assert!(c.usage.is_none());
+        let usage = c.usage.unwrap();
+        assert_eq!(usage.output_tokens, crate::tokens::count_tokens(&c.text));
+        assert_eq!(
+            usage.input_tokens,
+            crate::tokens::count_message_tokens(&req("Hello there").messages)
+        );
         assert_eq!(c.upstream_model, "mock-1");
-        assert_eq!(c.retries, 0);
+        assert!(c.body.is_none());
+        let quiet = MockProvider::new(0)
+            .complete(&req("Hello there [mock:no_usage]"))
+            .await
+            .unwrap();
+        assert!(quiet.usage.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_client_body_is_answered_in_its_api() {
+        use crate::provider::wire::JsonBody;
+        let body = serde_json::json!({"messages": [{"role": "user", "content": "Weather?"}],
+            "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}], "n": 2});
+        let mut r = req("Weather?");
+        r.client = Some(std::sync::Arc::new(crate::provider::ClientRequest {
+            api: Api::Chat,
+            body: JsonBody::parse(bytes::Bytes::from(body.to_string())).unwrap(),
+            stream: false,
+            include_usage: false,
+        }));
+        let c = MockProvider::new(0).complete(&r).await.unwrap();
+        assert_eq!(c.finish_reason, "tool_calls");
+        assert_eq!(c.tool_calls[0].name, "weather");
+        let v: serde_json::Value = serde_json::from_slice(c.body.as_ref().unwrap()).unwrap();
+        assert_eq!(v["choices"].as_array().unwrap().len(), 2);
+        assert_eq!(v["model"], "mock-1");
     }
 
     #[tokio::test]
@@ -518,16 +663,18 @@ mod tests {
         let mut done = None;
         while let Some(ev) = s.next().await {
             match ev.unwrap() {
-                StreamEvent::Delta(d) => {
-                    deltas += 1;
-                    text.push_str(&d);
-                }
-                StreamEvent::Done {
-                    finish_reason,
-                    usage,
+                StreamEvent::Chunk {
+                    text: t, content, ..
                 } => {
-                    assert!(usage.is_none());
-                    done = Some(finish_reason);
+                    if content {
+                        deltas += 1;
+                    }
+                    text.push_str(&t);
+                }
+                StreamEvent::Done(end) => {
+                    assert!(end.usage.is_some());
+                    assert_eq!(&end.trailer[..], DONE_FRAME);
+                    done = Some(end.finish_reason);
                 }
             }
         }
@@ -543,8 +690,15 @@ mod tests {
             .await
             .unwrap();
         let items: Vec<_> = s.by_ref().collect().await;
-        assert_eq!(items.iter().filter(|i| i.is_ok()).count(), 2);
-        assert!(items.last().unwrap().is_err());
+        let content = items
+            .iter()
+            .filter(|i| matches!(i, Ok(StreamEvent::Chunk { content: true, .. })))
+            .count();
+        assert_eq!(content, CHUNKS_BEFORE_STREAM_ERROR);
+        assert!(matches!(
+            items.last(),
+            Some(Err(ProviderError::StreamInterrupted(_)))
+        ));
     }
 
     fn judge_req(material: &str) -> Vec<ChatMessage> {
