@@ -5,6 +5,11 @@
 //!
 //!     cargo run --release --example writer_bench -- [--records 200000] [--producers 4]
 //!         [--batch-size 500] [--channel 10000] [--overflow 2000] [--replay 100000]
+//!         [--writers 1]
+//!
+//! `--writers N` runs N writers side by side into the one database, each with its own pool of
+//! `database.max_connections` (10) and its own spool, as N gateway replicas do; producers are
+//! spread over them. docs/SCALING.md compares 1 and 3.
 //!
 //! The database server comes from LQO_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/
 //! postgres); a throwaway database is created and dropped. See bench/README.md.
@@ -28,6 +33,7 @@ struct Args {
     channel: usize,
     overflow: usize,
     replay: usize,
+    writers: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         channel: WriterConfig::default().channel_capacity,
         overflow: 2_000,
         replay: 100_000,
+        writers: 1,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
             "--channel" => a.channel = n.max(1),
             "--overflow" => a.overflow = n,
             "--replay" => a.replay = n,
+            "--writers" => a.writers = n.max(1),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -142,9 +150,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The bench's own connection, to lock and truncate the table behind the writer's back.
     let pool = sqlx::PgPool::connect(db.url()).await?;
     println!(
-        "writer bench: {} records, {} producers, batch_size {}, channel {}, database {} (fresh)",
+        "writer bench: {} records, {} producers, {} writer(s), batch_size {}, channel {}, database {} (fresh)",
         a.records,
         a.producers,
+        a.writers,
         a.batch_size,
         a.channel,
         db.name()
@@ -159,17 +168,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let total: usize = records.iter().map(Vec::len).sum();
-    let spool_dir = tempfile::tempdir()?;
+    // Each writer gets a pool of its own, as each gateway replica has.
+    let base = std::env::var("LQO_TEST_PG_URL")
+        .unwrap_or_else(|_| testing::DEFAULT_TEST_PG_URL.to_string());
+    let (server, _) = base
+        .rsplit_once('/')
+        .ok_or("LQO_TEST_PG_URL needs a path")?;
+    let db_url = format!("{server}/{}", db.name());
+    let max_connections = llm_quality_observer::config::DatabaseConfig::default().max_connections;
     let metrics = Arc::new(Metrics::new());
-    let (handle, task) = writer::spawn(
-        store.logs.clone(),
-        &config(&a, spool_dir.path()),
-        metrics.clone(),
-    )?;
+    let mut spool_dirs = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..a.writers {
+        let pool = Store::connect(&db_url, max_connections).await?;
+        let dir = tempfile::tempdir()?;
+        writers.push(writer::spawn(
+            pool.logs.clone(),
+            &config(&a, dir.path()),
+            metrics.clone(),
+        )?);
+        spool_dirs.push(dir);
+    }
     let started = Instant::now();
     let mut producers = Vec::new();
-    for batch in records {
-        let handle = handle.clone();
+    for (p, batch) in records.into_iter().enumerate() {
+        let handle = writers[p % writers.len()].0.clone();
         let capacity = a.channel;
         producers.push(tokio::spawn(async move {
             let mut spooled = 0usize;
@@ -197,7 +220,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         spooled += s;
         latencies.extend(l);
     }
-    writer::close_and_wait(handle, task).await;
+    for (handle, task) in writers {
+        writer::close_and_wait(handle, task).await;
+    }
     let elapsed = started.elapsed();
     let rows = store.logs.count_logs().await?;
     latencies.sort();

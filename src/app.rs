@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, AppState, AppStateInner};
+use crate::auth::shared_limits::SharedLimits;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::eval::judge::JudgeBuildError;
@@ -45,6 +46,8 @@ pub struct App {
     judge: Option<JudgeRuntime>,
     /// Partitions ahead and retention of llm_logs, hourly.
     maintenance: Maintenance,
+    /// Follows key changes made by other replicas (PostgreSQL with auth on).
+    key_changes: Option<JoinHandle<()>>,
 }
 
 impl App {
@@ -78,7 +81,15 @@ impl App {
             gateway.set_judge_queue(j.queue());
         }
         let gateway = Arc::new(gateway);
-        let auth = Arc::new(Auth::new(&config.auth, store.keys.clone(), metrics.clone()));
+        let shared_limits = SharedLimits::from_config(&config.redis, metrics.clone());
+        let auth = Arc::new(Auth::new(
+            &config.auth,
+            store.keys.clone(),
+            metrics.clone(),
+            shared_limits,
+        ));
+        let listen_url = Some(config.database.listen_url.clone()).filter(|u| !u.is_empty());
+        let key_changes = crate::auth::follow_key_changes(auth.clone(), listen_url);
         let state = AppState::new(AppStateInner {
             config: Arc::new(config),
             eval,
@@ -93,6 +104,7 @@ impl App {
             writer_task,
             judge,
             maintenance,
+            key_changes,
         })
     }
 
@@ -136,7 +148,11 @@ impl App {
             writer_task,
             judge,
             maintenance,
+            key_changes,
         } = self;
+        if let Some(task) = key_changes {
+            task.abort();
+        }
         maintenance.stop().await;
         if let Some(judge) = judge {
             // No new records arrive now; in-progress judge jobs go back to the queue.

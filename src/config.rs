@@ -12,7 +12,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-pub use crate::auth::config::AuthConfig;
+pub use crate::auth::config::{AuthConfig, RedisConfig, RedisFailureMode};
 pub use crate::eval::config::{EvalSettings, HeuristicsConfig, JudgeConfig};
 pub use crate::provider::config::{
     alias_problems, known_pricing, valid_label, ModelConfig, Pricing, ProviderConfig, ProviderKind,
@@ -52,6 +52,8 @@ pub struct Config {
     pub heuristics: HeuristicsConfig,
     /// The LLM judge: which model, how much traffic it samples, what it scores.
     pub judge: JudgeConfig,
+    /// Redis for per-key rate limits shared by every replica; without it each replica counts alone.
+    pub redis: RedisConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -144,6 +146,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             heuristics: HeuristicsConfig::default(),
             judge: JudgeConfig::default(),
+            redis: RedisConfig::default(),
         }
     }
 }
@@ -213,6 +216,12 @@ impl Config {
         }
         if let Some(v) = env("DATABASE_URL") {
             self.database.url = v;
+        }
+        if let Some(v) = env("DATABASE_LISTEN_URL") {
+            self.database.listen_url = v;
+        }
+        if let Some(v) = env("REDIS_URL") {
+            self.redis.url = v;
         }
         if let Some(v) = env("LQO_AUTH") {
             match v.to_ascii_lowercase().as_str() {
@@ -365,6 +374,7 @@ impl Config {
             ));
         }
         problems.extend(self.auth.problems());
+        problems.extend(self.redis.problems());
         problems.extend(self.heuristics.problems());
         problems.extend(self.judge.problems(&|m| self.models.contains_key(m)));
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
@@ -519,6 +529,54 @@ default_model: missing
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn redis_url_comes_from_the_environment_and_never_shows_its_password() {
+        let cfg = Config::load_with(
+            None,
+            &env_of(&[("REDIS_URL", "redis://:s3cret-pw@redis.internal:6379/2")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.redis.url, "redis://:s3cret-pw@redis.internal:6379/2");
+        assert_eq!(cfg.redis.failure_mode, RedisFailureMode::Open);
+        assert!(!cfg.to_redacted_yaml().contains("s3cret-pw"));
+
+        let mut cfg = Config::from_yaml(
+            "redis: { url: 'http://:s3cret-pw@x', key_prefix: 'a{b}', timeout_ms: 0, failure_mode: closed }",
+        )
+        .unwrap();
+        cfg.apply_env(&env_of(&[])).unwrap();
+        let ConfigError::Invalid(problems) = cfg.validate().unwrap_err() else {
+            panic!("expected Invalid")
+        };
+        let all = problems.join("\n");
+        for needle in ["redis.url", "redis.key_prefix", "redis.timeout_ms"] {
+            assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
+        }
+        assert!(!all.contains("s3cret-pw"), "{all}");
+    }
+
+    #[test]
+    fn kubernetes_configmap_config_validates() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/kubernetes/configmap.yaml"
+        ))
+        .unwrap();
+        let cm: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        let file = cm["data"]["lqo.yaml"].as_str().expect("data.lqo.yaml");
+        let mut cfg = Config::from_yaml(file).unwrap();
+        // What the StatefulSet passes from the Secret.
+        cfg.apply_env(&env_of(&[
+            ("DATABASE_URL", "postgres://lqo:pw@postgres:5432/llm_logs"),
+            ("REDIS_URL", "redis://redis:6379/0"),
+            ("LLM_API_KEY", "k"),
+        ]))
+        .unwrap();
+        cfg.validate().unwrap();
+        assert!(cfg.auth.required && cfg.is_postgres());
+        assert_eq!(cfg.writer.spool_dir, Path::new("/var/lib/lqo/spool"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser, Debug)]
 #[command(name = "lqo", version, about = "LLM Quality Observer: an LLM gateway that logs every call and exposes latency, tokens, cost and quality per model version to Prometheus.",
-    long_about = None, after_help = "With no subcommand, `lqo` runs `serve`. Configuration: a YAML file (--config, LQO_CONFIG, or ./lqo.yaml) and environment variables DATABASE_URL, LLM_API_KEY, LLM_API_BASE_URL, OPENAI_MODEL_MAIN, LOG_LEVEL, APP_ENV, PORT. See lqo.example.yaml.")]
+    long_about = None, after_help = "With no subcommand, `lqo` runs `serve`. Configuration: a YAML file (--config, LQO_CONFIG, or ./lqo.yaml) and environment variables DATABASE_URL, REDIS_URL, LLM_API_KEY, LLM_API_BASE_URL, OPENAI_MODEL_MAIN, LOG_LEVEL, APP_ENV, PORT. See lqo.example.yaml.")]
 struct Cli {
     /// Configuration file (YAML).
     #[arg(long, global = true, env = "LQO_CONFIG")]

@@ -84,6 +84,10 @@ catalog! {
         "Requests refused by authentication, by reason: missing, malformed, invalid, expired, revoked, missing_scope, metrics_token or unavailable.");
     RATE_LIMITED = ("lqo_rate_limited_total", "counter", ["key_name", "limit"],
         "Requests refused with 429 by a per-key rate limit, by key name (anonymous when auth is off) and limit (requests or tokens).");
+    RATE_LIMIT_STORE_ERRORS = ("lqo_rate_limit_store_errors_total", "counter", [],
+        "Calls to the shared rate-limit store (Redis: a limit check, a token charge or the readiness PING) that failed or timed out.");
+    RATE_LIMIT_STORE_BYPASSED = ("lqo_rate_limit_store_bypassed_total", "counter", ["failure_mode"],
+        "Rate-limit checks decided without Redis because it was failing, by failure_mode open (this replica's own limiter decided) or closed (refused with 429).");
     HEURISTIC_CHECKS = ("lqo_heuristic_checks_total", "counter", ["model_version", "check", "result"],
         "Heuristic checks run on successful answers, by check (empty, length, forbidden_terms, refusal, json_valid, truncated) and result pass|fail.");
     HEURISTIC_LABELS = ("lqo_heuristic_label_total", "counter", ["model_version", "label"],
@@ -205,6 +209,8 @@ pub struct Metrics {
     pub retention_errors: IntCounter,
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub rate_limit_store_errors: IntCounter,
+    pub rate_limit_store_bypassed: IntCounterVec,
     pub heuristic_checks: IntCounterVec,
     pub heuristic_labels: IntCounterVec,
     pub judge_score: HistogramVec,
@@ -296,6 +302,8 @@ impl Metrics {
             retention_errors: plain_counter(&RETENTION_ERRORS),
             auth_failures: counter(&AUTH_FAILURES),
             rate_limited: counter(&RATE_LIMITED),
+            rate_limit_store_errors: plain_counter(&RATE_LIMIT_STORE_ERRORS),
+            rate_limit_store_bypassed: counter(&RATE_LIMIT_STORE_BYPASSED),
             heuristic_checks: counter(&HEURISTIC_CHECKS),
             heuristic_labels: counter(&HEURISTIC_LABELS),
             judge_score: hist(&JUDGE_SCORE, JUDGE_SCORE_BUCKETS.to_vec()),
@@ -347,6 +355,8 @@ impl Metrics {
             Box::new(m.retention_errors.clone()),
             Box::new(m.auth_failures.clone()),
             Box::new(m.rate_limited.clone()),
+            Box::new(m.rate_limit_store_errors.clone()),
+            Box::new(m.rate_limit_store_bypassed.clone()),
             Box::new(m.heuristic_checks.clone()),
             Box::new(m.heuristic_labels.clone()),
             Box::new(m.judge_score.clone()),
@@ -384,6 +394,9 @@ impl Metrics {
         }
         for reason in ["full", "io"] {
             m.spool_write_errors.with_label_values(&[reason]);
+        }
+        for mode in ["open", "closed"] {
+            m.rate_limit_store_bypassed.with_label_values(&[mode]);
         }
         m
     }

@@ -182,7 +182,7 @@ pub async fn list_keys(
     params(("name" = String, Path, description = "The key's name")),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The key, now revoked; it stops working at once on this replica and within auth.cache_ttl_secs on others", body = KeyInfo),
+        (status = 200, description = "The key, now revoked; it stops working at once on this replica, within a second on the others (PostgreSQL LISTEN/NOTIFY) and at most auth.cache_ttl_secs where that fails", body = KeyInfo),
         (status = 401, description = "Missing, invalid, expired or revoked key", body = ErrorBody),
         (status = 403, description = "The key lacks the admin scope, or authentication is off", body = ErrorBody),
         (status = 404, description = "No live key of that name", body = ErrorBody),

@@ -225,6 +225,19 @@ impl From<Denied> for ApiError {
                 e.retry_after_secs = Some(limited.retry_after_secs);
                 e
             }
+            Denied::RateLimitUnavailable { key_name } => {
+                // 429, not 5xx: the gateway is healthy, it only cannot count this key's calls.
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    format!(
+                        "The rate limits of `{key_name}` cannot be checked right now (shared limit store unavailable); retry shortly."
+                    ),
+                )
+                .code("rate_limit_unavailable");
+                e.retry_after_secs = Some(1);
+                e
+            }
             Denied::Unavailable(reason) => {
                 tracing::error!(%reason, "API keys cannot be checked");
                 let mut e = ApiError::new(

@@ -25,8 +25,8 @@ pub async fn health() -> Json<Health> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Readiness {
     /// `ready`; `degraded` (still serving: e.g. the database is down and records go to the
-    /// spool on disk, to be replayed); or `not_ready` (records are being lost: the database and
-    /// the spool both fail).
+    /// spool on disk, to be replayed, or Redis fails and rate limits fall back); or `not_ready`
+    /// (records are being lost: the database and the spool both fail).
     pub status: &'static str,
     /// `postgres` or `sqlite`.
     pub database: &'static str,
@@ -49,7 +49,11 @@ pub struct Readiness {
         (status = 503, description = "Records are being lost: database and spool both fail", body = Readiness),
     ))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let r = readiness(&state.store, &state.writer).await;
+    // Limits fail open or closed as configured, never a lost record: degraded at worst.
+    let mut others = Vec::new();
+    others.extend(state.auth.shared_limits_problem().await);
+    others.extend(state.auth.key_changes_problem());
+    let r = readiness(&state.store, &state.writer, others).await;
     let code = match r.state {
         ReadinessState::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         ReadinessState::Ready | ReadinessState::Degraded => StatusCode::OK,

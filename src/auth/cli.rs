@@ -148,9 +148,17 @@ async fn act(
                 )));
             }
             let k = keys::revoke_key(store, &name, CLI_ACTOR).await?;
+            let when = if store.announces_key_changes() {
+                format!(
+                    "within a second (PostgreSQL NOTIFY), at most auth.cache_ttl_secs ({} s) where a gateway's listener is down",
+                    auth.cache_ttl_secs
+                )
+            } else {
+                format!("within auth.cache_ttl_secs ({} s)", auth.cache_ttl_secs)
+            };
             out.stderr = format!(
-                "revoked key {:?} (prefix {}); running gateways stop accepting it within auth.cache_ttl_secs ({} s)\n",
-                k.name, k.prefix, auth.cache_ttl_secs
+                "revoked key {:?} (prefix {}); running gateways stop accepting it {when}\n",
+                k.name, k.prefix
             );
         }
     }

@@ -1,5 +1,5 @@
-//! The `auth` section of the configuration. A leaf module (nothing of ours imported) so that
-//! `config.rs` can embed it without depending on the rest of `auth`.
+//! The `auth` and `redis` sections of the configuration (Redis serves the shared rate limits),
+//! with their defaults and checks.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+
+use crate::redact::{redact_url, scrub_url_secrets};
 
 /// The scope names a key may carry.
 pub const SCOPE_NAMES: [&str; 4] = ["chat", "feedback", "logs:read", "admin"];
@@ -22,8 +24,9 @@ pub struct AuthConfig {
     pub required: bool,
     /// Keys declared here for stateless deployments: only the key's SHA-256, never the key.
     pub keys: Vec<ConfigKey>,
-    /// How long a verified key is trusted without asking the database again; a revoked key stops
-    /// working within this many seconds on every replica (at once on the replica that revoked it).
+    /// How long a verified key is trusted without asking the database again. On PostgreSQL a
+    /// revocation reaches every replica within a second (LISTEN/NOTIFY); this is the bound when
+    /// that fails, and on SQLite.
     pub cache_ttl_secs: u64,
     /// Environment variable holding the bearer token that `GET /metrics` then requires
     /// (default `LQO_METRICS_TOKEN`; unset → /metrics is public).
@@ -149,4 +152,81 @@ impl AuthConfig {
         }
         problems
     }
+}
+
+/// What a rate-limit check does when Redis cannot be asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisFailureMode {
+    /// Let the replica's own limiter decide (limits hold per replica, as without Redis).
+    #[default]
+    Open,
+    /// Refuse limited keys with 429 until Redis answers again.
+    Closed,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://[:password@]host:port/db` (`rediss://` for TLS); `REDIS_URL` overrides it. Empty:
+    /// no Redis, and `auth.rate_limits` are enforced by each replica on its own.
+    #[serde(serialize_with = "serialize_url")]
+    pub url: String,
+    /// Every key this gateway writes starts with `{<key_prefix>:<key name>}` (one Redis Cluster
+    /// slot per API key); gateways sharing limits must share the prefix.
+    pub key_prefix: String,
+    /// A limit check that Redis has not answered within this many milliseconds counts as failed.
+    pub timeout_ms: u64,
+    pub failure_mode: RedisFailureMode,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: String::new(),
+            key_prefix: "lqo".into(),
+            timeout_ms: 100,
+            failure_mode: RedisFailureMode::Open,
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Problems with the `redis` section, one line each; the URL's password is never shown.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.url.is_empty() {
+            if let Err(e) = redis::Client::open(self.url.as_str()) {
+                // The crate's message can quote the URL; never its password.
+                let reason = scrub_url_secrets(&e.to_string(), &self.url);
+                problems.push(format!(
+                    "redis.url {} is not a Redis URL (redis://host:port/db or rediss://…): {reason}",
+                    redact_url(&self.url)
+                ));
+            }
+        }
+        let tame = !self.key_prefix.is_empty()
+            && self.key_prefix.len() <= 64
+            && self
+                .key_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-'));
+        if !tame {
+            problems.push(format!(
+                "redis.key_prefix {:?}: use letters, digits and : _ . - (1 to 64)",
+                self.key_prefix
+            ));
+        }
+        if self.timeout_ms == 0 || self.timeout_ms > 10_000 {
+            problems.push(format!(
+                "redis.timeout_ms must be between 1 and 10000, got {}",
+                self.timeout_ms
+            ));
+        }
+        problems
+    }
+}
+
+fn serialize_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url))
 }

@@ -6,18 +6,22 @@ pub mod cli;
 pub mod config;
 pub mod keys;
 pub mod ratelimit;
+pub mod shared_limits;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use crate::metrics::Metrics;
+use crate::store::keys::{KeyChange, KeyChangeOp};
 use crate::store::KeyStore;
 use config::AuthConfig;
 use keys::{hash_key, hashes_equal, lookup_prefix, parse_hash_hex};
-use ratelimit::{KeyLimiter, Limited, RateLimiters};
+use ratelimit::{KeyLimiter, Limited, RateLimiters, Refusal};
+use shared_limits::SharedLimits;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -207,6 +211,10 @@ pub enum Denied {
         key_name: String,
         limited: Limited,
     },
+    /// The key has limits, Redis cannot be asked, and `redis.failure_mode` is `closed`.
+    RateLimitUnavailable {
+        key_name: String,
+    },
     /// The key database could not be asked.
     Unavailable(String),
 }
@@ -224,7 +232,9 @@ impl Denied {
             Denied::MissingScope { .. } => "missing_scope",
             Denied::MetricsToken => "metrics_token",
             Denied::Unavailable(_) => "unavailable",
-            Denied::AuthDisabled | Denied::RateLimited { .. } => return None,
+            Denied::AuthDisabled
+            | Denied::RateLimited { .. }
+            | Denied::RateLimitUnavailable { .. } => return None,
         })
     }
 }
@@ -272,6 +282,8 @@ pub struct Auth {
     cache_ttl: Duration,
     limiters: RateLimiters,
     metrics: Arc<Metrics>,
+    /// True while key changes from other processes arrive by PostgreSQL LISTEN/NOTIFY.
+    key_changes_followed: AtomicBool,
 }
 
 /// `Authorization: Bearer <token>` → the token.
@@ -290,7 +302,13 @@ pub fn bearer_token(header: Option<&[u8]>) -> Result<&str, Denied> {
 
 impl Auth {
     /// Config validation has checked the key hashes; a malformed one is skipped here, never a panic.
-    pub fn new(cfg: &AuthConfig, keys: Arc<dyn KeyStore>, metrics: Arc<Metrics>) -> Auth {
+    /// `shared`: Redis, when configured, keeps the rate limits of all replicas together.
+    pub fn new(
+        cfg: &AuthConfig,
+        keys: Arc<dyn KeyStore>,
+        metrics: Arc<Metrics>,
+        shared: Option<Arc<SharedLimits>>,
+    ) -> Auth {
         let config_keys = cfg
             .keys
             .iter()
@@ -323,8 +341,9 @@ impl Auth {
             metrics_token,
             cache: Mutex::new(HashMap::new()),
             cache_ttl: Duration::from_secs(cfg.cache_ttl_secs),
-            limiters: RateLimiters::new(cfg.rate_limits.clone()),
+            limiters: RateLimiters::new(cfg.rate_limits.clone(), shared),
             metrics,
+            key_changes_followed: AtomicBool::new(false),
         }
     }
 
@@ -412,9 +431,14 @@ impl Auth {
             }
         };
         if let Some(l) = &caller.limiter {
-            l.check(model_call).map_err(|limited| Denied::RateLimited {
-                key_name: caller.name.to_string(),
-                limited,
+            l.check(model_call).await.map_err(|refusal| match refusal {
+                Refusal::Limited(limited) => Denied::RateLimited {
+                    key_name: caller.name.to_string(),
+                    limited,
+                },
+                Refusal::StoreUnavailable => Denied::RateLimitUnavailable {
+                    key_name: caller.name.to_string(),
+                },
             })?;
         }
         Ok(Some(caller))
@@ -517,15 +541,65 @@ impl Auth {
     }
 
     /// Forgets what the cache knows about a key name, so a revocation made through this replica
-    /// takes effect at once (other replicas follow within the cache TTL).
+    /// takes effect at once (other replicas follow by LISTEN/NOTIFY, else within the cache TTL).
     pub fn forget(&self, name: &str) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.retain(|_, c| !matches!(&c.verdict, Verdict::Valid(k) if &*k.name == name));
     }
 
+    /// Forgets every cached verdict (after key changes may have been missed).
+    pub fn forget_all(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Applies a key change announced by any process on the database: a revoked key's verdict
+    /// is dropped; a created key drops the cached refusals of unknown keys.
+    pub fn apply_key_change(&self, change: &KeyChange) {
+        match change.op {
+            KeyChangeOp::Revoke => self.forget(&change.name),
+            KeyChangeOp::Create => {
+                let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                cache.retain(|_, c| !matches!(c.verdict, Verdict::Invalid));
+            }
+        }
+    }
+
+    /// What `/ready` should say about key changes: `None` while they are followed (or need not
+    /// be: auth off, or SQLite, which one process serves).
+    pub fn key_changes_problem(&self) -> Option<String> {
+        let expected = self.required && self.keys.announces_key_changes();
+        (expected && !self.key_changes_followed.load(Ordering::Relaxed)).then(|| {
+            format!(
+                "key changes from other replicas are not being received (PostgreSQL LISTEN is down): a revoked key is refused here within auth.cache_ttl_secs ({} s)",
+                self.cache_ttl.as_secs()
+            )
+        })
+    }
+
+    /// What `/ready` should say about the shared rate-limit store (Redis): `None` without Redis
+    /// or when it answers a PING.
+    pub async fn shared_limits_problem(&self) -> Option<String> {
+        match self.limiters.shared() {
+            Some(shared) => shared.probe().await,
+            None => None,
+        }
+    }
+
     /// Says at start how the gateway is protected: a warning when auth is off, an error when it
     /// is required but no key exists.
     pub async fn log_startup_state(&self) {
+        match self.limiters.shared() {
+            Some(shared) => match shared.probe().await {
+                None => tracing::info!(
+                    url = shared.shown_url(),
+                    "rate limits are shared by every replica through Redis"
+                ),
+                Some(problem) => tracing::warn!("{problem}"),
+            },
+            None => tracing::info!(
+                "rate limits are counted by this replica alone (set REDIS_URL to share them)"
+            ),
+        }
         if !self.required {
             tracing::warn!(
                 "authentication is off: any client can call the gateway; set auth.required: true or LQO_AUTH=required"
@@ -554,6 +628,60 @@ impl Auth {
             tracing::info!("GET /metrics requires the metrics bearer token");
         }
     }
+}
+
+/// Follows key creation and revocation made by any process on the same PostgreSQL database
+/// (`LISTEN lqo_api_keys`), so a revoked key is refused on every replica within a second. While
+/// the listener is down the cache TTL bounds the delay; after a reconnect the whole cache is
+/// dropped, since changes may have been missed. `None` when there is nothing to follow (auth off,
+/// or SQLite). `listen_url`: `database.listen_url`, when the pool goes through a transaction-mode
+/// pooler. Abort the task to stop it.
+pub fn follow_key_changes(
+    auth: Arc<Auth>,
+    listen_url: Option<String>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    if !auth.required || !auth.keys.announces_key_changes() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        const MAX_BACKOFF: Duration = Duration::from_secs(30);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match auth.keys.listen_key_changes(listen_url.as_deref()).await {
+                Ok(None) => return,
+                Ok(Some(mut changes)) => {
+                    auth.forget_all();
+                    auth.key_changes_followed.store(true, Ordering::Relaxed);
+                    tracing::debug!("following key changes (LISTEN lqo_api_keys)");
+                    backoff = Duration::from_millis(500);
+                    loop {
+                        match changes.next().await {
+                            Ok(Some(change)) => {
+                                tracing::debug!(key_name = %change.name, op = ?change.op, "key change");
+                                auth.apply_key_change(&change);
+                            }
+                            Ok(None) => {
+                                tracing::warn!(
+                                    "the key change listener reconnected; forgetting cached keys"
+                                );
+                                auth.forget_all();
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "the key change listener failed; revocations by other replicas now take up to auth.cache_ttl_secs");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for key changes; retrying");
+                }
+            }
+            auth.key_changes_followed.store(false, Ordering::Relaxed);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }))
 }
 
 #[cfg(test)]

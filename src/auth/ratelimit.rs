@@ -1,5 +1,7 @@
 //! Per-key rate limits: requests per minute with `governor` (GCRA, burst = one minute's worth) and
-//! tokens per minute with a token bucket that may go into debt.
+//! tokens per minute with a token bucket that may go into debt. With Redis configured the same
+//! limits are kept in Redis for all replicas together (`shared_limits.rs`), and this replica's
+//! own limiter decides only while Redis fails (`redis.failure_mode: open`).
 //!
 //! Tokens are check-then-charge: a request is let through while the key's token bucket is not
 //! empty, and the call's real usage (input + output tokens, known only at the end, streaming
@@ -14,7 +16,9 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota};
 
+use super::config::RedisFailureMode;
 use super::config::{RateLimit, RateLimitsConfig};
+use super::shared_limits::{SharedLimits, SharedVerdict};
 
 /// Which limit refused a request; the `limit` label of `lqo_rate_limited_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +45,7 @@ pub struct Limited {
     pub retry_after_secs: u64,
 }
 
-fn whole_secs(d: Duration) -> u64 {
+pub(crate) fn whole_secs(d: Duration) -> u64 {
     let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
     s.max(1)
 }
@@ -94,23 +98,42 @@ impl TokenBucket {
     }
 }
 
+/// Why a limited key's request may not proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Limited(Limited),
+    /// Redis failed and `redis.failure_mode` is `closed`.
+    StoreUnavailable,
+}
+
 /// The limiters of one key (or of all anonymous callers together).
 pub struct KeyLimiter {
+    name: Arc<str>,
+    limit: RateLimit,
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<Mutex<TokenBucket>>,
+    shared: Option<Arc<SharedLimits>>,
 }
 
 impl std::fmt::Debug for KeyLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyLimiter")
-            .field("requests", &self.requests.is_some())
-            .field("tokens", &self.tokens.is_some())
+            .field("name", &self.name)
+            .field("limit", &self.limit)
+            .field("shared", &self.shared.is_some())
             .finish()
     }
 }
 
 impl KeyLimiter {
+    /// A limiter of this replica alone.
     pub fn new(limit: RateLimit) -> Self {
+        Self::with_shared("", limit, None)
+    }
+
+    /// A limiter kept in Redis under `name` when `shared` is given, with this replica's own
+    /// limiter as the fallback.
+    pub fn with_shared(name: &str, limit: RateLimit, shared: Option<Arc<SharedLimits>>) -> Self {
         let requests = NonZeroU32::new(limit.requests_per_minute)
             .map(|n| DefaultDirectRateLimiter::direct(Quota::per_minute(n)));
         let tokens = (limit.tokens_per_minute > 0).then(|| {
@@ -119,15 +142,39 @@ impl KeyLimiter {
                 Instant::now(),
             ))
         });
-        KeyLimiter { requests, tokens }
+        KeyLimiter {
+            name: Arc::from(name),
+            limit,
+            requests,
+            tokens,
+            shared,
+        }
     }
 
     pub fn is_unlimited(&self) -> bool {
         self.requests.is_none() && self.tokens.is_none()
     }
 
-    /// Takes one request from the request budget and, for model calls, checks the token budget.
-    pub fn check(&self, model_call: bool) -> Result<(), Limited> {
+    /// Takes one request from the key's request budget and, for model calls, checks its token
+    /// budget: in Redis when configured, else (or while Redis fails, failing open) here.
+    pub async fn check(&self, model_call: bool) -> Result<(), Refusal> {
+        if let Some(shared) = &self.shared {
+            match shared.check(&self.name, self.limit, model_call).await {
+                SharedVerdict::Allowed => return Ok(()),
+                SharedVerdict::Refused(l) => return Err(Refusal::Limited(l)),
+                SharedVerdict::Unavailable => {
+                    if shared.failure_mode() == RedisFailureMode::Closed {
+                        return Err(Refusal::StoreUnavailable);
+                    }
+                }
+            }
+        }
+        self.check_local(model_call).map_err(Refusal::Limited)
+    }
+
+    /// This replica's own decision: takes one request from the request budget and, for model
+    /// calls, checks the token budget.
+    pub fn check_local(&self, model_call: bool) -> Result<(), Limited> {
         if model_call {
             // Checked first so a key in token debt does not also burn its request budget.
             if let Some(t) = &self.tokens {
@@ -152,12 +199,22 @@ impl KeyLimiter {
         Ok(())
     }
 
-    /// Charges a finished call's tokens (input + output).
+    /// Charges a finished call's tokens (input + output): to this replica's bucket always (its
+    /// fallback then knows this replica's own usage), and to the shared one in Redis in the
+    /// background, off the request path.
     pub fn charge_tokens(&self, tokens: u64) {
         if let Some(t) = &self.tokens {
             t.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .charge(tokens, Instant::now());
+        }
+        if let Some(shared) = &self.shared {
+            if self.limit.tokens_per_minute > 0 && tokens > 0 {
+                let shared = shared.clone();
+                let name = self.name.clone();
+                let limit = self.limit;
+                tokio::spawn(async move { shared.charge(&name, limit, tokens).await });
+            }
         }
     }
 }
@@ -165,15 +222,22 @@ impl KeyLimiter {
 /// Limiters by key name, created on first use from the config.
 pub struct RateLimiters {
     config: RateLimitsConfig,
+    shared: Option<Arc<SharedLimits>>,
     by_key: Mutex<HashMap<String, Arc<KeyLimiter>>>,
 }
 
 impl RateLimiters {
-    pub fn new(config: RateLimitsConfig) -> Self {
+    /// `shared`: Redis, when configured, for limits across replicas.
+    pub fn new(config: RateLimitsConfig, shared: Option<Arc<SharedLimits>>) -> Self {
         RateLimiters {
             config,
+            shared,
             by_key: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn shared(&self) -> Option<&Arc<SharedLimits>> {
+        self.shared.as_ref()
     }
 
     /// The limiter of a key, `None` when the key is unlimited. Key names are bounded by the keys
@@ -186,7 +250,9 @@ impl RateLimiters {
         let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
         Some(
             map.entry(name.to_string())
-                .or_insert_with(|| Arc::new(KeyLimiter::new(limit)))
+                .or_insert_with(|| {
+                    Arc::new(KeyLimiter::with_shared(name, limit, self.shared.clone()))
+                })
                 .clone(),
         )
     }
@@ -220,9 +286,9 @@ mod tests {
             tokens_per_minute: 0,
         });
         for _ in 0..3 {
-            l.check(true).unwrap();
+            l.check_local(true).unwrap();
         }
-        let refused = l.check(true).unwrap_err();
+        let refused = l.check_local(true).unwrap_err();
         assert_eq!(refused.kind, LimitKind::Requests);
         assert!(
             (1..=20).contains(&refused.retry_after_secs),
@@ -236,12 +302,12 @@ mod tests {
             requests_per_minute: 0,
             tokens_per_minute: 100,
         });
-        l.check(true).unwrap();
+        l.check_local(true).unwrap();
         l.charge_tokens(500);
-        let refused = l.check(true).unwrap_err();
+        let refused = l.check_local(true).unwrap_err();
         assert_eq!(refused.kind, LimitKind::Tokens);
         assert!(refused.retry_after_secs >= 240, "{refused:?}");
-        l.check(false).unwrap();
+        l.check_local(false).unwrap();
     }
 
     #[test]
@@ -254,7 +320,7 @@ mod tests {
                 tokens_per_minute: 0,
             },
         );
-        let r = RateLimiters::new(cfg);
+        let r = RateLimiters::new(cfg, None);
         assert!(r.for_key("other").is_none());
         let a = r.for_key("busy").unwrap();
         let b = r.for_key("busy").unwrap();

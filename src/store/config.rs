@@ -14,6 +14,11 @@ pub struct DatabaseConfig {
     pub url: String,
     pub max_connections: u32,
     pub run_migrations: bool,
+    /// PostgreSQL only: where the gateway LISTENs for key changes, when `url` points at a pooler
+    /// in transaction mode (PgBouncer), which cannot hold a LISTEN: the server itself or a
+    /// session-mode pool. Empty: one connection of the pool listens. `DATABASE_LISTEN_URL`.
+    #[serde(serialize_with = "serialize_db_url")]
+    pub listen_url: String,
 }
 
 impl Default for DatabaseConfig {
@@ -22,6 +27,7 @@ impl Default for DatabaseConfig {
             url: "sqlite://data/lqo.db".into(),
             max_connections: 10,
             run_migrations: true,
+            listen_url: String::new(),
         }
     }
 }
@@ -45,6 +51,16 @@ impl DatabaseConfig {
             problems.push(format!(
                 "database.url must start with postgres://, postgresql:// or sqlite://, got {}",
                 redact_url(url)
+            ));
+        }
+        let listen = self.listen_url.as_str();
+        let listen_ok = listen.is_empty()
+            || listen.starts_with("postgres://")
+            || listen.starts_with("postgresql://");
+        if !listen_ok {
+            problems.push(format!(
+                "database.listen_url must be a postgres:// URL (the server, or a session-mode pool), got {}",
+                redact_url(listen)
             ));
         }
         if self.max_connections == 0 {

@@ -43,14 +43,16 @@ pub struct Readiness {
 }
 
 /// Pings the database (bounded by [`PING_TIMEOUT`]) and judges it with the writer's state.
-pub async fn readiness(store: &Store, writer: &WriterHandle) -> Readiness {
+/// `others`: problems of other subsystems (shared rate limits, key-change listening) that
+/// degrade the gateway but never lose a record.
+pub async fn readiness(store: &Store, writer: &WriterHandle, others: Vec<String>) -> Readiness {
     let ping = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("ping timed out after {} s", PING_TIMEOUT.as_secs())),
     };
     let writer = writer.status();
-    let (state, reasons) = assess(ping, &writer);
+    let (state, reasons) = assess(ping, &writer, others);
     Readiness {
         state,
         database: store.backend(),
@@ -59,8 +61,13 @@ pub async fn readiness(store: &Store, writer: &WriterHandle) -> Readiness {
     }
 }
 
-/// The rules: from the ping's outcome and the writer's state to a verdict with its reasons.
-pub fn assess(ping: Result<(), String>, writer: &WriterStatus) -> (ReadinessState, Vec<String>) {
+/// The rules: from the ping's outcome, the writer's state and other subsystems' problems to a
+/// verdict with its reasons.
+pub fn assess(
+    ping: Result<(), String>,
+    writer: &WriterStatus,
+    others: Vec<String>,
+) -> (ReadinessState, Vec<String>) {
     let mut reasons = Vec::new();
     let mut db_failing = match ping {
         Ok(()) => false,
@@ -79,6 +86,7 @@ pub fn assess(ping: Result<(), String>, writer: &WriterStatus) -> (ReadinessStat
             writer.spool_bytes
         ));
     }
+    reasons.extend(others);
     let spool_failing = writer.spool_error.is_some();
     if let Some(e) = &writer.spool_error {
         reasons.push(format!(
@@ -112,11 +120,11 @@ mod tests {
 
     #[test]
     fn only_a_failing_database_and_spool_together_are_not_ready() {
-        let (state, reasons) = assess(Ok(()), &healthy());
+        let (state, reasons) = assess(Ok(()), &healthy(), vec![]);
         assert_eq!((state, reasons.len()), (ReadinessState::Ready, 0));
 
         let down = || Err("connection refused".to_string());
-        let (state, reasons) = assess(down(), &healthy());
+        let (state, reasons) = assess(down(), &healthy(), vec![]);
         assert_eq!(state, ReadinessState::Degraded);
         assert!(reasons[0].contains("connection refused"), "{reasons:?}");
 
@@ -126,7 +134,7 @@ mod tests {
             spool_bytes: 4096,
             ..healthy()
         };
-        let (state, reasons) = assess(Ok(()), &spooling);
+        let (state, reasons) = assess(Ok(()), &spooling, vec![]);
         assert_eq!(state, ReadinessState::Degraded);
         assert!(
             reasons.iter().any(|r| r.contains("4096 bytes")),
@@ -138,8 +146,11 @@ mod tests {
             ..healthy()
         };
         // The spool failing while the database takes writes loses nothing yet.
-        assert_eq!(assess(Ok(()), &spool_broken).0, ReadinessState::Degraded);
-        let (state, reasons) = assess(down(), &spool_broken);
+        assert_eq!(
+            assess(Ok(()), &spool_broken, vec![]).0,
+            ReadinessState::Degraded
+        );
+        let (state, reasons) = assess(down(), &spool_broken, vec![]);
         assert_eq!(state, ReadinessState::NotReady);
         assert!(
             reasons.iter().any(|r| r.contains("CAN BE LOST")),
@@ -149,6 +160,12 @@ mod tests {
             db_error: Some("refused".into()),
             ..spool_broken
         };
-        assert_eq!(assess(Ok(()), &both).0, ReadinessState::NotReady);
+        assert_eq!(assess(Ok(()), &both, vec![]).0, ReadinessState::NotReady);
+        // Another subsystem's trouble (Redis for rate limits) degrades, never fails readiness.
+        let (state, reasons) = assess(Ok(()), &healthy(), vec!["redis down".into()]);
+        assert_eq!(
+            (state, reasons),
+            (ReadinessState::Degraded, vec!["redis down".to_string()])
+        );
     }
 }

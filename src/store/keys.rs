@@ -35,6 +35,60 @@ pub trait KeyStore: Send + Sync {
 
     /// The newest `limit` audit rows, newest first.
     async fn recent_audit(&self, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Whether key creation and revocation are announced to every process on this database
+    /// (PostgreSQL NOTIFY on [`KEY_CHANGES_CHANNEL`]); SQLite serves one process, so the key
+    /// cache's TTL is all it needs.
+    fn announces_key_changes(&self) -> bool;
+
+    /// Starts listening for key changes, on one connection of the pool or, given `listen_url`,
+    /// on a connection of its own there (past a transaction-mode pooler, which cannot hold a
+    /// LISTEN); `None` where changes are not announced.
+    async fn listen_key_changes(
+        &self,
+        listen_url: Option<&str>,
+    ) -> Result<Option<KeyChanges>, StoreError>;
+}
+
+/// The PostgreSQL channel on which key creation and revocation are announced to every gateway
+/// on the database, so their key caches follow within a second (`auth::follow_key_changes`).
+pub const KEY_CHANGES_CHANNEL: &str = "lqo_api_keys";
+
+/// What happened to a key, as announced on [`KEY_CHANGES_CHANNEL`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyChangeOp {
+    Create,
+    Revoke,
+}
+
+/// One announced change: the payload is `{"op": "create"|"revoke", "name": "<key name>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyChange {
+    pub op: KeyChangeOp,
+    pub name: String,
+}
+
+/// Key changes announced by any process on the same PostgreSQL database; holds one connection
+/// while it listens.
+pub struct KeyChanges(pub(crate) sqlx::postgres::PgListener);
+
+impl KeyChanges {
+    /// The next change. `Ok(None)`: the connection was lost and is being re-established, and
+    /// changes made meanwhile were missed.
+    pub async fn next(&mut self) -> Result<Option<KeyChange>, StoreError> {
+        loop {
+            let Some(n) = self.0.try_recv().await? else {
+                return Ok(None);
+            };
+            match serde_json::from_str(n.payload()) {
+                Ok(change) => return Ok(Some(change)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "ignoring an unreadable key change notification")
+                }
+            }
+        }
+    }
 }
 
 /// One row of `api_keys`. `scopes` are the stored names (`chat`, `logs:read`, …).

@@ -12,6 +12,7 @@ use llm_quality_observer::auth::keys::{self, hash_key_hex};
 use llm_quality_observer::auth::{access_for, Access};
 use llm_quality_observer::config::Config;
 use llm_quality_observer::store::keys::NewKey;
+use llm_quality_observer::store::testing;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -952,4 +953,250 @@ async fn a_key_database_outage_is_503_and_config_keys_keep_working() {
         Some(1.0)
     );
     h.app.stop().await;
+}
+
+/// With Redis, a key's limit holds for all replicas together: two gateways on one database
+/// answer 4 of 8 requests under a limit of 4 per minute, not 4 each.
+#[tokio::test]
+async fn rate_limits_hold_across_replicas_with_redis() {
+    let redis = crate::common::test_redis();
+    let limited = |c: &mut Config| {
+        auth_on(c);
+        c.redis = redis.clone();
+        c.redis.timeout_ms = 2_000; // the machine is shared with compilers
+        c.auth.rate_limits.per_key.insert(
+            "app".into(),
+            RateLimit {
+                requests_per_minute: 4,
+                tokens_per_minute: 0,
+            },
+        );
+    };
+    let a = Harness::postgres_with(limited).await;
+    let b = a.replica(limited).await;
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let replica = if i % 2 == 0 { &a } else { &b };
+        let r = post_with(replica, "/chat", Some(CHAT_KEY), chat_body()).await;
+        codes.push(r.status().as_u16());
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+            let e = error_of(r, 429, "rate_limit_error").await;
+            assert_eq!(e["code"], "rate_limit_exceeded");
+        }
+    }
+    assert_eq!(codes.iter().filter(|c| **c == 200).count(), 4, "{codes:?}");
+    assert_eq!(codes.iter().filter(|c| **c == 429).count(), 4, "{codes:?}");
+    let refused: f64 = [&a, &b]
+        .iter()
+        .map(|h| async {
+            sample(
+                &h.metrics().await,
+                "lqo_rate_limited_total",
+                &[("key_name", "app"), ("limit", "requests")],
+            )
+            .unwrap_or(0.0)
+        })
+        .collect::<futures::future::JoinAll<_>>()
+        .await
+        .into_iter()
+        .sum();
+    assert_eq!(refused, 4.0);
+    b.app.stop().await;
+    a.app.stop().await;
+}
+
+/// Tokens used on one replica count on the other.
+#[tokio::test]
+async fn tokens_used_on_one_replica_count_on_every_replica() {
+    let redis = crate::common::test_redis();
+    let limited = |c: &mut Config| {
+        c.redis = redis.clone();
+        c.redis.timeout_ms = 2_000;
+        c.auth.rate_limits.default = RateLimit {
+            requests_per_minute: 0,
+            tokens_per_minute: 40,
+        };
+    };
+    let a = Harness::sqlite_with(limited).await;
+    let b = a.replica(limited).await;
+    let r = post_with(&a, "/chat", None, json!({"prompt": "a prompt long enough to spend more than forty tokens between the question and the mock's answer", "user_id": "u"})).await;
+    assert_eq!(r.status(), 200);
+    // The charge reaches Redis right after the call ends, off the request path.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = post_with(&b, "/chat", None, chat_body()).await;
+        if r.status() == 429 {
+            let e = error_of(r, 429, "rate_limit_error").await;
+            assert!(e["message"].as_str().unwrap().contains("tokens"), "{e}");
+            break;
+        }
+        assert_eq!(r.status(), 200);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica b never saw replica a's tokens"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.app.stop().await;
+    a.app.stop().await;
+}
+
+/// Redis down: by default each replica's own limiter decides (fail open), counted and named in
+/// /ready; with `failure_mode: closed` limited keys get 429. Never a 5xx.
+#[tokio::test]
+async fn a_redis_outage_fails_open_by_default_and_closed_when_configured() {
+    let down = crate::common::nothing_listening_url("redis");
+    let h = Harness::sqlite_with(|c| {
+        c.redis.url = down.clone();
+        c.auth.rate_limits.default = RateLimit {
+            requests_per_minute: 2,
+            tokens_per_minute: 0,
+        };
+    })
+    .await;
+    let codes: Vec<u16> = futures::future::join_all((0..3).map(|_| async {
+        post_with(&h, "/chat", None, chat_body())
+            .await
+            .status()
+            .as_u16()
+    }))
+    .await;
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![200, 200, 429],
+        "the local limit of 2 still holds"
+    );
+    let r = get_with(&h, "/ready", None).await;
+    assert_eq!(r.status(), 200);
+    let ready: Value = r.json().await.unwrap();
+    assert_eq!(ready["status"], "degraded", "{ready}");
+    assert!(
+        ready["reasons"].to_string().contains("failure_mode: open"),
+        "{ready}"
+    );
+    let m = h.metrics().await;
+    assert!(sample(&m, "lqo_rate_limit_store_errors_total", &[]).unwrap_or(0.0) >= 1.0);
+    assert_eq!(
+        sample(
+            &m,
+            "lqo_rate_limit_store_bypassed_total",
+            &[("failure_mode", "open")]
+        ),
+        Some(3.0)
+    );
+    h.app.stop().await;
+
+    let h = Harness::sqlite_with(|c| {
+        c.redis.url = down.clone();
+        c.redis.failure_mode = llm_quality_observer::config::RedisFailureMode::Closed;
+        c.auth.rate_limits.default = RateLimit {
+            requests_per_minute: 100,
+            tokens_per_minute: 0,
+        };
+    })
+    .await;
+    let r = post_with(&h, "/chat", None, chat_body()).await;
+    assert_eq!(r.headers()["retry-after"], "1");
+    let e = error_of(r, 429, "rate_limit_error").await;
+    assert_eq!(e["code"], "rate_limit_unavailable");
+    // Public routes carry no key and no limit.
+    assert_eq!(get_with(&h, "/health", None).await.status(), 200);
+    h.app.stop().await;
+}
+
+/// A key revoked through one replica's admin API (or the CLI, which writes the same row) is
+/// refused by every other replica within a second, although the cache TTL is 30 s: PostgreSQL
+/// NOTIFY reaches their key caches.
+#[tokio::test]
+async fn a_revoked_key_is_refused_by_every_replica_within_a_second() {
+    let on = |c: &mut Config| {
+        auth_on(c);
+        c.auth.cache_ttl_secs = 30;
+    };
+    let a = Harness::postgres_with(on).await;
+    let b = a.replica(on).await;
+    // The third listens on a connection of its own (database.listen_url), as behind PgBouncer.
+    let db = testing::fetch_texts(&a.store, "SELECT current_database()")
+        .await
+        .remove(0);
+    let server = std::env::var("LQO_TEST_PG_URL")
+        .unwrap_or_else(|_| testing::DEFAULT_TEST_PG_URL.to_string());
+    let listen_url = format!("{}/{db}", server.rsplit_once('/').unwrap().0);
+    let c = a
+        .replica(|cfg| {
+            on(cfg);
+            cfg.database.listen_url = listen_url.clone();
+        })
+        .await;
+    // Every replica follows key changes before the key exists (the listener starts in the
+    // background; /ready names it until then).
+    for h in [&a, &b, &c] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready: Value = get_with(h, "/ready", None).await.json().await.unwrap();
+            if ready["status"] == "ready" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{ready}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let k = keys::create_key(
+        a.store.keys.as_ref(),
+        &[],
+        "roaming",
+        &["chat".into()],
+        None,
+        "cli",
+    )
+    .await
+    .unwrap();
+    for h in [&a, &b, &c] {
+        assert_eq!(
+            post_with(h, "/chat", Some(&k.key), chat_body())
+                .await
+                .status(),
+            200,
+            "accepted and cached"
+        );
+    }
+    let r = h_delete(&a, "/v1/admin/keys/roaming", ADMIN_KEY).await;
+    assert_eq!(r.status(), 200);
+    let revoked_at = tokio::time::Instant::now();
+    for h in [&b, &c] {
+        loop {
+            let r = post_with(h, "/chat", Some(&k.key), chat_body()).await;
+            if r.status() == 401 {
+                let e = error_of(r, 401, "authentication_error").await;
+                assert_eq!(e["code"], "revoked_api_key");
+                break;
+            }
+            assert_eq!(r.status(), 200);
+            assert!(
+                revoked_at.elapsed() < Duration::from_secs(1),
+                "still accepted {:?} after revocation",
+                revoked_at.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    eprintln!(
+        "revocation reached both other replicas after {:?}",
+        revoked_at.elapsed()
+    );
+    c.app.stop().await;
+    b.app.stop().await;
+    a.app.stop().await;
+}
+
+async fn h_delete(h: &Harness, path: &str, key: &str) -> reqwest::Response {
+    h.http
+        .delete(h.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request sent")
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use llm_quality_observer::app::{App, RunningApp};
-use llm_quality_observer::config::Config;
+use llm_quality_observer::config::{Config, RedisConfig};
 use llm_quality_observer::mock_upstream::{self, MockUpstreamConfig};
 use llm_quality_observer::store::{testing, LogRecord, Store};
 use secrecy::SecretString;
@@ -99,6 +99,12 @@ impl Harness {
         Self::start_with(store, Box::new(db), tweak).await
     }
 
+    /// Another gateway on the same database (a second replica), with its own upstream and
+    /// spool; the database stays with the harness that created it.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Config)) -> Harness {
+        Self::start_with(self.store.clone(), Box::new(()), tweak).await
+    }
+
     async fn start(store: Store, guard: Box<dyn std::any::Any + Send>) -> Harness {
         Self::start_with(store, guard, |_| {}).await
     }
@@ -161,6 +167,25 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// Redis for shared rate limits (`LQO_TEST_REDIS_URL`, default the local server's db 0) under a
+/// key prefix no other test uses; give the same value to every replica of one test.
+pub fn test_redis() -> RedisConfig {
+    RedisConfig {
+        url: std::env::var("LQO_TEST_REDIS_URL")
+            .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_string()),
+        key_prefix: format!("lqo-test-{}", Uuid::new_v4().simple()),
+        ..RedisConfig::default()
+    }
+}
+
+/// A loopback URL where nothing listens (a port the kernel just handed out and took back).
+pub fn nothing_listening_url(scheme: &str) -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = l.local_addr().expect("addr").port();
+    drop(l);
+    format!("{scheme}://127.0.0.1:{port}")
 }
 
 /// The value of one exposition line `name{labels} value` whose labels include all of `want`.

@@ -7,7 +7,9 @@ use sqlx::Row;
 use super::{parse_json, SqliteStore};
 use crate::store::codec::key_from_row;
 use crate::store::error::is_unique_violation;
-use crate::store::keys::{join_scopes, AuditEntry, CreateKeyError, KeyStore, NewKey, StoredKey};
+use crate::store::keys::{
+    join_scopes, AuditEntry, CreateKeyError, KeyChanges, KeyStore, NewKey, StoredKey,
+};
 use crate::store::{sql, StoreError};
 
 #[async_trait]
@@ -102,5 +104,17 @@ impl KeyStore for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    /// One process per SQLite file: its own revocations reach its cache at once.
+    fn announces_key_changes(&self) -> bool {
+        false
+    }
+
+    async fn listen_key_changes(
+        &self,
+        _listen_url: Option<&str>,
+    ) -> Result<Option<KeyChanges>, StoreError> {
+        Ok(None)
     }
 }
