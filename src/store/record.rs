@@ -11,12 +11,14 @@ use uuid::Uuid;
 
 /// An enum stored as one of a fixed set of words. Generates `ALL`, `NAMES`, `as_str`, `parse`,
 /// `Display`, and serde/OpenAPI representations that use the same words. Variants order as
-/// declared.
+/// declared. The words are taken as `tt`, not `literal`: a `literal` fragment reaches the derive
+/// macros wrapped in an invisible group, which serde reads but utoipa does not (the OpenAPI
+/// document then named the variants instead of the words).
 macro_rules! stored_enum {
     (
         $(#[$meta:meta])*
         pub enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+            $( $(#[$vmeta:meta])* $variant:ident = $text:tt ),+ $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -296,6 +298,26 @@ mod tests {
         round_trip(Agreement::ALL, Agreement::as_str, Agreement::parse);
         assert_eq!(Agreement::NotComparable.as_str(), "not_comparable");
         assert_eq!(LogStatus::parse("OK"), None, "stored words are exact");
+    }
+
+    #[test]
+    fn the_openapi_schema_names_the_stored_words() {
+        use utoipa::PartialSchema;
+        let shown = |schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>| {
+            serde_json::to_value(schema).unwrap()["enum"].clone()
+        };
+        assert_eq!(
+            shown(LogStatus::schema()),
+            serde_json::json!(["ok", "error"])
+        );
+        assert_eq!(
+            shown(Endpoint::schema()),
+            serde_json::json!(["chat", "chat_completions", "responses", "embeddings"])
+        );
+        assert_eq!(
+            shown(Agreement::schema()),
+            serde_json::json!(["agree", "disagree", "not_comparable"])
+        );
     }
 
     #[test]
