@@ -219,6 +219,23 @@ impl RunningApp {
     }
 }
 
+/// An error and its causes on one line, `a: b: c`, leaving out a cause whose text the line
+/// already holds (most of our errors quote their source in their own message, and printing the
+/// chain as well said everything twice).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -242,4 +259,32 @@ pub async fn shutdown_signal() {
     tracing::info!(
         "shutdown signal received: finishing in-flight requests and draining the writer"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_thing_once() {
+        let locked = SpoolError::Locked("/var/lib/lqo/spool".into());
+        let e = StartError::from(locked);
+        let line = error_chain(&e);
+        assert_eq!(
+            line.matches("is used by another gateway process").count(),
+            1,
+            "{line}"
+        );
+        assert!(
+            line.starts_with("writer spool: spool directory /var/lib/lqo/spool"),
+            "{line}"
+        );
+        // A cause the message does not quote is still shown.
+        let io = std::io::Error::other("disk on fire");
+        let e = SpoolError::Io {
+            path: "/x".into(),
+            source: io,
+        };
+        assert!(error_chain(&e).contains("disk on fire"));
+    }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use llm_quality_observer::app::{shutdown_signal, App};
+use llm_quality_observer::app::{error_chain, shutdown_signal, App};
 use llm_quality_observer::auth::cli::{self as auth_cli, KeysAction};
 use llm_quality_observer::config::{Config, ConfigError, LogFormat};
 use llm_quality_observer::eval::backfill::{self, JudgeArgs};
@@ -97,7 +97,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let e: &(dyn std::error::Error + 'static) = e.as_ref();
+            eprintln!("error: {}", error_chain(e));
             ExitCode::FAILURE
         }
     }

@@ -1,10 +1,33 @@
 //! The one parser of points in time that people type: query parameters (`since`, `until`), the
 //! `lqo judge` flags and key expiries all accept the same forms — an RFC 3339 time
 //! (`2025-05-01T00:00:00Z`), a date (`2025-05-01`, midnight UTC), or a span from now
-//! (`90s`, `30m`, `24h`, `7d`, `2w`) counted back for windows or forward for expiries. A value
-//! out of chrono's range is an error, never a panic.
+//! (`90s`, `30m`, `24h`, `7d`, `2w`) counted back for windows or forward for expiries. Every
+//! time lies in the years 0001–9999 ([`earliest`]..=[`latest`]): both databases hold those
+//! (PostgreSQL refuses dates before 4713 BC, SQLite compares four-digit years as text), so a time
+//! this module accepts never turns into a database error. Anything else is an error, never a panic.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+
+/// The first instant a time may name: 0001-01-01T00:00:00Z.
+pub fn earliest() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The last instant a time may name: 9999-12-31T23:59:59.999999Z (microseconds, as stored).
+pub fn latest() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
+        .single()
+        .map_or(DateTime::<Utc>::MAX_UTC, |t| {
+            t + Duration::microseconds(999_999)
+        })
+}
+
+/// Whether both databases can hold and compare `t` (the years 0001–9999).
+pub fn in_range(t: DateTime<Utc>) -> bool {
+    t >= earliest() && t <= latest()
+}
 
 /// Which way a span counts from now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,9 +46,25 @@ pub struct TimeError(String);
 const FORMS: &str = "an RFC 3339 time such as 2025-05-01T00:00:00Z, a date such as 2025-05-01, \
      or a span such as 90m, 24h, 7d or 2w";
 
-/// Reads `s` as a point in time; spans count from `now` in the direction `toward`.
+/// Reads `s` as a point in time; spans count from `now` in the direction `toward`. Times outside
+/// the years 0001–9999 are errors.
 pub fn parse_time(s: &str, now: DateTime<Utc>, toward: Toward) -> Result<DateTime<Utc>, TimeError> {
-    let s = s.trim();
+    let t = parse_unbounded(s.trim(), now, toward)?;
+    if in_range(t) {
+        Ok(t)
+    } else {
+        Err(TimeError(format!(
+            "{:?} is out of range: times must lie in the years 0001 to 9999",
+            s.trim()
+        )))
+    }
+}
+
+fn parse_unbounded(
+    s: &str,
+    now: DateTime<Utc>,
+    toward: Toward,
+) -> Result<DateTime<Utc>, TimeError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -119,6 +158,37 @@ mod tests {
                 );
             }
         }
+        // Within chrono's range but not the databases': PostgreSQL refuses years before 4713 BC
+        // and SQLite compared a year 10000 as text before 2025.
+        for bad in [
+            "7000000000000s",
+            "9999-12-31T23:00:00-02:00",
+            "0000-12-31T23:59:59Z",
+            "0000-06-01",
+        ] {
+            for toward in [Toward::Past, Toward::Future] {
+                let err = parse_time(bad, now(), toward).unwrap_err();
+                assert!(err.to_string().contains("0001 to 9999"), "{bad}: {err}");
+            }
+        }
+        for bad in [
+            "+10000-01-01T00:00:00Z",
+            "-0001-01-01T00:00:00Z",
+            "10000-01-01",
+        ] {
+            assert!(parse_time(bad, now(), Toward::Past).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_time("9999-12-31T23:59:59Z", now(), Toward::Past)
+                .unwrap()
+                .to_rfc3339(),
+            "9999-12-31T23:59:59+00:00"
+        );
+        assert_eq!(
+            parse_time("0001-01-01", now(), Toward::Past).unwrap(),
+            earliest()
+        );
+        assert!(in_range(latest()) && !in_range(latest() + Duration::microseconds(1)));
         // A span that fits a Duration but not the calendar.
         let err = parse_time("9999999999d", now(), Toward::Future).unwrap_err();
         assert!(err.to_string().contains("too long"), "{err}");

@@ -435,8 +435,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 .code("invalid_json"),
         );
     }
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         use serde_json::error::Category;
@@ -455,7 +455,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 }
             }
         }
-    })
+    })?;
+    // Anything after the value but whitespace (`{…} trailing`, a second object) is refused, as
+    // the forwarding routes refuse it.
+    de.end().map_err(|e| {
+        ApiError::bad_request(format!("The request body is not valid JSON: {e}"))
+            .code("invalid_json")
+    })?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -484,5 +491,14 @@ mod tests {
         );
         let e = parse_json::<T>(b"  ").unwrap_err();
         assert!(e.message.contains("empty"));
+        for trailing in [
+            &br#"{"prompt": "x", "n": 1} trailing"#[..],
+            br#"{"prompt": "x", "n": 1}{}"#,
+        ] {
+            let e = parse_json::<T>(trailing).unwrap_err();
+            assert_eq!(e.code, Some("invalid_json"));
+            assert!(e.message.contains("trailing"), "{}", e.message);
+        }
+        assert!(parse_json::<T>(b"{\"prompt\": \"x\", \"n\": 1} \n").is_ok());
     }
 }

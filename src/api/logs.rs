@@ -72,6 +72,11 @@ fn invalid(param: &str, message: String) -> ApiError {
 fn text_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if v.is_empty() => Err(invalid(name, format!("`{name}` must not be empty."))),
+        // No stored value holds a NUL, and PostgreSQL refuses one in a query.
+        Some(v) if v.contains('\0') => Err(invalid(
+            name,
+            format!("`{name}` must not contain a NUL character."),
+        )),
         Some(v) if v.chars().count() > MAX_FILTER_CHARS => Err(invalid(
             name,
             format!("`{name}` is longer than {MAX_FILTER_CHARS} characters."),
@@ -116,13 +121,19 @@ pub fn parse_filter(params: LogsParams) -> Result<LogFilter, ApiError> {
     };
     let after = match params.cursor.as_deref() {
         None => None,
-        Some(c) => Some(LogCursor::decode(c).ok_or_else(|| {
-            invalid(
-                "cursor",
-                "`cursor` is not a cursor this API returned; pass `next_cursor` unchanged."
-                    .to_string(),
-            )
-        })?),
+        // A forged cursor may hold any instant chrono can; only the databases' range is one
+        // this API can have returned.
+        Some(c) => Some(
+            LogCursor::decode(c)
+                .filter(|c| crate::timespec::in_range(c.created_at))
+                .ok_or_else(|| {
+                    invalid(
+                        "cursor",
+                        "`cursor` is not a cursor this API returned; pass `next_cursor` unchanged."
+                            .to_string(),
+                    )
+                })?,
+        ),
     };
     Ok(LogFilter {
         since,
@@ -242,6 +253,9 @@ pub async fn get_log(
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
     use super::*;
 
     fn params(q: &str) -> Result<LogFilter, ApiError> {
@@ -263,6 +277,11 @@ mod tests {
 
     #[test]
     fn each_bad_parameter_is_named() {
+        let micros_before_4713_bc = -210_000_000_000_000_000i64;
+        let old_cursor = format!(
+            "cursor={}",
+            URL_SAFE_NO_PAD.encode(format!("{micros_before_4713_bc}:{}", Uuid::nil()))
+        );
         for (q, param) in [
             ("since=yesterday", "since"),
             ("until=2025-05-01T00:00:00+02:00", "until"),
@@ -278,6 +297,14 @@ mod tests {
             ("model_version=", "model_version"),
             ("modelversion=v1", "modelversion"),
             ("tag=a&tag=b", "tag"),
+            ("user_id=%00", "user_id"),
+            ("model_version=a%00b", "model_version"),
+            ("tag=%00", "tag"),
+            ("since=7000000000000s", "since"),
+            // Year 10000 in UTC, which SQLite compared as text before 2025.
+            ("until=9999-12-31T23:00:00-02:00", "until"),
+            // A cursor before 4713 BC, which PostgreSQL cannot compare with.
+            (old_cursor.as_str(), "cursor"),
         ] {
             let e = params(q).unwrap_err();
             assert_eq!(e.status, StatusCode::BAD_REQUEST, "{q}");

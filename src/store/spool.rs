@@ -335,18 +335,18 @@ impl Spool {
             return Ok(());
         };
         let path = active.segment.path.clone();
-        let written = active
-            .file
-            .write_all(&buf)
-            .and_then(|()| active.file.sync_data());
-        if let Err(source) = written {
-            // The file may now end in a partial frame; never append after it.
-            let size = fs::metadata(&path)
-                .map(|m| m.len())
-                .unwrap_or(active.segment.bytes);
-            self.total_bytes = self.total_bytes - active.segment.bytes + size;
-            active.segment.bytes = size;
-            self.close_active();
+        if let Err((source, cut_back)) =
+            append_durably(&mut active.file, &buf, active.segment.bytes)
+        {
+            if !cut_back {
+                // The file may now end in a partial frame; never append after it.
+                let size = fs::metadata(&path)
+                    .map(|m| m.len())
+                    .unwrap_or(active.segment.bytes);
+                self.total_bytes = self.total_bytes - active.segment.bytes + size;
+                active.segment.bytes = size;
+                self.close_active();
+            }
             return Err(SpoolError::Io { path, source });
         }
         active.segment.bytes += needed;
@@ -450,6 +450,41 @@ impl Spool {
             .store(self.segment_count(), Ordering::Release);
         *self.stats.failure.lock().unwrap_or_else(|p| p.into_inner()) =
             self.last_failure.as_ref().map(|f| f.message.clone());
+    }
+}
+
+/// A segment file as appends see it (a trait so tests can cut a write short).
+trait SegmentFile: Write {
+    fn sync(&mut self) -> std::io::Result<()>;
+    /// Truncates to `len` bytes and syncs.
+    fn cut_to(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl SegmentFile for File {
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+
+    fn cut_to(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len).and_then(|()| self.sync_data())
+    }
+}
+
+/// Writes `buf` at the end of `file` (`len_before` bytes long) and syncs it. A write cut short
+/// (a full disk) is undone by truncating back to `len_before`, so no torn frame is left for
+/// replay to count as a lost record: those records were never acknowledged as spooled, the
+/// caller still holds them. Err carries the error and whether the undo worked.
+fn append_durably(
+    file: &mut impl SegmentFile,
+    buf: &[u8],
+    len_before: u64,
+) -> Result<(), (std::io::Error, bool)> {
+    match file.write_all(buf).and_then(|()| file.sync()) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let cut_back = file.cut_to(len_before).is_ok();
+            Err((e, cut_back))
+        }
     }
 }
 
@@ -704,6 +739,66 @@ mod tests {
         tricky.extend_from_slice(&[255, 255, 255, 255, 0, 0, 0, 0]);
         tricky.extend_from_slice(&MAGIC);
         assert_eq!(decode_frames(&tricky).records.len(), 0);
+    }
+
+    /// A disk that takes `room` more bytes, then reports ENOSPC.
+    struct FillingDisk {
+        bytes: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for FillingDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            let n = buf.len().min(self.room).min(1000);
+            self.bytes.extend_from_slice(&buf[..n]);
+            self.room -= n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl SegmentFile for FillingDisk {
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn cut_to(&mut self, len: u64) -> std::io::Result<()> {
+            self.bytes.truncate(len as usize);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_append_cut_short_by_a_full_disk_leaves_no_torn_frame() {
+        let recs = records(0..4);
+        let mut first = Vec::new();
+        for r in &recs[..2] {
+            encode_frame(r, &mut first).unwrap();
+        }
+        let mut disk = FillingDisk {
+            bytes: Vec::new(),
+            room: first.len() + 1500,
+        };
+        append_durably(&mut disk, &first, 0).unwrap();
+        let mut second = Vec::new();
+        for r in &recs[2..] {
+            encode_frame(r, &mut second).unwrap();
+        }
+        // The disk takes part of the second batch, then is full.
+        let (err, cut_back) = append_durably(&mut disk, &second, first.len() as u64).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28));
+        assert!(cut_back);
+        // Replay finds exactly the first batch and no damage: nothing counted as spool_corrupt
+        // for records that were never acknowledged as spooled.
+        let c = decode_frames(&disk.bytes);
+        assert!(c.damaged.is_empty(), "{:?}", c.damaged);
+        same(&c.records, &recs[..2]);
     }
 
     #[test]

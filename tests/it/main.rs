@@ -13,4 +13,5 @@ mod load;
 mod logs_api;
 mod passthrough;
 mod proptest_parsing;
+mod reliability;
 mod security;
