@@ -107,6 +107,7 @@ fn record(i: usize) -> LogRecord {
         api_key_name: Some("bench".into()),
         request_params: None,
         tool_calls: None,
+        client_request_id: None,
     }
 }
 

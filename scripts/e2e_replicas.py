@@ -435,12 +435,18 @@ scrape_configs:
             time.sleep(0.25)
 
     def id_list(self, ids: list[str]) -> str:
-        return "ARRAY[" + ",".join(f"'{i}'" for i in ids) + "]::uuid[]"
+        """The clients' own x-request-ids, as the text[] that client_request_id is matched with."""
+        return "ARRAY[" + ",".join(f"'{i}'" for i in ids) + "]::text[]"
+
+    def gateway_ids(self, ids: list[str]) -> str:
+        """The gateway's ids of the records the clients' ids name (judge tables use those)."""
+        return f"(SELECT request_id FROM llm_logs WHERE client_request_id = ANY({self.id_list(ids)}))"
 
     def stored_count(self, ids: list[str]) -> int:
         if not ids:
             return 0
-        return int(self.psql(f"SELECT count(*) FROM llm_logs WHERE request_id = ANY({self.id_list(ids)})"))
+        return int(self.psql(
+            f"SELECT count(*) FROM llm_logs WHERE client_request_id = ANY({self.id_list(ids)})"))
 
     def prom(self, expr: str) -> float | None:
         body = e2e_dashboards.get(f"http://127.0.0.1:{self.p_prom}/api/v1/query?"
@@ -471,8 +477,8 @@ scrape_configs:
         ids = list(self.answered)  # phases 1-3: every answered model call so far
         stored = self.wait_stored(ids, 30)
         dupes = int(self.psql(
-            f"SELECT count(*) - count(DISTINCT request_id) FROM llm_logs "
-            f"WHERE request_id = ANY({self.id_list(ids)})"))
+            f"SELECT count(*) - count(DISTINCT client_request_id) FROM llm_logs "
+            f"WHERE client_request_id = ANY({self.id_list(ids)})"))
         total_rows = int(self.psql("SELECT count(*) FROM llm_logs"))
         log(f"records: {len(ids)} answered, {stored} stored, {dupes} duplicates, "
             f"{total_rows} rows in llm_logs")
@@ -483,9 +489,9 @@ scrape_configs:
         deadline = time.monotonic() + 60
         while True:
             done, scores = self.psql(
-                f"SELECT (SELECT count(*) FROM judge_jobs WHERE status = 'done' AND request_id = "
-                f"ANY({self.id_list(ids)})), (SELECT count(*) FROM judge_scores WHERE request_id "
-                f"= ANY({self.id_list(ids)}))").split("|")
+                f"SELECT (SELECT count(*) FROM judge_jobs WHERE status = 'done' AND request_id IN "
+                f"{self.gateway_ids(ids)}), (SELECT count(*) FROM judge_scores WHERE request_id IN "
+                f"{self.gateway_ids(ids)})").split("|")
             if int(done) == len(ids) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
@@ -626,7 +632,8 @@ scrape_configs:
             last = n
             time.sleep(0.25)
         stored_rows = set(self.psql(
-            f"SELECT request_id FROM llm_logs WHERE request_id = ANY({self.id_list(kill_ids)})"
+            f"SELECT client_request_id FROM llm_logs "
+            f"WHERE client_request_id = ANY({self.id_list(kill_ids)})"
         ).split())
         lost = [r for r in kill_ids if r not in stored_rows]
         window = (DB_TIMEOUT_MS + FLUSH_MS) / 1000 + 1.0

@@ -288,7 +288,8 @@ def tearDownModule():
     deadline = time.time() + 15
     while True:
         with sqlite3.connect(DB) as db:
-            counts = dict(db.execute("SELECT request_id, count(*) FROM llm_logs GROUP BY request_id"))
+            counts = dict(db.execute(
+                "SELECT client_request_id, count(*) FROM llm_logs GROUP BY client_request_id"))
         missing = [r for r in SENT if r not in counts]
         if not missing or time.time() > deadline:
             break

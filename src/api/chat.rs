@@ -65,7 +65,7 @@ pub struct ChatResponse {
 )]
 pub async fn chat(
     State(state): State<AppState>,
-    Extension(RequestId(request_id, started)): Extension<RequestId>,
+    Extension(rid): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     ApiJson(req): ApiJson<ChatRequest>,
@@ -84,7 +84,8 @@ pub async fn chat(
         }
     };
     let input = ChatInput {
-        request_id,
+        request_id: rid.id,
+        client_request_id: rid.client,
         endpoint: Endpoint::Chat,
         model_version: req.model_version,
         request: CompletionRequest {
@@ -98,7 +99,7 @@ pub async fn chat(
         user_id: Some(req.user_id),
         tags,
         metadata,
-        started,
+        started: rid.started,
         caller: caller.map(|Extension(c)| c),
         json_schema: None,
     };

@@ -89,7 +89,7 @@ fn inputs_of(input: InputIn) -> Vec<String> {
 )]
 pub async fn embeddings(
     State(state): State<AppState>,
-    Extension(RequestId(request_id, started)): Extension<RequestId>,
+    Extension(rid): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     RawJson(body): RawJson,
@@ -116,7 +116,8 @@ pub async fn embeddings(
     let user: Option<String> = body.member("user")?;
     let (tags, metadata) = tags_and_metadata(None, &headers)?;
     let input = EmbeddingsInput {
-        request_id,
+        request_id: rid.id,
+        client_request_id: rid.client,
         model_version: body.member("model")?,
         request: EmbeddingsRequest {
             model: String::new(),
@@ -126,7 +127,7 @@ pub async fn embeddings(
         user_id: user,
         tags,
         metadata,
-        started,
+        started: rid.started,
         caller: caller.map(|Extension(c)| c),
     };
     let out = state.gateway.embed(input).await?;

@@ -332,8 +332,8 @@ impl From<FeedbackError> for ApiError {
                 .param(param)
                 .code("invalid_value"),
             FeedbackError::UnknownRequest(id) => ApiError::not_found(format!(
-                "No logged request has id {id}. Feedback must name the request_id of an answer \
-                 from this gateway, sent after the answer arrived."
+                "No logged request has id {id:?}. Feedback must name the request_id of an answer \
+                 from this gateway (or the client's own x-request-id), sent after the answer arrived."
             ))
             .param("request_id")
             .code("request_not_found"),

@@ -12,7 +12,6 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
 use super::{time_param, AppState};
@@ -23,10 +22,11 @@ use crate::eval::FeedbackRow;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeedbackRequest {
-    /// The `request_id` of the answer (in the response body of `/chat`, and the `x-request-id`
-    /// header of every model call).
-    #[schema(value_type = String, format = Uuid, example = "0193f3a4-5b6c-7d8e-9f00-112233445566")]
-    pub request_id: Uuid,
+    /// Which answer: the gateway's `request_id` (in the body of `/chat`, the `x-lqo-request-id`
+    /// header of every model call, and `x-request-id` when the client sent none), or the
+    /// client's own `x-request-id` when it sent one (its newest call, if it reused the id).
+    #[schema(example = "0193f3a4-5b6c-7d8e-9f00-112233445566")]
+    pub request_id: String,
     /// -1 (thumbs down) or 1 (thumbs up), or 1 to 5 stars. Without `scale`, -1 and 1 are
     /// thumbs and 2–5 stars; send `scale: "stars"` for a 1-star rating. 0 and anything else is
     /// a 400.

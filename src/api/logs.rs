@@ -33,6 +33,8 @@ pub struct LogsParams {
     pub until: Option<String>,
     pub model_version: Option<String>,
     pub user_id: Option<String>,
+    /// Records whose client sent this `x-request-id` (the gateway's own id is `request_id`).
+    pub client_request_id: Option<String>,
     /// Records carrying this tag.
     pub tag: Option<String>,
     /// `ok` or `error`.
@@ -140,6 +142,7 @@ pub fn parse_filter(params: LogsParams) -> Result<LogFilter, ApiError> {
         until,
         model_version: text_param("model_version", params.model_version)?,
         user_id: text_param("user_id", params.user_id)?,
+        client_request_id: text_param("client_request_id", params.client_request_id)?,
         tag: text_param("tag", params.tag)?,
         status,
         after,
@@ -211,12 +214,14 @@ pub async fn list_logs(
     }))
 }
 
-/// One raw record by its request id (the `x-request-id` of the call).
+/// One raw record by the gateway's request id (`request_id` of the record, the
+/// `x-lqo-request-id` header of the call) or by the client's own `x-request-id`: a UUID is looked
+/// up as the gateway's id first; a client id a client reused names its newest record.
 #[utoipa::path(get, path = "/v1/logs/{request_id}", tag = "logs",
-    params(("request_id" = String, Path, description = "The call's request id (a UUID)")),
+    params(("request_id" = String, Path, description = "The gateway's request id (a UUID) or the client's own x-request-id")),
     responses(
         (status = 200, description = "The record", body = LogDetail),
-        (status = 400, description = "Not a UUID", body = ErrorBody),
+        (status = 400, description = "Not an id (empty, over 128 characters, or holding a NUL)", body = ErrorBody),
         (status = 404, description = "No record with that id", body = ErrorBody),
         (status = 503, description = "The database is unavailable", body = ErrorBody),
     ))]
@@ -230,21 +235,34 @@ pub async fn get_log(
             format!("Invalid request id: {}", e.body_text()),
         )
     })?;
-    let request_id = Uuid::parse_str(raw.trim()).map_err(|_| {
-        invalid(
+    let id = raw.trim();
+    if id.is_empty() || id.len() > super::MAX_CLIENT_REQUEST_ID || id.contains('\0') {
+        return Err(invalid(
             "request_id",
-            format!("The request id must be a UUID such as 0193f3a4-5b6c-7d8e-9f00-112233445566; got {raw:?}."),
-        )
-    })?;
-    match state.store.logs.get_log(request_id).await.map_err(store_error)? {
+            format!(
+                "The request id must be the gateway's (a UUID such as 0193f3a4-5b6c-7d8e-9f00-112233445566) or the client's x-request-id (1 to {} characters); got {raw:?}.",
+                super::MAX_CLIENT_REQUEST_ID
+            ),
+        ));
+    }
+    let logs = &state.store.logs;
+    let by_gateway_id = match Uuid::parse_str(id) {
+        Ok(u) => logs.get_log(u).await.map_err(store_error)?,
+        Err(_) => None,
+    };
+    let found = match by_gateway_id {
+        Some(r) => Some(r),
+        None => logs.get_log_by_client_id(id).await.map_err(store_error)?,
+    };
+    match found {
         Some(record) => {
-            let evaluation = crate::eval::details(&state.store, request_id)
+            let evaluation = crate::eval::details(&state.store, record.request_id)
                 .await
                 .map_err(store_error)?;
             Ok(Json(LogDetail { record, evaluation }))
         }
         None => Err(ApiError::not_found(format!(
-            "No log record with request id {request_id} (it may not be written yet, or be past the retention)."
+            "No log record with request id {id:?} (it may not be written yet, or be past the retention)."
         ))
         .param("request_id")
         .code("log_not_found")),

@@ -18,7 +18,7 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use tracing::Instrument;
@@ -68,13 +68,40 @@ pub struct AppStateInner {
     pub auth: Arc<Auth>,
 }
 
-/// The request's id (client-supplied `x-request-id` if it is a UUID, else a new UUIDv7) and when
-/// the request arrived.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestId(pub Uuid, pub Instant);
+/// Who a request is: the gateway's own id (a new UUIDv7, the key of the call's record and what
+/// judge sampling hashes), the client's `x-request-id` when it sent one (stored beside it,
+/// echoed back, findable), and when the request arrived.
+#[derive(Debug, Clone)]
+pub struct RequestId {
+    pub id: Uuid,
+    pub started: Instant,
+    pub client: Option<String>,
+}
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The gateway's id of the call, on every response (`x-request-id` echoes the client's own).
+pub static X_LQO_REQUEST_ID: HeaderName = HeaderName::from_static("x-lqo-request-id");
 pub static X_OVERHEAD: HeaderName = HeaderName::from_static("x-lqo-overhead-ms");
+
+/// Longest accepted client `x-request-id`.
+pub const MAX_CLIENT_REQUEST_ID: usize = 128;
+
+/// The client's `x-request-id`: None when absent or blank, Err when it is not 1 to
+/// [`MAX_CLIENT_REQUEST_ID`] visible ASCII characters.
+fn client_request_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(&X_REQUEST_ID) else {
+        return Ok(None);
+    };
+    let text = v.to_str().ok().map(str::trim);
+    match text {
+        Some("") => Ok(None),
+        Some(t) if t.len() <= MAX_CLIENT_REQUEST_ID && !t.contains('\t') => Ok(Some(t.to_string())),
+        _ => Err(ApiError::invalid(format!(
+            "The `x-request-id` header must be 1 to {MAX_CLIENT_REQUEST_ID} visible ASCII characters."
+        ))
+        .param("x-request-id")),
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(
@@ -142,17 +169,26 @@ async fn not_found() -> ApiError {
 /// errors axum answers on its own, the `x-request-id` header and the per-route HTTP counter.
 async fn request_context(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| Uuid::parse_str(s.trim()).ok())
-        .unwrap_or_else(Uuid::now_v7);
-    req.extensions_mut().insert(RequestId(request_id, started));
+    let request_id = Uuid::now_v7();
+    let client = client_request_id(req.headers());
+    let echo = match &client {
+        Ok(Some(c)) => HeaderValue::from_str(c).ok(),
+        _ => None,
+    };
     let span = tracing::info_span!("request", %request_id, method = %req.method(), path = %req.uri().path());
-    let resp = access::whole_request_timeout(&state, started, req, next)
-        .instrument(span.clone())
-        .await;
+    let resp = match client {
+        Ok(client) => {
+            req.extensions_mut().insert(RequestId {
+                id: request_id,
+                started,
+                client,
+            });
+            access::whole_request_timeout(&state, started, req, next)
+                .instrument(span.clone())
+                .await
+        }
+        Err(e) => e.into_response(),
+    };
     let mut resp = access::json_bare_errors(resp);
     let status = resp.status();
     // Route templates only, so the label set stays bounded whatever paths clients send.
@@ -168,7 +204,10 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = request_id.hyphenated().encode_lower(&mut id);
     if let Ok(v) = HeaderValue::from_str(id) {
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
+        // The client's own id is echoed when it sent a valid one; else the gateway's.
+        let echoed = echo.unwrap_or_else(|| v.clone());
+        resp.headers_mut().insert(X_REQUEST_ID.clone(), echoed);
+        resp.headers_mut().insert(X_LQO_REQUEST_ID.clone(), v);
     }
     // Debug, not info: every call is already a database record and a metric sample, and writing
     // this line for each request cost ~5 % of the gateway's CPU at saturation (bench/README.md).

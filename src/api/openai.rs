@@ -391,14 +391,15 @@ pub(super) fn chat_input(
     body: JsonBody,
     parsed: ParsedRequest,
     state: &AppState,
-    (request_id, started): (uuid::Uuid, std::time::Instant),
+    rid: RequestId,
     headers: &HeaderMap,
     caller: Option<Caller>,
 ) -> Result<ChatInput, ApiError> {
     super::check_prompt_size(&state.config, &parsed.messages)?;
     let (tags, metadata) = tags_and_metadata(parsed.metadata, headers)?;
     Ok(ChatInput {
-        request_id,
+        request_id: rid.id,
+        client_request_id: rid.client,
         endpoint,
         model_version: parsed.model,
         request: CompletionRequest {
@@ -413,7 +414,7 @@ pub(super) fn chat_input(
         user_id: parsed.user,
         tags,
         metadata,
-        started,
+        started: rid.started,
         caller,
         json_schema: parsed.json_schema,
     })
@@ -522,7 +523,7 @@ fn error_event(api: Api, e: &ProviderError) -> Bytes {
 )]
 pub async fn chat_completions(
     State(state): State<AppState>,
-    Extension(RequestId(request_id, started)): Extension<RequestId>,
+    Extension(rid): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     RawJson(body): RawJson,
@@ -535,7 +536,7 @@ pub async fn chat_completions(
         body,
         parsed,
         &state,
-        (request_id, started),
+        rid,
         &headers,
         caller.map(|Extension(c)| c),
     )?;

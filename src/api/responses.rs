@@ -181,7 +181,7 @@ pub fn parse_responses(body: &JsonBody) -> Result<ParsedRequest, ApiError> {
 )]
 pub async fn responses(
     State(state): State<AppState>,
-    Extension(RequestId(request_id, started)): Extension<RequestId>,
+    Extension(rid): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     headers: HeaderMap,
     RawJson(body): RawJson,
@@ -194,7 +194,7 @@ pub async fn responses(
         body,
         parsed,
         &state,
-        (request_id, started),
+        rid,
         &headers,
         caller.map(|Extension(c)| c),
     )?;

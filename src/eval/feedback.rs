@@ -23,6 +23,8 @@ use crate::store::{FeedbackStore, StoreError};
 pub const MAX_COMMENT_CHARS: usize = 4_000;
 /// Longest accepted user id, in characters.
 pub const MAX_USER_ID_CHARS: usize = 256;
+/// Longest request id a rating may name (a client's `x-request-id` is at most 128 characters).
+pub const MAX_REQUEST_ID_CHARS: usize = 128;
 
 impl Rating {
     /// What a judge's 1–5 score says, on the same terms as a star rating.
@@ -54,8 +56,8 @@ pub enum FeedbackError {
         param: &'static str,
         message: String,
     },
-    #[error("no logged request has id {0}")]
-    UnknownRequest(Uuid),
+    #[error("no logged request has id {0:?}")]
+    UnknownRequest(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -105,7 +107,8 @@ pub fn interpret(score: i64, scale: Option<Scale>) -> Result<(Scale, Rating), Fe
 /// A rating as the API received it.
 #[derive(Debug, Clone)]
 pub struct FeedbackInput {
-    pub request_id: Uuid,
+    /// The gateway's request id, or the client's own `x-request-id`.
+    pub request_id: String,
     pub score: i64,
     pub scale: Option<Scale>,
     pub comment: Option<String>,
@@ -141,11 +144,18 @@ pub async fn record(
             ));
         }
     }
-    let model_version = lookup_with_wait(store, input.request_id, wait)
+    let named = input.request_id.trim();
+    if named.is_empty() || named.chars().count() > MAX_REQUEST_ID_CHARS || named.contains('\0') {
+        return Err(invalid(
+            "request_id",
+            format!("`request_id` must be 1 to {MAX_REQUEST_ID_CHARS} characters without NUL."),
+        ));
+    }
+    let (request_id, model_version) = lookup_with_wait(store, named, wait)
         .await?
-        .ok_or(FeedbackError::UnknownRequest(input.request_id))?;
+        .ok_or_else(|| FeedbackError::UnknownRequest(named.to_string()))?;
     let new = NewFeedback {
-        request_id: input.request_id,
+        request_id,
         model_version: model_version.clone(),
         score: input.score as i16,
         scale,
@@ -160,23 +170,23 @@ pub async fn record(
             .with_label_values(&[&model_version, rating.as_str()])
             .inc();
     }
-    let settled = settle_agreement(store, metrics, settings, input.request_id, &model_version);
+    let settled = settle_agreement(store, metrics, settings, request_id, &model_version);
     let agreement = match settled.await {
         Ok(()) => store
-            .feedback_of(input.request_id)
+            .feedback_of(request_id)
             .await?
             .into_iter()
             .find(|f| f.id == id)
             .and_then(|f| f.agreement),
         Err(e) => {
             // The rating is stored; the judge path settles it later if this failed.
-            tracing::warn!(request_id = %input.request_id, error = %e, "could not compare feedback with the judge");
+            tracing::warn!(%request_id, error = %e, "could not compare feedback with the judge");
             None
         }
     };
     Ok(FeedbackRow {
         id,
-        request_id: input.request_id,
+        request_id,
         model_version,
         score: new.score,
         scale,
@@ -188,16 +198,30 @@ pub async fn record(
     })
 }
 
+/// The gateway's id and model version of the answer `named` names: the gateway's own id when it
+/// is one, else the client's `x-request-id`.
+async fn lookup(
+    store: &dyn FeedbackStore,
+    named: &str,
+) -> Result<Option<(Uuid, String)>, StoreError> {
+    if let Ok(id) = Uuid::parse_str(named) {
+        if let Some(v) = store.logged_model_version(id).await? {
+            return Ok(Some((id, v)));
+        }
+    }
+    store.client_logged_model_version(named).await
+}
+
 async fn lookup_with_wait(
     store: &dyn FeedbackStore,
-    request_id: Uuid,
+    named: &str,
     wait: Duration,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<(Uuid, String)>, StoreError> {
     // No signal says "this record was written", so poll briefly with a deadline.
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        if let Some(v) = store.logged_model_version(request_id).await? {
-            return Ok(Some(v));
+        if let Some(found) = lookup(store, named).await? {
+            return Ok(Some(found));
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {

@@ -55,7 +55,10 @@ impl ModelRoute {
 /// Everything a handler parsed out of a request, in the core's terms.
 #[derive(Debug, Clone)]
 pub struct ChatInput {
+    /// The gateway's id of the call: the record's key, what judge sampling hashes.
     pub request_id: Uuid,
+    /// The client's own `x-request-id`, stored beside it.
+    pub client_request_id: Option<String>,
     pub endpoint: Endpoint,
     /// None → the default model version.
     pub model_version: Option<String>,
@@ -76,6 +79,7 @@ pub struct ChatInput {
 #[derive(Debug, Clone)]
 pub struct EmbeddingsInput {
     pub request_id: Uuid,
+    pub client_request_id: Option<String>,
     pub model_version: Option<String>,
     pub request: EmbeddingsRequest,
     pub user_id: Option<String>,
@@ -408,6 +412,7 @@ impl Gateway {
         let params = self.stored_params(&input.request.body, &["input"]);
         let meta = RecordMeta {
             request_id: input.request_id,
+            client_request_id: &input.client_request_id,
             endpoint,
             user_id: &input.user_id,
             tags: &input.tags,

@@ -25,6 +25,7 @@ impl Gateway {
         });
         RecordMeta {
             request_id: input.request_id,
+            client_request_id: &input.client_request_id,
             endpoint: input.endpoint,
             user_id: &input.user_id,
             tags: &input.tags,
@@ -140,6 +141,7 @@ impl Gateway {
             api_key_name,
             request_params: meta.params,
             tool_calls: None,
+            client_request_id: meta.client_request_id.clone(),
         }
     }
 
@@ -267,6 +269,7 @@ fn redact_strings(v: &mut serde_json::Value) {
 /// The parts of a record that come from the request rather than the answer.
 pub(super) struct RecordMeta<'a> {
     pub(super) request_id: Uuid,
+    pub(super) client_request_id: &'a Option<String>,
     pub(super) endpoint: Endpoint,
     pub(super) user_id: &'a Option<String>,
     pub(super) tags: &'a Vec<String>,

@@ -14,6 +14,13 @@ pub trait FeedbackStore: Send + Sync {
     /// there is no such record (yet).
     async fn logged_model_version(&self, request_id: Uuid) -> Result<Option<String>, StoreError>;
 
+    /// The gateway's id and the model version of the newest record whose client sent this
+    /// `x-request-id`, or None.
+    async fn client_logged_model_version(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<(Uuid, String)>, StoreError>;
+
     /// Stores one rating; returns its id and time.
     async fn insert_feedback(&self, f: &NewFeedback) -> Result<(i64, DateTime<Utc>), StoreError>;
 

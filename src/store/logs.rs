@@ -21,9 +21,15 @@ pub trait LogStore: Send + Sync {
     /// safe. Timestamps are kept to the microsecond on every backend.
     async fn insert_batch(&self, records: &[LogRecord]) -> Result<u64, StoreError>;
 
-    /// The stored record of one request: the newest row with that id (a client may reuse an
-    /// `x-request-id`, and on PostgreSQL the id alone is not unique).
+    /// The stored record of one call by the gateway's id: the newest row with it (rows written
+    /// before migration 0007 were keyed by a client's `x-request-id` and may share one).
     async fn get_log(&self, request_id: Uuid) -> Result<Option<LogRecord>, StoreError>;
+
+    /// The newest record whose client sent this `x-request-id` (clients may reuse one).
+    async fn get_log_by_client_id(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<LogRecord>, StoreError>;
 
     /// Records matching `filter`, newest first (ties broken by request_id), one page at a time.
     /// Keyset pagination: a page costs the same however deep it is, and records written while a
@@ -83,6 +89,8 @@ pub struct LogFilter {
     pub until: Option<DateTime<Utc>>,
     pub model_version: Option<String>,
     pub user_id: Option<String>,
+    /// Records whose client sent this `x-request-id`.
+    pub client_request_id: Option<String>,
     /// Records carrying this tag (among others).
     pub tag: Option<String>,
     pub status: Option<LogStatus>,
@@ -99,6 +107,7 @@ impl Default for LogFilter {
             until: None,
             model_version: None,
             user_id: None,
+            client_request_id: None,
             tag: None,
             status: None,
             after: None,

@@ -405,6 +405,18 @@ impl FeedbackStore for MemoryStore {
         Ok(t.newest_log(request_id).map(|r| r.model_version.clone()))
     }
 
+    async fn client_logged_model_version(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        let t = self.tables()?;
+        Ok(t.logs
+            .iter()
+            .filter(|r| r.client_request_id.as_deref() == Some(client_request_id))
+            .max_by_key(|r| r.created_at)
+            .map(|r| (r.request_id, r.model_version.clone())))
+    }
+
     async fn insert_feedback(&self, f: &NewFeedback) -> Result<(i64, DateTime<Utc>), StoreError> {
         let mut t = self.tables()?;
         let id = t.feedback.len() as i64 + 1;

@@ -217,6 +217,7 @@ pub(crate) fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 /// unreadable (`spool::tests::a_record_spooled_by_the_first_version_still_reads` guards this).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LogRecord {
+    /// The gateway's id of the call (a UUIDv7 it generated): the record's key.
     pub request_id: Uuid,
     pub created_at: DateTime<Utc>,
     pub endpoint: Endpoint,
@@ -256,6 +257,9 @@ pub struct LogRecord {
     #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>)]
     pub tool_calls: Option<JsonText>,
+    /// The client's own `x-request-id`, when it sent one (`request_id` is the gateway's).
+    #[serde(default)]
+    pub client_request_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -9,14 +9,16 @@ macro_rules! log_columns {
         "request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
          upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
          cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-         metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls"
+         metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls, \
+         client_request_id"
     };
 }
 pub(crate) use log_columns;
 
 /// The row of a request id that every reader uses: partitioned by time, `request_id` alone is
-/// not unique on PostgreSQL (a reused client `x-request-id` makes two rows), and the newest one
-/// is the answer — for `get_log`, the judge's material and the feedback's model version alike.
+/// not unique on PostgreSQL (rows written before migration 0007, when a reused client
+/// `x-request-id` was the key, can share one), and the newest one is the answer — for `get_log`,
+/// the judge's material and the feedback's model version alike.
 macro_rules! newest_log_row {
     () => {
         " FROM llm_logs WHERE request_id = $1 ORDER BY created_at DESC LIMIT 1"
@@ -33,6 +35,16 @@ pub const JUDGE_MATERIAL: &str = concat!(
     newest_log_row!()
 );
 pub const LOG_MODEL_VERSION: &str = concat!("SELECT model_version", newest_log_row!());
+
+/// The newest record a client's own `x-request-id` names (it may reuse one).
+macro_rules! newest_client_row {
+    () => {
+        " FROM llm_logs WHERE client_request_id = $1 ORDER BY created_at DESC LIMIT 1"
+    };
+}
+pub const GET_LOG_BY_CLIENT_ID: &str = concat!("SELECT ", log_columns!(), newest_client_row!());
+pub const CLIENT_LOG_MODEL_VERSION: &str =
+    concat!("SELECT request_id, model_version", newest_client_row!());
 
 // The judge's queue.
 

@@ -246,6 +246,7 @@ pub fn sample_record(i: usize) -> LogRecord {
                 "function": {"name": "f", "arguments": "{\"a\": 1}"}}]))
             .unwrap_or_else(|| unreachable!())
         }),
+        client_request_id: (i % 4 == 2).then(|| format!("client-{i}")),
     }
 }
 

@@ -321,7 +321,7 @@ async fn unknown_routes_are_json_404() {
 }
 
 #[tokio::test]
-async fn client_request_id_is_kept_when_valid() {
+async fn client_request_id_is_echoed_and_stored_beside_the_gateways_id() {
     let h = Harness::sqlite().await;
     let id = Uuid::new_v4();
     let r = h
@@ -333,8 +333,27 @@ async fn client_request_id_is_kept_when_valid() {
         .await
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], id.to_string().as_str());
+    let gateway_id = Uuid::parse_str(r.headers()["x-lqo-request-id"].to_str().unwrap()).unwrap();
+    assert_ne!(
+        gateway_id, id,
+        "the record is keyed by the gateway's own id"
+    );
     let body: Value = r.json().await.unwrap();
-    assert_eq!(body["request_id"], id.to_string());
-    h.record(id).await;
+    assert_eq!(body["request_id"], gateway_id.to_string());
+    let record = h.record(gateway_id).await;
+    assert_eq!(record.client_request_id, Some(id.to_string()));
+    // Too long, or not visible ASCII: a 400 naming the header, before any model call.
+    for bad in ["x".repeat(129), "tab\there".to_string()] {
+        let r = h
+            .http
+            .post(h.url("/chat"))
+            .header("x-request-id", bad)
+            .json(&json!({"prompt": "p", "user_id": "u"}))
+            .send()
+            .await
+            .unwrap();
+        let e = error_of(r, 400).await;
+        assert_eq!(e["param"], "x-request-id", "{e}");
+    }
     h.app.stop().await;
 }

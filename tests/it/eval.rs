@@ -907,10 +907,12 @@ async fn feedback_is_validated_stored_and_counted(h: &Harness) {
     let (_, body) = feedback(h, json!({"request_id": id, "score": -1})).await;
     assert_eq!(body["rating"], "negative");
 
-    let (status, body) = feedback(h, json!({"request_id": Uuid::now_v7(), "score": 1})).await;
-    assert_eq!(status, 404);
-    assert_eq!(body["error"]["code"], "request_not_found");
-    assert_eq!(body["error"]["param"], "request_id");
+    for unknown in [json!(Uuid::now_v7()), json!("not-a-uuid")] {
+        let (status, body) = feedback(h, json!({"request_id": unknown, "score": 1})).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["code"], "request_not_found");
+        assert_eq!(body["error"]["param"], "request_id");
+    }
 
     for (bad, param) in [
         (json!({"request_id": id, "score": 0}), "score"),
@@ -926,10 +928,12 @@ async fn feedback_is_validated_stored_and_counted(h: &Harness) {
             json!({"request_id": id, "score": 1, "scale": "hearts"}),
             "scale",
         ),
+        // Not an id this gateway can have given or taken (a client's is 1 to 128 characters).
         (
-            json!({"request_id": "not-a-uuid", "score": 1}),
+            json!({"request_id": "x".repeat(129), "score": 1}),
             "request_id",
         ),
+        (json!({"request_id": " ", "score": 1}), "request_id"),
         (
             json!({"request_id": id, "score": 1, "comment": "x".repeat(4001)}),
             "comment",

@@ -202,7 +202,11 @@ async fn bad_input_is_a_400_naming_the_parameter(h: Harness) {
         assert_eq!(body["error"]["type"], "invalid_request_error", "{query}");
         assert_eq!(body["error"]["param"], param, "{query}: {body}");
     }
+    // Not a UUID: a client's own x-request-id, which no record carries.
     let (status, body) = get(&h, "/v1/logs/not-a-uuid").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["param"], "request_id");
+    let (status, body) = get(&h, &format!("/v1/logs/{}", "x".repeat(129))).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["param"], "request_id");
     let missing = Uuid::new_v4();

@@ -4,7 +4,7 @@
 use crate::common::Harness;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 async fn get(h: &Harness, path_and_query: &str) -> (u16, Value) {
@@ -91,5 +91,134 @@ async fn trailing_json_is_refused_and_405_does_not_contradict_allow() {
     let message = e["error"]["message"].as_str().unwrap();
     assert!(!message.contains("allowed: ."), "{message}");
     assert!(message.contains("Allow"), "{message}");
+    h.app.stop().await;
+}
+
+/// Finding 2: a reused `x-request-id` cost records (SQLite stored 1 of 20 calls answered 200;
+/// PostgreSQL kept them but `GET /v1/logs/{id}` showed one). Records are keyed by the gateway's
+/// own id; the client's is stored beside it, found by `GET /v1/logs/{id}` (its newest call),
+/// by the `client_request_id` filter, and accepted by feedback.
+async fn a_reused_client_request_id_loses_nothing(h: Harness) {
+    let client_id = "order-4711";
+    let mut gateway_ids = Vec::new();
+    for i in 0..20 {
+        let r = h
+            .http
+            .post(h.url("/chat"))
+            .header("x-request-id", client_id)
+            .json(&json!({"prompt": format!("call {i}"), "user_id": "u"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-request-id"], client_id);
+        let id: Uuid = r.headers()["x-lqo-request-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        gateway_ids.push(id);
+    }
+    for id in &gateway_ids {
+        let record = h.record(*id).await;
+        assert_eq!(record.client_request_id.as_deref(), Some(client_id));
+    }
+    let (status, page) = get(
+        &h,
+        &format!("/v1/logs?client_request_id={client_id}&limit=100"),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 20, "{page}");
+    // By the client's id: its newest call; by the gateway's id: that call.
+    let (status, newest) = get(&h, &format!("/v1/logs/{client_id}")).await;
+    assert_eq!(status, 200, "{newest}");
+    assert_eq!(newest["request_id"], gateway_ids[19].to_string());
+    assert_eq!(newest["prompt"], "call 19");
+    let (status, first) = get(&h, &format!("/v1/logs/{}", gateway_ids[0])).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["prompt"], "call 0");
+    assert_eq!(first["client_request_id"], client_id);
+    // Feedback by either id.
+    for named in [client_id.to_string(), gateway_ids[3].to_string()] {
+        let r = h
+            .post_json("/v1/feedback", json!({"request_id": named, "score": 1}))
+            .await;
+        assert_eq!(r.status(), 201, "{named}");
+    }
+    let (status, _) = get(&h, "/v1/logs/no-such-client-id").await;
+    assert_eq!(status, 404);
+    h.app.stop().await;
+}
+
+#[tokio::test]
+async fn a_reused_client_request_id_loses_nothing_on_postgres() {
+    a_reused_client_request_id_loses_nothing(Harness::postgres().await).await;
+}
+
+#[tokio::test]
+async fn a_reused_client_request_id_loses_nothing_on_sqlite() {
+    a_reused_client_request_id_loses_nothing(Harness::sqlite().await).await;
+}
+
+/// Finding 2: the client's id decided judge sampling, so ids chosen to fall in the sample were
+/// judged 100 times in 100 at `sample_rate: 0.1`. Sampling hashes the gateway's id: exactly the
+/// records whose gateway id is in the sample get a job, whatever ids the client sends.
+#[tokio::test]
+async fn judge_sampling_hashes_the_gateways_id_not_the_clients() {
+    use llm_quality_observer::eval::sampling::sample_point;
+    let h = Harness::sqlite_with(|c| {
+        c.judge.enabled = true;
+        c.judge.sample_rate = Some(0.1);
+        c.judge.poll_interval_ms = 50;
+    })
+    .await;
+    let chosen: Vec<Uuid> = std::iter::repeat_with(Uuid::new_v4)
+        .filter(|id| sample_point(*id) < 0.1)
+        .take(100)
+        .collect();
+    let mut expected = 0;
+    for id in &chosen {
+        let r = h
+            .http
+            .post(h.url("/chat"))
+            .header("x-request-id", id.to_string())
+            .json(&json!({"prompt": "judge me", "user_id": "u"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let gateway_id: Uuid = r.headers()["x-lqo-request-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        if sample_point(gateway_id) < 0.1 {
+            expected += 1;
+        }
+    }
+    // Every call is recorded, then the queue's batches land; the jobs are exactly the sample.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let records = llm_quality_observer::store::testing::fetch_i64(
+            &h.store,
+            "SELECT COUNT(*) FROM llm_logs",
+        )
+        .await;
+        let jobs = llm_quality_observer::store::testing::fetch_i64(
+            &h.store,
+            "SELECT COUNT(*) FROM judge_jobs",
+        )
+        .await;
+        if records == 100 && jobs == expected {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{records} records, {jobs} judge jobs, {expected} expected"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(expected < 50, "{expected} of 100 sampled at rate 0.1");
     h.app.stop().await;
 }

@@ -31,6 +31,16 @@ impl FeedbackStore for PgStore {
             .await?)
     }
 
+    async fn client_logged_model_version(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        Ok(sqlx::query_as(sql::CLIENT_LOG_MODEL_VERSION)
+            .bind(client_request_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     async fn insert_feedback(&self, f: &NewFeedback) -> Result<(i64, DateTime<Utc>), StoreError> {
         let row = sqlx::query(INSERT_FEEDBACK)
             .bind(f.request_id)

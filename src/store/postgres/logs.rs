@@ -34,16 +34,18 @@ macro_rules! insert {
      u.cached_input_tokens, u.output_tokens, u.cost_usd, u.status, u.http_status, u.error_type, \
      u.error_message, u.finish_reason, u.streamed, \
      u.tags::text[], u.metadata, u.heuristic_label, \
-     u.heuristic_results, u.api_key_name, u.request_params::jsonb, u.tool_calls::jsonb \
+     u.heuristic_results, u.api_key_name, u.request_params::jsonb, u.tool_calls::jsonb, \
+     u.client_request_id \
      FROM UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], \
      $7::text[], $8::text[], $9::text[], $10::float8[], $11::float8[], $12::int8[], $13::int8[], \
      $14::int8[], $15::float8[], $16::text[], $17::int4[], $18::text[], $19::text[], $20::text[], \
      $21::bool[], $22::text[], $23::jsonb[], $24::text[], $25::jsonb[], $26::text[], $27::text[], \
-     $28::text[]) \
+     $28::text[], $29::text[]) \
      AS u(request_id, created_at, endpoint, user_id, prompt, response, model_version, provider, \
      upstream_model, latency_ms, ttft_ms, input_tokens, cached_input_tokens, output_tokens, \
      cost_usd, status, http_status, error_type, error_message, finish_reason, streamed, tags, \
-     metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls)"
+     metadata, heuristic_label, heuristic_results, api_key_name, request_params, tool_calls, \
+     client_request_id)"
         )
     };
 }
@@ -96,6 +98,17 @@ impl LogStore for PgStore {
         row.as_ref().map(log_from_row).transpose()
     }
 
+    async fn get_log_by_client_id(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<LogRecord>, StoreError> {
+        let row = sqlx::query(sql::GET_LOG_BY_CLIENT_ID)
+            .bind(client_request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(log_from_row).transpose()
+    }
+
     async fn list_logs(&self, filter: &LogFilter) -> Result<LogPage, StoreError> {
         let (limit, fetch) = filter.page_and_fetch();
         let mut q = QueryBuilder::<Postgres>::new(concat!(
@@ -114,6 +127,9 @@ impl LogStore for PgStore {
         }
         if let Some(v) = &filter.user_id {
             q.push(" AND user_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.client_request_id {
+            q.push(" AND client_request_id = ").push_bind(v.clone());
         }
         if let Some(v) = &filter.tag {
             // Containment, so the GIN index on tags serves it.
@@ -187,6 +203,7 @@ fn log_from_row(row: &PgRow) -> Result<LogRecord, StoreError> {
         api_key_name: row.try_get("api_key_name")?,
         request_params: json_text(row, "request_params")?,
         tool_calls: json_text(row, "tool_calls")?,
+        client_request_id: row.try_get("client_request_id")?,
     })
 }
 
@@ -235,6 +252,7 @@ where
     let mut api_key_name = Vec::with_capacity(n);
     let mut request_params = Vec::with_capacity(n);
     let mut tool_calls = Vec::with_capacity(n);
+    let mut client_request_id = Vec::with_capacity(n);
     for r in records {
         request_id.push(r.request_id);
         created_at.push(r.created_at);
@@ -268,6 +286,7 @@ where
         api_key_name.push(r.api_key_name.as_deref().map(text));
         request_params.push(r.request_params.as_ref().map(JsonText::without_nul_escapes));
         tool_calls.push(r.tool_calls.as_ref().map(JsonText::without_nul_escapes));
+        client_request_id.push(r.client_request_id.as_deref().map(text));
     }
     let result = sqlx::query(statement)
         .bind(request_id)
@@ -298,6 +317,7 @@ where
         .bind(api_key_name)
         .bind(request_params)
         .bind(tool_calls)
+        .bind(client_request_id)
         .execute(executor)
         .await?;
     Ok(result.rows_affected())
@@ -365,7 +385,8 @@ fn chunk_by_bytes(records: &[LogRecord], limit: usize) -> Vec<&[LogRecord]> {
             + r.error_message.as_ref().map_or(0, String::len)
             + r.tags.iter().map(String::len).sum::<usize>()
             + r.request_params.as_ref().map_or(0, |p| p.get().len())
-            + r.tool_calls.as_ref().map_or(0, |t| t.get().len());
+            + r.tool_calls.as_ref().map_or(0, |t| t.get().len())
+            + r.client_request_id.as_ref().map_or(0, String::len);
         if i > start && bytes + size > limit {
             chunks.push(&records[start..i]);
             start = i;

@@ -29,6 +29,18 @@ impl FeedbackStore for SqliteStore {
             .await?)
     }
 
+    async fn client_logged_model_version(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<(Uuid, String)>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(sql::CLIENT_LOG_MODEL_VERSION)
+            .bind(client_request_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(id, mv)| Ok((super::parse_uuid(&id, "request_id")?, mv)))
+            .transpose()
+    }
+
     async fn insert_feedback(&self, f: &NewFeedback) -> Result<(i64, DateTime<Utc>), StoreError> {
         let row = sqlx::query(INSERT_FEEDBACK)
             .bind(f.request_id.to_string())

@@ -19,7 +19,7 @@ const INSERT: &str = concat!(
     "INSERT INTO llm_logs (",
     log_columns!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-     $19, $20, $21, $22, $23, $24, $25, $26, $27, $28) ON CONFLICT(request_id) DO NOTHING"
+     $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29) ON CONFLICT(request_id) DO NOTHING"
 );
 
 #[async_trait]
@@ -62,6 +62,7 @@ impl LogStore for SqliteStore {
                 .bind(&r.api_key_name)
                 .bind(r.request_params.as_ref().map(JsonText::get))
                 .bind(r.tool_calls.as_ref().map(JsonText::get))
+                .bind(&r.client_request_id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -73,6 +74,17 @@ impl LogStore for SqliteStore {
     async fn get_log(&self, request_id: Uuid) -> Result<Option<LogRecord>, StoreError> {
         let row = sqlx::query(sql::GET_LOG)
             .bind(request_id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(log_from_row).transpose()
+    }
+
+    async fn get_log_by_client_id(
+        &self,
+        client_request_id: &str,
+    ) -> Result<Option<LogRecord>, StoreError> {
+        let row = sqlx::query(sql::GET_LOG_BY_CLIENT_ID)
+            .bind(client_request_id)
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(log_from_row).transpose()
@@ -98,6 +110,9 @@ impl LogStore for SqliteStore {
         }
         if let Some(v) = &filter.user_id {
             q.push(" AND user_id = ").push_bind(v.clone());
+        }
+        if let Some(v) = &filter.client_request_id {
+            q.push(" AND client_request_id = ").push_bind(v.clone());
         }
         if let Some(v) = &filter.tag {
             q.push(" AND EXISTS (SELECT 1 FROM json_each(llm_logs.tags) WHERE value = ")
@@ -174,6 +189,7 @@ fn log_from_row(row: &SqliteRow) -> Result<LogRecord, StoreError> {
         api_key_name: row.try_get("api_key_name")?,
         request_params: json_text(row, "request_params", request_id)?,
         tool_calls: json_text(row, "tool_calls", request_id)?,
+        client_request_id: row.try_get("client_request_id")?,
     })
 }
 
