@@ -5,7 +5,9 @@
 //! Ratings: thumbs up and 4–5 stars are positive, 3 stars neutral, thumbs down and 1–2 stars
 //! negative. The judge's overall score maps the same way (4–5 positive, 3 neutral, 1–2
 //! negative); a rating is compared with it once both exist — whichever arrives second settles it —
-//! and only polar pairs count: same side → agree, opposite sides → disagree.
+//! and only polar pairs count: same side → agree, opposite sides → disagree. One rating per answer
+//! and rater (`user_id`, or the anonymous rater): a new one replaces the old. Agreement counts each
+//! answer once, by the majority of its ratings.
 
 use std::time::Duration;
 
@@ -38,6 +40,22 @@ impl Rating {
 }
 
 impl Agreement {
+    /// An answer's verdict from its ratings' agreements: more agree than disagree → agree,
+    /// fewer → disagree; a tie (or only neutral sides) is not comparable. Each answer counts once
+    /// however many people rated it.
+    pub fn of_answer(agreements: impl Iterator<Item = Agreement>) -> Agreement {
+        let (agree, disagree) = agreements.fold((0u64, 0u64), |(a, d), x| match x {
+            Agreement::Agree => (a + 1, d),
+            Agreement::Disagree => (a, d + 1),
+            Agreement::NotComparable => (a, d),
+        });
+        match agree.cmp(&disagree) {
+            std::cmp::Ordering::Greater => Agreement::Agree,
+            std::cmp::Ordering::Less => Agreement::Disagree,
+            std::cmp::Ordering::Equal => Agreement::NotComparable,
+        }
+    }
+
     /// Only polar pairs compare: same side → agree, opposite sides → disagree.
     pub fn between(judge_overall: i16, human: Rating) -> Agreement {
         match (Rating::of_judge_score(judge_overall), human) {
@@ -231,9 +249,11 @@ async fn lookup_with_wait(
     }
 }
 
-/// Compares a judged record's unsettled ratings with its overall score, once each: the first
-/// process to record a rating's agreement counts it. Called after a rating is stored and after
-/// the judge stores scores, so whichever comes second settles it.
+/// Compares a judged record's unsettled ratings with its overall score, once each, and counts
+/// the answer once in `lqo_judge_human_agreement_total`: with the verdict of its ratings when
+/// it is first compared with a polar result, by whichever process gets there first. Called
+/// after a rating is stored and after the judge stores scores, so whichever comes second
+/// settles it.
 pub async fn settle_agreement(
     store: &dyn FeedbackStore,
     metrics: &Metrics,
@@ -244,17 +264,26 @@ pub async fn settle_agreement(
     let Some(overall) = store.overall_score(request_id).await? else {
         return Ok(());
     };
+    let mut settled_any = false;
     for (id, rating) in store.unsettled_feedback(request_id).await? {
         let agreement = Agreement::between(overall, rating);
-        if store.settle(id, agreement).await?
-            && agreement != Agreement::NotComparable
-            && settings.is_model(model_version)
-        {
-            metrics
-                .judge_human_agreement
-                .with_label_values(&[model_version, agreement.as_str()])
-                .inc();
-        }
+        settled_any |= store.settle(id, agreement).await?;
+    }
+    if !settled_any || !settings.is_model(model_version) {
+        return Ok(());
+    }
+    let verdict = Agreement::of_answer(
+        store
+            .feedback_of(request_id)
+            .await?
+            .iter()
+            .filter_map(|f| f.agreement),
+    );
+    if verdict != Agreement::NotComparable && store.claim_agreement_count(request_id).await? {
+        metrics
+            .judge_human_agreement
+            .with_label_values(&[model_version, verdict.as_str()])
+            .inc();
     }
     Ok(())
 }
@@ -263,7 +292,7 @@ pub async fn settle_agreement(
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AgreementRow {
     pub model_version: String,
-    /// Ratings received in the window.
+    /// Ratings in the window (one per answer and rater: a new one replaces the old).
     pub feedback: i64,
     pub positive: i64,
     pub neutral: i64,
@@ -272,11 +301,13 @@ pub struct AgreementRow {
     pub judged: i64,
     /// Mean overall judge score of those records.
     pub mean_judge_score: Option<f64>,
-    /// Ratings compared with a judge score (both sides polar).
+    /// Answers compared with their judge score, each once however many people rated it: the
+    /// majority of its ratings agrees (`agree`) or disagrees (`disagree`) with the judge.
     pub compared: i64,
     pub agree: i64,
     pub disagree: i64,
-    /// Ratings of judged records where one side was neutral.
+    /// Judged answers whose ratings lean neither way against the judge (a tie, or a neutral
+    /// side).
     pub not_comparable: i64,
     /// agree / compared; null when nothing was compared.
     pub agreement_rate: Option<f64>,
@@ -299,11 +330,13 @@ pub async fn agreement_report(
             Rating::Neutral => row.neutral += c.count,
             Rating::Negative => row.negative += c.count,
         }
-        match c.agreement {
-            Some(Agreement::Agree) => row.agree += c.count,
-            Some(Agreement::Disagree) => row.disagree += c.count,
-            Some(Agreement::NotComparable) => row.not_comparable += c.count,
-            None => {}
+    }
+    for a in store.answer_agreements(since, until, model_version).await? {
+        let row = row_for(&mut rows, &a.model_version);
+        match a.agreement {
+            Agreement::Agree => row.agree += a.answers,
+            Agreement::Disagree => row.disagree += a.answers,
+            Agreement::NotComparable => row.not_comparable += a.answers,
         }
     }
     for j in store.judged_counts(since, until, model_version).await? {
@@ -392,5 +425,20 @@ mod tests {
         assert_eq!(Agreement::between(3, Rating::Positive), NotComparable);
         assert_eq!(Agreement::between(3, Rating::Negative), NotComparable);
         assert_eq!(Agreement::between(5, Rating::Neutral), NotComparable);
+        // An answer counts once: the majority of its ratings' agreements decides.
+        assert_eq!(Agreement::of_answer([Disagree; 500].into_iter()), Disagree);
+        assert_eq!(
+            Agreement::of_answer([Agree, Disagree, Agree].into_iter()),
+            Agree
+        );
+        assert_eq!(
+            Agreement::of_answer([Agree, Disagree].into_iter()),
+            NotComparable
+        );
+        assert_eq!(
+            Agreement::of_answer([NotComparable].into_iter()),
+            NotComparable
+        );
+        assert_eq!(Agreement::of_answer(std::iter::empty()), NotComparable);
     }
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use uuid::Uuid;
 
-use super::feedback::{FeedbackCount, FeedbackRow, JudgedCount};
+use super::feedback::{AnswerAgreements, FeedbackCount, FeedbackRow, JudgedCount};
 use super::judge::{JobRow, ScoreRow};
 use super::keys::{split_scopes, StoredKey};
 use super::record::{decode_word, Agreement, JobStatus, Rating, Scale};
@@ -139,17 +139,30 @@ where
     })
 }
 
-/// A `(model_version, rating, agreement, count)` row of the agreement report.
+/// A `(model_version, rating, count)` row of the agreement report.
 pub(crate) fn feedback_count(
-    (model_version, rating, agreement, count): (String, String, Option<String>, i64),
+    (model_version, rating, count): (String, String, i64),
 ) -> Result<FeedbackCount, StoreError> {
     Ok(FeedbackCount {
         rating: decode_word(Rating::parse, &rating, "feedback.rating", &model_version)?,
-        agreement: agreement
-            .map(|a| decode_word(Agreement::parse, &a, "feedback.agreement", &model_version))
-            .transpose()?,
         model_version,
         count,
+    })
+}
+
+/// A `(model_version, verdict, answers)` row of the agreement report.
+pub(crate) fn answer_agreements(
+    (model_version, verdict, answers): (String, String, i64),
+) -> Result<AnswerAgreements, StoreError> {
+    Ok(AnswerAgreements {
+        agreement: decode_word(
+            Agreement::parse,
+            &verdict,
+            "feedback.agreement",
+            &model_version,
+        )?,
+        model_version,
+        answers,
     })
 }
 

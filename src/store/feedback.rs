@@ -21,7 +21,9 @@ pub trait FeedbackStore: Send + Sync {
         client_request_id: &str,
     ) -> Result<Option<(Uuid, String)>, StoreError>;
 
-    /// Stores one rating; returns its id and time.
+    /// Stores a rating, replacing the one the same rater (`user_id`, or the anonymous rater
+    /// without one) gave the same answer, whose comparison with the judge then starts over;
+    /// returns its id and time.
     async fn insert_feedback(&self, f: &NewFeedback) -> Result<(i64, DateTime<Utc>), StoreError>;
 
     /// The judge's overall score of a record, if it has one.
@@ -33,7 +35,19 @@ pub trait FeedbackStore: Send + Sync {
     /// Records the agreement of one rating, once: false when another process did it first.
     async fn settle(&self, feedback_id: i64, agreement: Agreement) -> Result<bool, StoreError>;
 
-    /// Feedback counts by model version, rating and agreement for feedback given in the window.
+    /// Marks an answer's agreement as counted in the metric: true for the first caller only.
+    async fn claim_agreement_count(&self, request_id: Uuid) -> Result<bool, StoreError>;
+
+    /// Compared answers by model version and verdict (each answer once, the majority of its
+    /// ratings), for ratings given in the window.
+    async fn answer_agreements(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        model_version: Option<&str>,
+    ) -> Result<Vec<AnswerAgreements>, StoreError>;
+
+    /// Feedback counts by model version and rating for feedback given in the window.
     async fn feedback_counts(
         &self,
         since: DateTime<Utc>,
@@ -81,13 +95,20 @@ pub struct NewFeedback {
     pub user_id: Option<String>,
 }
 
-/// Counts for the agreement report: feedback by (model_version, rating, agreement).
+/// Counts for the agreement report: feedback by (model_version, rating).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedbackCount {
     pub model_version: String,
     pub rating: Rating,
-    pub agreement: Option<Agreement>,
     pub count: i64,
+}
+
+/// Compared answers of one model version with one verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerAgreements {
+    pub model_version: String,
+    pub agreement: Agreement,
+    pub answers: i64,
 }
 
 /// Judged records and their mean overall score per model version.

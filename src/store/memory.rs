@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::feedback::{FeedbackCount, FeedbackRow, FeedbackStore, JudgedCount, NewFeedback};
+use super::feedback::{
+    AnswerAgreements, FeedbackCount, FeedbackRow, FeedbackStore, JudgedCount, NewFeedback,
+};
 use super::judge::{
     chrono_dur, Candidate, CandidateScan, ClaimedJob, JobRow, JudgeJobs, JudgeMaterial, NewJob,
     NewScore, Outcome, ScoreRow, Spend,
@@ -41,6 +43,8 @@ struct Tables {
     jobs: BTreeMap<Uuid, Job>,
     scores: Vec<(Uuid, String, ScoreRow)>,
     feedback: Vec<FeedbackRow>,
+    /// Answers already counted in the agreement metric (`judge_jobs.agreement_counted`).
+    agreement_counted: std::collections::BTreeSet<Uuid>,
 }
 
 /// Judge jobs, scores, feedback and the records they refer to, in memory.
@@ -419,9 +423,16 @@ impl FeedbackStore for MemoryStore {
 
     async fn insert_feedback(&self, f: &NewFeedback) -> Result<(i64, DateTime<Utc>), StoreError> {
         let mut t = self.tables()?;
-        let id = t.feedback.len() as i64 + 1;
         let created_at = Utc::now();
-        t.feedback.push(FeedbackRow {
+        let rater = f.user_id.clone().unwrap_or_default();
+        let same = t.feedback.iter().position(|old| {
+            old.request_id == f.request_id && old.user_id.clone().unwrap_or_default() == rater
+        });
+        let id = match same {
+            Some(i) => t.feedback[i].id,
+            None => t.feedback.len() as i64 + 1,
+        };
+        let row = FeedbackRow {
             id,
             request_id: f.request_id,
             model_version: f.model_version.clone(),
@@ -432,7 +443,11 @@ impl FeedbackStore for MemoryStore {
             user_id: f.user_id.clone(),
             agreement: None,
             created_at,
-        });
+        };
+        match same {
+            Some(i) => t.feedback[i] = row,
+            None => t.feedback.push(row),
+        }
         Ok((id, created_at))
     }
 
@@ -468,6 +483,45 @@ impl FeedbackStore for MemoryStore {
         }
     }
 
+    async fn claim_agreement_count(&self, request_id: Uuid) -> Result<bool, StoreError> {
+        let mut t = self.tables()?;
+        Ok(t.agreement_counted.insert(request_id))
+    }
+
+    async fn answer_agreements(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        model_version: Option<&str>,
+    ) -> Result<Vec<AnswerAgreements>, StoreError> {
+        let t = self.tables()?;
+        let mut per_answer: BTreeMap<(String, Uuid), Vec<Agreement>> = BTreeMap::new();
+        for f in &t.feedback {
+            let wanted = f.created_at >= since
+                && f.created_at < until
+                && model_version.is_none_or(|m| m == f.model_version);
+            if let (true, Some(a)) = (wanted, f.agreement) {
+                per_answer
+                    .entry((f.model_version.clone(), f.request_id))
+                    .or_default()
+                    .push(a);
+            }
+        }
+        let mut counts: BTreeMap<(String, &'static str), AnswerAgreements> = BTreeMap::new();
+        for ((mv, _), agreements) in per_answer {
+            let verdict = Agreement::of_answer(agreements.into_iter());
+            counts
+                .entry((mv.clone(), verdict.as_str()))
+                .or_insert_with(|| AnswerAgreements {
+                    model_version: mv,
+                    agreement: verdict,
+                    answers: 0,
+                })
+                .answers += 1;
+        }
+        Ok(counts.into_values().collect())
+    }
+
     async fn feedback_counts(
         &self,
         since: DateTime<Utc>,
@@ -475,8 +529,7 @@ impl FeedbackStore for MemoryStore {
         model_version: Option<&str>,
     ) -> Result<Vec<FeedbackCount>, StoreError> {
         let t = self.tables()?;
-        let mut counts: BTreeMap<(String, &'static str, Option<&'static str>), FeedbackCount> =
-            BTreeMap::new();
+        let mut counts: BTreeMap<(String, &'static str), FeedbackCount> = BTreeMap::new();
         for f in &t.feedback {
             let wanted = f.created_at >= since
                 && f.created_at < until
@@ -484,17 +537,11 @@ impl FeedbackStore for MemoryStore {
             if !wanted {
                 continue;
             }
-            let key = (
-                f.model_version.clone(),
-                f.rating.as_str(),
-                f.agreement.map(Agreement::as_str),
-            );
             counts
-                .entry(key)
+                .entry((f.model_version.clone(), f.rating.as_str()))
                 .or_insert_with(|| FeedbackCount {
                     model_version: f.model_version.clone(),
                     rating: f.rating,
-                    agreement: f.agreement,
                     count: 0,
                 })
                 .count += 1;

@@ -67,10 +67,26 @@ pub const OVERALL_SCORE: &str =
 pub const UNSETTLED_FEEDBACK: &str =
     "SELECT id, rating FROM feedback WHERE request_id = $1 AND agreement IS NULL ORDER BY id";
 pub const SETTLE: &str = "UPDATE feedback SET agreement = $2 WHERE id = $1 AND agreement IS NULL";
-pub const FEEDBACK_COUNTS: &str = "SELECT model_version, rating, agreement, COUNT(*) AS n \
+pub const FEEDBACK_COUNTS: &str = "SELECT model_version, rating, COUNT(*) AS n \
      FROM feedback WHERE created_at >= $1 AND created_at < $2 \
        AND ($3 IS NULL OR model_version = $3) \
-     GROUP BY model_version, rating, agreement ORDER BY model_version";
+     GROUP BY model_version, rating ORDER BY model_version";
+/// Each compared answer once: the majority of its ratings' agreement with the judge (more agree
+/// than disagree → agree, fewer → disagree, a tie or only neutral sides → not comparable).
+pub const ANSWER_AGREEMENTS: &str = "SELECT model_version, verdict, COUNT(*) AS n FROM ( \
+       SELECT request_id, model_version, CASE \
+         WHEN SUM(CASE WHEN agreement = 'agree' THEN 1 ELSE 0 END) \
+            > SUM(CASE WHEN agreement = 'disagree' THEN 1 ELSE 0 END) THEN 'agree' \
+         WHEN SUM(CASE WHEN agreement = 'agree' THEN 1 ELSE 0 END) \
+            < SUM(CASE WHEN agreement = 'disagree' THEN 1 ELSE 0 END) THEN 'disagree' \
+         ELSE 'not_comparable' END AS verdict \
+       FROM feedback WHERE created_at >= $1 AND created_at < $2 AND agreement IS NOT NULL \
+         AND ($3 IS NULL OR model_version = $3) \
+       GROUP BY request_id, model_version) AS answers \
+     GROUP BY model_version, verdict ORDER BY model_version";
+/// True for the one process that first counts an answer's agreement in the metric.
+pub const CLAIM_AGREEMENT_COUNT: &str = "UPDATE judge_jobs SET agreement_counted = true \
+     WHERE request_id = $1 AND agreement_counted = false";
 pub const FEEDBACK_OF: &str = "SELECT id, request_id, model_version, score, scale, rating, \
      comment, user_id, agreement, created_at FROM feedback WHERE request_id = $1 ORDER BY id";
 

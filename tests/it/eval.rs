@@ -897,12 +897,16 @@ async fn feedback_is_validated_stored_and_counted(h: &Harness) {
     assert_eq!(body["model_version"], "gpt-test");
     assert_eq!(body["comment"], "great");
     assert!(body["id"].as_i64().unwrap() > 0);
-    let (_, body) = feedback(h, json!({"request_id": id, "score": 3})).await;
+    let (_, body) = feedback(h, json!({"request_id": id, "score": 3, "user_id": "bob"})).await;
     assert_eq!(
         (body["scale"].as_str(), body["rating"].as_str()),
         (Some("stars"), Some("neutral"))
     );
-    let (_, body) = feedback(h, json!({"request_id": id, "score": 1, "scale": "stars"})).await;
+    let (_, body) = feedback(
+        h,
+        json!({"request_id": id, "score": 1, "scale": "stars", "user_id": "carol"}),
+    )
+    .await;
     assert_eq!(body["rating"], "negative");
     let (_, body) = feedback(h, json!({"request_id": id, "score": -1})).await;
     assert_eq!(body["rating"], "negative");
@@ -1057,14 +1061,14 @@ async fn judge_and_humans_agreement_is_counted_once(h: &Harness) {
     // Judged first, rated after: the rating settles it.
     let high = chat(h, "A [mock:judge_score=5]").await;
     judged(&h.store, high).await;
-    let (_, body) = feedback(h, json!({"request_id": high, "score": -1})).await;
+    let (_, body) = feedback(h, json!({"request_id": high, "score": -1, "user_id": "u1"})).await;
     assert_eq!(body["agreement"], "disagree");
-    let (_, body) = feedback(h, json!({"request_id": high, "score": 5})).await;
+    let (_, body) = feedback(h, json!({"request_id": high, "score": 5, "user_id": "u2"})).await;
     assert_eq!(body["agreement"], "agree");
 
     // Rated first, judged after: the judge settles it.
     let low = chat(h, "B [mock:judge_score=1] [mock:judge_delay_ms=700]").await;
-    let (_, body) = feedback(h, json!({"request_id": low, "score": -1})).await;
+    let (_, body) = feedback(h, json!({"request_id": low, "score": -1, "user_id": "u1"})).await;
     assert_eq!(body["agreement"], Value::Null);
     judged(&h.store, low).await;
     // The worker compares right after it commits the scores.
@@ -1085,11 +1089,14 @@ async fn judge_and_humans_agreement_is_counted_once(h: &Harness) {
     // Neutral on either side is not compared.
     let mid = chat(h, "C [mock:judge_score=3]").await;
     judged(&h.store, mid).await;
-    let (_, body) = feedback(h, json!({"request_id": mid, "score": 1})).await;
+    let (_, body) = feedback(h, json!({"request_id": mid, "score": 1, "user_id": "u1"})).await;
     assert_eq!(body["agreement"], "not_comparable");
-    let (_, body) = feedback(h, json!({"request_id": high, "score": 3})).await;
+    let (_, body) = feedback(h, json!({"request_id": high, "score": 3, "user_id": "u3"})).await;
     assert_eq!(body["agreement"], "not_comparable");
 
+    // Each answer counts once. `high`: one rating agrees, one disagrees (a tie: not compared);
+    // the metric counted it once, when its first rating (a disagreement) was compared. `low`
+    // agrees. `mid`: the judge was neutral.
     let m = h.metrics().await;
     let a = |x| {
         metric(
@@ -1098,7 +1105,7 @@ async fn judge_and_humans_agreement_is_counted_once(h: &Harness) {
             &[("model_version", "gpt-test"), ("agreement", x)],
         )
     };
-    assert_eq!((a("agree"), a("disagree")), (2.0, 1.0));
+    assert_eq!((a("agree"), a("disagree")), (1.0, 1.0));
 
     let report: Value = h
         .http
@@ -1115,11 +1122,11 @@ async fn judge_and_humans_agreement_is_counted_once(h: &Harness) {
     assert_eq!(row["model_version"], "gpt-test");
     assert_eq!(row["feedback"], 5);
     assert_eq!(row["judged"], 3);
-    assert_eq!(row["compared"], 3);
-    assert_eq!(row["agree"], 2);
-    assert_eq!(row["disagree"], 1);
+    assert_eq!(row["compared"], 1);
+    assert_eq!(row["agree"], 1);
+    assert_eq!(row["disagree"], 0);
     assert_eq!(row["not_comparable"], 2);
-    assert_eq!(row["agreement_rate"], 0.6667);
+    assert_eq!(row["agreement_rate"], 1.0);
     assert_eq!(row["mean_judge_score"], 3.0);
 
     for (q, param) in [

@@ -222,3 +222,96 @@ async fn judge_sampling_hashes_the_gateways_id_not_the_clients() {
     assert!(expected < 50, "{expected} of 100 sampled at rate 0.1");
     h.app.stop().await;
 }
+
+/// Finding 11: 500 thumbs-down from one user on one answer moved a version's judge agreement
+/// rate. One rating per answer and rater (a new one replaces the old), and agreement counts each
+/// answer once (the majority of its ratings), in the report and the metric alike.
+async fn one_rater_counts_once(h: Harness) {
+    let chat = |prompt: &'static str| {
+        let h = &h;
+        async move {
+            let r = h
+                .post_json("/chat", json!({"prompt": prompt, "user_id": "asker"}))
+                .await;
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            body["request_id"].as_str().unwrap().to_string()
+        }
+    };
+    let a = chat("A [mock:judge_score=5]").await;
+    let b = chat("B [mock:judge_score=5]").await;
+    // Both judged (their overall score stored) before the ratings come.
+    for id in [&a, &b] {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (_, d) = get(&h, &format!("/v1/logs/{id}")).await;
+            if d["judge"]["status"] == "done" {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{d}");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    for id in [&a, &b] {
+        let r = h
+            .post_json(
+                "/v1/feedback",
+                json!({"request_id": id, "score": 1, "user_id": "alice"}),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+    // One user hammers answer A with thumbs-down.
+    for chunk in 0..10 {
+        let sent = (0..10).map(|i| {
+            h.post_json(
+                "/v1/feedback",
+                json!({"request_id": a, "score": -1, "user_id": "mallory", "comment": format!("{chunk}-{i}")}),
+            )
+        });
+        for r in futures::future::join_all(sent).await {
+            assert_eq!(r.status(), 201);
+        }
+    }
+    let (_, detail) = get(&h, &format!("/v1/logs/{a}")).await;
+    let ratings = detail["feedback"].as_array().unwrap();
+    assert_eq!(ratings.len(), 2, "{detail}");
+    // A: alice agrees, mallory disagrees — a tie, not compared. B: agrees. Rate 1 of 1.
+    let (status, report) = get(&h, "/v1/feedback/agreement?since=1h").await;
+    assert_eq!(status, 200, "{report}");
+    let row = &report["data"][0];
+    assert_eq!(row["feedback"], 3, "{report}");
+    assert_eq!(row["compared"], 1, "{report}");
+    assert_eq!(row["not_comparable"], 1, "{report}");
+    assert_eq!(row["agreement_rate"], 1.0, "{report}");
+    let m = h.metrics().await;
+    let counted = |x| {
+        crate::common::sample(
+            &m,
+            "lqo_judge_human_agreement_total",
+            &[("model_version", "gpt-test"), ("agreement", x)],
+        )
+    };
+    // Each answer once, as first compared (alice's agreement): mallory's 100 add nothing.
+    assert_eq!(
+        (counted("agree"), counted("disagree")),
+        (Some(2.0), Some(0.0))
+    );
+    h.app.stop().await;
+}
+
+fn judge_everything(c: &mut llm_quality_observer::config::Config) {
+    c.judge.enabled = true;
+    c.judge.sample_rate = Some(1.0);
+    c.judge.poll_interval_ms = 50;
+}
+
+#[tokio::test]
+async fn one_rater_counts_once_on_postgres() {
+    one_rater_counts_once(Harness::postgres_with(judge_everything).await).await;
+}
+
+#[tokio::test]
+async fn one_rater_counts_once_on_sqlite() {
+    one_rater_counts_once(Harness::sqlite_with(judge_everything).await).await;
+}

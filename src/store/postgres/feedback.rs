@@ -6,15 +6,24 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::store::codec::{feedback_count, feedback_from_row, judged_count, unsettled};
-use crate::store::feedback::{FeedbackCount, FeedbackRow, FeedbackStore, JudgedCount, NewFeedback};
+use crate::store::codec::{
+    answer_agreements, feedback_count, feedback_from_row, judged_count, unsettled,
+};
+use crate::store::feedback::{
+    AnswerAgreements, FeedbackCount, FeedbackRow, FeedbackStore, JudgedCount, NewFeedback,
+};
 use crate::store::judge::no_nul;
 use crate::store::record::{Agreement, Rating};
 use crate::store::{sql, StoreError};
 
+/// One rating per answer and rater: a new one replaces the old and is compared again.
 const INSERT_FEEDBACK: &str = "INSERT INTO feedback \
      (request_id, model_version, score, scale, rating, comment, user_id) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, created_at";
+     VALUES ($1, $2, $3, $4, $5, $6, $7) \
+     ON CONFLICT (request_id, (COALESCE(user_id, ''))) DO UPDATE SET \
+       model_version = EXCLUDED.model_version, score = EXCLUDED.score, scale = EXCLUDED.scale, \
+       rating = EXCLUDED.rating, comment = EXCLUDED.comment, agreement = NULL, created_at = now() \
+     RETURNING id, created_at";
 /// AVG of a smallint is numeric on PostgreSQL; float8 decodes as f64.
 const JUDGED_COUNTS: &str = "SELECT model_version, COUNT(*) AS n, \
      AVG(score)::float8 AS mean FROM judge_scores \
@@ -80,13 +89,37 @@ impl FeedbackStore for PgStore {
         Ok(n == 1)
     }
 
+    async fn claim_agreement_count(&self, request_id: Uuid) -> Result<bool, StoreError> {
+        let n = sqlx::query(sql::CLAIM_AGREEMENT_COUNT)
+            .bind(request_id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn answer_agreements(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        model_version: Option<&str>,
+    ) -> Result<Vec<AnswerAgreements>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql::ANSWER_AGREEMENTS)
+            .bind(since)
+            .bind(until)
+            .bind(model_version)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(answer_agreements).collect()
+    }
+
     async fn feedback_counts(
         &self,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         model_version: Option<&str>,
     ) -> Result<Vec<FeedbackCount>, StoreError> {
-        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(sql::FEEDBACK_COUNTS)
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql::FEEDBACK_COUNTS)
             .bind(since)
             .bind(until)
             .bind(model_version)

@@ -6,14 +6,24 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::SqliteStore;
-use crate::store::codec::{feedback_count, feedback_from_row, judged_count, unsettled};
-use crate::store::feedback::{FeedbackCount, FeedbackRow, FeedbackStore, JudgedCount, NewFeedback};
+use crate::store::codec::{
+    answer_agreements, feedback_count, feedback_from_row, judged_count, unsettled,
+};
+use crate::store::feedback::{
+    AnswerAgreements, FeedbackCount, FeedbackRow, FeedbackStore, JudgedCount, NewFeedback,
+};
 use crate::store::record::{Agreement, Rating};
 use crate::store::{sql, StoreError};
 
+/// One rating per answer and rater: a new one replaces the old and is compared again.
 const INSERT_FEEDBACK: &str = "INSERT INTO feedback \
      (request_id, model_version, score, scale, rating, comment, user_id, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id, created_at";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+     ON CONFLICT (request_id, COALESCE(user_id, '')) DO UPDATE SET \
+       model_version = excluded.model_version, score = excluded.score, scale = excluded.scale, \
+       rating = excluded.rating, comment = excluded.comment, agreement = NULL, \
+       created_at = excluded.created_at \
+     RETURNING id, created_at";
 const JUDGED_COUNTS: &str = "SELECT model_version, COUNT(*) AS n, \
      AVG(score) AS mean FROM judge_scores \
      WHERE criterion = 'overall' AND created_at >= $1 AND created_at < $2 \
@@ -81,13 +91,37 @@ impl FeedbackStore for SqliteStore {
         Ok(n == 1)
     }
 
+    async fn claim_agreement_count(&self, request_id: Uuid) -> Result<bool, StoreError> {
+        let n = sqlx::query(sql::CLAIM_AGREEMENT_COUNT)
+            .bind(request_id.to_string())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n == 1)
+    }
+
+    async fn answer_agreements(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        model_version: Option<&str>,
+    ) -> Result<Vec<AnswerAgreements>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql::ANSWER_AGREEMENTS)
+            .bind(since)
+            .bind(until)
+            .bind(model_version)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(answer_agreements).collect()
+    }
+
     async fn feedback_counts(
         &self,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         model_version: Option<&str>,
     ) -> Result<Vec<FeedbackCount>, StoreError> {
-        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(sql::FEEDBACK_COUNTS)
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql::FEEDBACK_COUNTS)
             .bind(since)
             .bind(until)
             .bind(model_version)
