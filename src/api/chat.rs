@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ApiJson, ErrorBody};
-use super::{overhead_header, tags_from_headers, validate_tags, AppState, RequestId};
+use super::{
+    overhead_header, tags_from_headers, validate_metadata, validate_tags, validate_user_id,
+    AppState, RequestId,
+};
 use crate::auth::Caller;
 use crate::gateway::{ChatInput, Endpoint};
 use crate::provider::{ChatMessage, CompletionRequest, Role};
@@ -76,6 +79,7 @@ pub async fn chat(
     let mut tags = req.tags;
     tags.extend(tags_from_headers(&headers));
     validate_tags(&tags)?;
+    validate_user_id("user_id", Some(&req.user_id))?;
     let metadata = match req.metadata {
         None | Some(serde_json::Value::Null) => serde_json::json!({}),
         Some(v @ serde_json::Value::Object(_)) => v,
@@ -83,6 +87,7 @@ pub async fn chat(
             return Err(ApiError::bad_request("`metadata` must be a JSON object.").param("metadata"))
         }
     };
+    validate_metadata(&metadata)?;
     let input = ChatInput {
         request_id: rid.id,
         client_request_id: rid.client,

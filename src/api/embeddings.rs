@@ -114,6 +114,7 @@ pub async fn embeddings(
         .collect();
     super::check_prompt_size(&state.config, &as_messages)?;
     let user: Option<String> = body.member("user")?;
+    super::validate_user_id("user", user.as_deref())?;
     let (tags, metadata) = tags_and_metadata(None, &headers)?;
     let input = EmbeddingsInput {
         request_id: rid.id,

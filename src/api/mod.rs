@@ -264,6 +264,15 @@ pub fn tags_from_headers(headers: &HeaderMap) -> Vec<String> {
 
 pub const MAX_TAGS: usize = 32;
 pub const MAX_TAG_LEN: usize = 64;
+/// Longest accepted user id (`user_id`, `user`), in characters: well under what PostgreSQL's
+/// index on it can hold (a 3,000-character id was answered 200 and then refused by the database).
+pub use crate::eval::feedback::MAX_USER_ID_CHARS;
+/// Most bytes of a `/chat` `metadata` object, as JSON.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Longest metadata key, in characters (OpenAI's limit).
+pub const MAX_METADATA_KEY_CHARS: usize = 64;
+/// Longest value of the OpenAI routes' string metadata, in characters (OpenAI's limit).
+pub const MAX_METADATA_VALUE_CHARS: usize = 512;
 
 pub fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
     if tags.len() > MAX_TAGS {
@@ -273,12 +282,66 @@ pub fn validate_tags(tags: &[String]) -> Result<(), ApiError> {
     }
     if let Some(t) = tags
         .iter()
-        .find(|t| t.is_empty() || t.chars().count() > MAX_TAG_LEN)
+        .find(|t| t.is_empty() || t.chars().count() > MAX_TAG_LEN || t.contains('\0'))
     {
         return Err(ApiError::bad_request(format!(
-            "Tags must be 1 to {MAX_TAG_LEN} characters; got {t:?}."
+            "Tags must be 1 to {MAX_TAG_LEN} characters without NUL; got {t:?}."
         ))
         .param("tags"));
+    }
+    Ok(())
+}
+
+/// A user id as stored and filtered on: at most [`MAX_USER_ID_CHARS`] characters, no NUL
+/// (PostgreSQL text cannot hold one). `field` names it in the 400 (`user_id`, `user`).
+pub fn validate_user_id(field: &'static str, user: Option<&str>) -> Result<(), ApiError> {
+    let Some(u) = user else { return Ok(()) };
+    if u.chars().count() > MAX_USER_ID_CHARS {
+        return Err(ApiError::invalid(format!(
+            "`{field}` may have at most {MAX_USER_ID_CHARS} characters."
+        ))
+        .param(field));
+    }
+    if u.contains('\0') {
+        return Err(
+            ApiError::invalid(format!("`{field}` must not contain a NUL character.")).param(field),
+        );
+    }
+    Ok(())
+}
+
+/// A metadata object as stored (jsonb on PostgreSQL): at most [`MAX_METADATA_BYTES`] as JSON,
+/// keys of at most [`MAX_METADATA_KEY_CHARS`], and no NUL in any key or string at any depth.
+pub fn validate_metadata(metadata: &serde_json::Value) -> Result<(), ApiError> {
+    fn nul_or_long_key(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => {
+                Some("must not contain a NUL character".into())
+            }
+            serde_json::Value::Array(items) => items.iter().find_map(nul_or_long_key),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, v)| {
+                if k.contains('\0') {
+                    Some("must not contain a NUL character".into())
+                } else if k.chars().count() > MAX_METADATA_KEY_CHARS {
+                    Some(format!(
+                        "keys may have at most {MAX_METADATA_KEY_CHARS} characters"
+                    ))
+                } else {
+                    nul_or_long_key(v)
+                }
+            }),
+            _ => None,
+        }
+    }
+    if let Some(problem) = nul_or_long_key(metadata) {
+        return Err(ApiError::invalid(format!("`metadata` {problem}.")).param("metadata"));
+    }
+    let bytes = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
+    if bytes > MAX_METADATA_BYTES {
+        return Err(ApiError::invalid(format!(
+            "`metadata` is {bytes} bytes as JSON; at most {MAX_METADATA_BYTES} are accepted."
+        ))
+        .param("metadata"));
     }
     Ok(())
 }

@@ -368,6 +368,18 @@ pub(super) fn tags_and_metadata(
             );
         }
         for (k, v) in md {
+            if k.chars().count() > super::MAX_METADATA_KEY_CHARS
+                || v.chars().count() > super::MAX_METADATA_VALUE_CHARS
+                || k.contains('\0')
+                || v.contains('\0')
+            {
+                return Err(ApiError::invalid(format!(
+                    "`metadata` keys may have at most {} characters and values at most {}, without NUL.",
+                    super::MAX_METADATA_KEY_CHARS,
+                    super::MAX_METADATA_VALUE_CHARS
+                ))
+                .param("metadata"));
+            }
             if k == "tags" {
                 tags.extend(
                     v.split(',')
@@ -396,6 +408,7 @@ pub(super) fn chat_input(
     caller: Option<Caller>,
 ) -> Result<ChatInput, ApiError> {
     super::check_prompt_size(&state.config, &parsed.messages)?;
+    super::validate_user_id("user", parsed.user.as_deref())?;
     let (tags, metadata) = tags_and_metadata(parsed.metadata, headers)?;
     Ok(ChatInput {
         request_id: rid.id,

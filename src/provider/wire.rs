@@ -199,6 +199,7 @@ impl JsonBody {
                 "The request body is not valid JSON: trailing characters after the object.",
             ));
         }
+        check_unicode_escapes(b)?;
         Ok(JsonBody { bytes, members })
     }
 
@@ -638,6 +639,50 @@ impl ErrorDetail {
 
 /// An error body's message and error object: OpenAI's `{"error": {…}}` (or a bare error object),
 /// else the body text, else the status reason.
+/// Refuses `\\u` escapes that name no Unicode scalar value: a lone surrogate (`\\ud800` without
+/// its low half) or a short or non-hex escape. Members are kept as raw text, which serde_json
+/// does not decode, and PostgreSQL's jsonb refuses such a string: the call's record (its
+/// parameters are the body) would be lost after the answer. `b` is valid JSON otherwise, so a
+/// backslash only occurs inside strings.
+fn check_unicode_escapes(b: &[u8]) -> Result<(), WireError> {
+    let hex = |at: usize| -> Option<u16> {
+        let digits = b.get(at..at + 4)?;
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    };
+    let bad = |at: usize| {
+        WireError::syntax(format!(
+            "The request body is not valid JSON: the escape at byte {at} is not a Unicode character (a lone surrogate or a short \\u escape)."
+        ))
+    };
+    let mut i = 0;
+    while let Some(off) = b.get(i..).and_then(|rest| memchr::memchr(b'\\', rest)) {
+        let at = i + off;
+        if b.get(at + 1) != Some(&b'u') {
+            i = at + 2;
+            continue;
+        }
+        let unit = hex(at + 2).ok_or_else(|| bad(at))?;
+        i = at + 6;
+        match unit {
+            0xD800..=0xDBFF => {
+                let low = (b.get(i..i + 2) == Some(b"\\u"))
+                    .then(|| hex(i + 2))
+                    .flatten();
+                match low {
+                    Some(0xDC00..=0xDFFF) => i += 6,
+                    _ => return Err(bad(at)),
+                }
+            }
+            0xDC00..=0xDFFF => return Err(bad(at)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 pub fn parse_error_body(body: &[u8], reason: &str) -> (String, Option<UpstreamError>) {
     #[derive(Deserialize)]
     struct Envelope {

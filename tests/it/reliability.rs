@@ -315,3 +315,118 @@ async fn one_rater_counts_once_on_postgres() {
 async fn one_rater_counts_once_on_sqlite() {
     one_rater_counts_once(Harness::sqlite_with(judge_everything).await).await;
 }
+
+/// Finding 8: values answered 200 and then refused by the database (a 3,000-character
+/// `user_id` exceeded PostgreSQL's index row size; the record was dropped as `rejected`).
+/// What the database cannot hold is a 400 naming the field; what is answered 200 is stored.
+async fn what_the_database_cannot_hold_is_refused_at_the_edge(h: Harness) {
+    let long = "u".repeat(3000);
+    for (path, body, param) in [
+        ("/chat", json!({"prompt": "hi", "user_id": long}), "user_id"),
+        (
+            "/chat",
+            json!({"prompt": "hi", "user_id": "a\u{0}b"}),
+            "user_id",
+        ),
+        (
+            "/chat",
+            json!({"prompt": "hi", "user_id": "u", "tags": ["a\u{0}"]}),
+            "tags",
+        ),
+        (
+            "/chat",
+            json!({"prompt": "hi", "user_id": "u", "metadata": {"k": ["v\u{0}"]}}),
+            "metadata",
+        ),
+        (
+            "/chat",
+            json!({"prompt": "hi", "user_id": "u", "metadata": {"k\u{0}": 1}}),
+            "metadata",
+        ),
+        (
+            "/chat",
+            json!({"prompt": "hi", "user_id": "u", "metadata": {"k": "v".repeat(20_000)}}),
+            "metadata",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "user": long}),
+            "user",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": "hi"}], "metadata": {"k": "v".repeat(513)}}),
+            "metadata",
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "gpt-test", "input": "hi", "user": long}),
+            "user",
+        ),
+    ] {
+        let r = h.post_json(path, body.clone()).await;
+        assert_eq!(r.status(), 400, "{path} {body}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["param"], param, "{path}: {e}");
+    }
+    assert_eq!(
+        h.store.logs.count_logs().await.unwrap(),
+        0,
+        "refused before any call"
+    );
+    // At the limits, and with what the store keeps for the database (a NUL in the prompt, an
+    // escaped NUL and a lone surrogate in a forwarded parameter): 200, and the record lands.
+    let mut ids = Vec::new();
+    for body in [
+        json!({"prompt": "nul \u{0} in the prompt", "user_id": "é".repeat(256), "tags": ["t".repeat(64)]}),
+        json!({"model": "mock-local", "messages": [{"role": "user", "content": "hi"}], "user": "u".repeat(256),
+               "metadata": {"k": "v".repeat(512)}, "stop": ["\u{0}"]}),
+    ] {
+        let path = if body.get("prompt").is_some() {
+            "/chat"
+        } else {
+            "/v1/chat/completions"
+        };
+        let r = h.post_json(path, body.clone()).await;
+        assert_eq!(r.status(), 200, "{body}");
+        ids.push(
+            r.headers()["x-lqo-request-id"]
+                .to_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap(),
+        );
+    }
+    let r = h
+        .http
+        .post(h.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(r#"{"model": "mock-local", "messages": [{"role": "user", "content": "hi"}], "stop": "\ud800"}"#)
+        .send()
+        .await
+        .unwrap();
+    // Forwarded, it would have been answered and its record (the body is its parameters)
+    // refused by jsonb; now refused before any call.
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["code"], "invalid_json", "{e}");
+    for id in ids {
+        h.record(id).await;
+    }
+    let m = h.metrics().await;
+    assert_eq!(
+        crate::common::sample(&m, "lqo_writer_dropped_total", &[("reason", "rejected")]),
+        Some(0.0)
+    );
+    h.app.stop().await;
+}
+
+#[tokio::test]
+async fn what_the_database_cannot_hold_is_refused_at_the_edge_on_postgres() {
+    what_the_database_cannot_hold_is_refused_at_the_edge(Harness::postgres().await).await;
+}
+
+#[tokio::test]
+async fn what_the_database_cannot_hold_is_refused_at_the_edge_on_sqlite() {
+    what_the_database_cannot_hold_is_refused_at_the_edge(Harness::sqlite().await).await;
+}

@@ -183,3 +183,25 @@ fn frames_split_multiline_data() {
         b"event: response.completed\ndata: a\ndata: b\n\n"
     );
 }
+
+#[test]
+fn escapes_that_name_no_character_are_refused() {
+    let parse = |s: &str| JsonBody::parse(Bytes::from(s.to_string()));
+    for ok in [
+        r#"{"a": "\u00e9 \ud83d\ude80 \\u12 \" \\ \u0000"}"#,
+        r#"{"a": ["\\\\ud800"]}"#,
+        r#"{}"#,
+    ] {
+        assert!(parse(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        r#"{"a": "\ud800"}"#,
+        r#"{"a": "\ud800\u0041"}"#,
+        r#"{"a": "x\udc00"}"#,
+        r#"{"a": {"b": ["\ud83d"]}}"#,
+        r#"{"\ud800": 1}"#,
+    ] {
+        let e = parse(bad).unwrap_err();
+        assert!(e.syntax, "{bad}: {}", e.message);
+    }
+}
