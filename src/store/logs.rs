@@ -13,6 +13,13 @@ use super::StoreError;
 /// The most records one page may hold.
 pub const MAX_PAGE: usize = 500;
 
+/// The most record bytes one page holds ([`LogRecord::approx_bytes`]): a page ends early,
+/// with a `next_cursor` as usual, once the next record would pass it, so the memory a
+/// `GET /v1/logs` request takes is bounded whatever the records' size — about this much plus
+/// one record (a page always holds at least one), twice over while it is written out as JSON.
+/// Rows are read from the database one at a time, never a whole page at once.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Raw records: written in batches by `store::writer`, read by `api/logs.rs`.
 #[async_trait]
 pub trait LogStore: Send + Sync {
@@ -133,15 +140,35 @@ pub struct LogPage {
 }
 
 impl LogPage {
-    /// A page from up to `limit + 1` rows fetched in page order.
-    pub(crate) fn from_rows(mut records: Vec<LogRecord>, limit: usize) -> LogPage {
-        let next = if records.len() > limit {
-            records.truncate(limit);
-            records.last().map(LogCursor::after)
-        } else {
-            None
-        };
-        LogPage { records, next }
+    /// A page from rows streamed in page order (the query asks for `limit + 1`): at most
+    /// `limit` records and at most `max_bytes` of them (at least one), then the cursor after the
+    /// last one if a row was left over. Rows are decoded one at a time; the stream is dropped as
+    /// soon as the page is full.
+    pub(crate) async fn collect<R>(
+        rows: impl futures::Stream<Item = Result<R, sqlx::Error>>,
+        limit: usize,
+        max_bytes: usize,
+        decode: impl Fn(&R) -> Result<LogRecord, StoreError>,
+    ) -> Result<LogPage, StoreError> {
+        use futures::TryStreamExt;
+        let mut rows = std::pin::pin!(rows);
+        let mut records: Vec<LogRecord> = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.try_next().await? {
+            let record = decode(&row)?;
+            let size = record.approx_bytes();
+            let full = records.len() >= limit || (!records.is_empty() && bytes + size > max_bytes);
+            if full {
+                let next = records.last().map(LogCursor::after);
+                return Ok(LogPage { records, next });
+            }
+            bytes += size;
+            records.push(record);
+        }
+        Ok(LogPage {
+            records,
+            next: None,
+        })
     }
 }
 
@@ -150,6 +177,42 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::store::testing::sample_record;
+
+    #[tokio::test]
+    async fn a_page_ends_at_its_byte_budget_with_a_cursor() {
+        let records: Vec<LogRecord> = (0..10)
+            .map(|i| {
+                let mut r = sample_record(i);
+                r.prompt = "x".repeat(1000);
+                r
+            })
+            .collect();
+        let rows = || futures::stream::iter(records.clone().into_iter().map(Ok::<_, sqlx::Error>));
+        assert!(records[0].approx_bytes() > 1000);
+        let three: usize = records[..3].iter().map(LogRecord::approx_bytes).sum();
+        // Room for three records: three, and the cursor after the third.
+        let page = LogPage::collect(rows(), 9, three + 10, |r| Ok(r.clone()))
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 3);
+        assert_eq!(page.next, Some(LogCursor::after(&records[2])));
+        // A record larger than the budget still makes a page of one.
+        let page = LogPage::collect(rows(), 9, 10, |r| Ok(r.clone()))
+            .await
+            .unwrap();
+        assert_eq!(page.records.len(), 1);
+        assert!(page.next.is_some());
+        // The count limit as before; the last page has no cursor.
+        let page = LogPage::collect(rows(), 4, usize::MAX, |r| Ok(r.clone()))
+            .await
+            .unwrap();
+        assert_eq!((page.records.len(), page.next.is_some()), (4, true));
+        let page = LogPage::collect(rows(), 10, usize::MAX, |r| Ok(r.clone()))
+            .await
+            .unwrap();
+        assert_eq!((page.records.len(), page.next), (10, None));
+    }
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {

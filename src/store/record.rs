@@ -262,6 +262,37 @@ pub struct LogRecord {
     pub client_request_id: Option<String>,
 }
 
+impl LogRecord {
+    /// Roughly the bytes the record takes in memory and as JSON: its texts plus a fixed share
+    /// for the rest. What `GET /v1/logs` pages and the PostgreSQL batch splits are budgeted by.
+    pub fn approx_bytes(&self) -> usize {
+        fn json_bytes(v: &serde_json::Value) -> usize {
+            match v {
+                serde_json::Value::String(s) => s.len() + 2,
+                serde_json::Value::Array(items) => 2 + items.iter().map(json_bytes).sum::<usize>(),
+                serde_json::Value::Object(map) => {
+                    2 + map
+                        .iter()
+                        .map(|(k, v)| k.len() + 4 + json_bytes(v))
+                        .sum::<usize>()
+                }
+                _ => 8,
+            }
+        }
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        512 + self.prompt.len()
+            + opt(&self.response)
+            + opt(&self.error_message)
+            + opt(&self.user_id)
+            + opt(&self.client_request_id)
+            + self.tags.iter().map(|t| t.len() + 3).sum::<usize>()
+            + json_bytes(&self.metadata)
+            + json_bytes(&self.heuristic_results)
+            + self.request_params.as_ref().map_or(0, |p| p.get().len())
+            + self.tool_calls.as_ref().map_or(0, |t| t.get().len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -430,3 +430,68 @@ async fn what_the_database_cannot_hold_is_refused_at_the_edge_on_postgres() {
 async fn what_the_database_cannot_hold_is_refused_at_the_edge_on_sqlite() {
     what_the_database_cannot_hold_is_refused_at_the_edge(Harness::sqlite().await).await;
 }
+
+/// Finding 1: `GET /v1/logs` built a whole page in memory (three `limit=500` pages of 1 MB
+/// records took the gateway to 2.15 GB). A page is cut by bytes (`MAX_PAGE_BYTES` of records,
+/// at least one), rows are streamed from the database, and `next_cursor` continues as usual.
+async fn large_records_page_by_bytes(h: Harness) {
+    use llm_quality_observer::store::logs::MAX_PAGE_BYTES;
+    let mut records = Vec::new();
+    for i in 0..12 {
+        let mut r = llm_quality_observer::store::testing::sample_record(i);
+        r.prompt = format!("{i}:{}", "p".repeat(1024 * 1024));
+        records.push(r);
+    }
+    for chunk in records.chunks(3) {
+        h.store.logs.insert_batch(chunk).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut q = "/v1/logs?limit=500".to_string();
+        if let Some(c) = &cursor {
+            q.push_str(&format!("&cursor={c}"));
+        }
+        let r = h.http.get(h.url(&q)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = r.bytes().await.unwrap();
+        assert!(
+            body.len() < MAX_PAGE_BYTES + 2 * 1024 * 1024,
+            "a page of {} bytes",
+            body.len()
+        );
+        let page: Value = serde_json::from_slice(&body).unwrap();
+        pages += 1;
+        let data = page["data"].as_array().unwrap();
+        assert!(
+            !data.is_empty() && data.len() < 12,
+            "{} records",
+            data.len()
+        );
+        for rec in data {
+            seen.push(rec["request_id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+        assert!(pages < 20);
+    }
+    // Every record once, newest first, over several pages.
+    records.sort_by(|a, b| (b.created_at, b.request_id).cmp(&(a.created_at, a.request_id)));
+    let want: Vec<String> = records.iter().map(|r| r.request_id.to_string()).collect();
+    assert_eq!(seen, want);
+    assert!(pages >= 3, "{pages} pages");
+    h.app.stop().await;
+}
+
+#[tokio::test]
+async fn large_records_page_by_bytes_on_postgres() {
+    large_records_page_by_bytes(Harness::postgres().await).await;
+}
+
+#[tokio::test]
+async fn large_records_page_by_bytes_on_sqlite() {
+    large_records_page_by_bytes(Harness::sqlite().await).await;
+}

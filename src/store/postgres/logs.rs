@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::PgStore;
 use crate::store::codec::{opt_word_column, word_column};
 use crate::store::error::is_unique_violation;
-use crate::store::logs::{LogFilter, LogPage, LogStore};
+use crate::store::logs::{LogFilter, LogPage, LogStore, MAX_PAGE_BYTES};
 use crate::store::record::{Endpoint, HeuristicLabel, JsonText, LogRecord, LogStatus};
 use crate::store::sql::{self, log_columns};
 use crate::store::StoreError;
@@ -149,9 +149,9 @@ impl LogStore for PgStore {
         }
         q.push(" ORDER BY created_at DESC, request_id DESC LIMIT ")
             .push_bind(fetch);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let records = rows.iter().map(log_from_row).collect::<Result<_, _>>()?;
-        Ok(LogPage::from_rows(records, limit))
+        // Streamed, so a page of large records is cut by bytes instead of held whole.
+        let rows = q.build().fetch(&self.pool);
+        LogPage::collect(rows, limit, MAX_PAGE_BYTES, log_from_row).await
     }
 
     async fn count_logs(&self) -> Result<i64, StoreError> {
@@ -379,14 +379,7 @@ fn chunk_by_bytes(records: &[LogRecord], limit: usize) -> Vec<&[LogRecord]> {
     let mut start = 0;
     let mut bytes = 0;
     for (i, r) in records.iter().enumerate() {
-        let size = 512
-            + r.prompt.len()
-            + r.response.as_ref().map_or(0, String::len)
-            + r.error_message.as_ref().map_or(0, String::len)
-            + r.tags.iter().map(String::len).sum::<usize>()
-            + r.request_params.as_ref().map_or(0, |p| p.get().len())
-            + r.tool_calls.as_ref().map_or(0, |t| t.get().len())
-            + r.client_request_id.as_ref().map_or(0, String::len);
+        let size = r.approx_bytes();
         if i > start && bytes + size > limit {
             chunks.push(&records[start..i]);
             start = i;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{parse_json, parse_uuid, SqliteStore};
 use crate::store::codec::{opt_word_column, word_column};
-use crate::store::logs::{LogFilter, LogPage, LogStore};
+use crate::store::logs::{LogFilter, LogPage, LogStore, MAX_PAGE_BYTES};
 use crate::store::record::{to_micros, Endpoint, HeuristicLabel, JsonText, LogRecord, LogStatus};
 use crate::store::sql::{self, log_columns};
 use crate::store::StoreError;
@@ -131,9 +131,9 @@ impl LogStore for SqliteStore {
         }
         q.push(" ORDER BY created_at DESC, request_id DESC LIMIT ")
             .push_bind(fetch);
-        let rows = q.build().fetch_all(&self.pool).await?;
-        let records = rows.iter().map(log_from_row).collect::<Result<_, _>>()?;
-        Ok(LogPage::from_rows(records, limit))
+        // Streamed, so a page of large records is cut by bytes instead of held whole.
+        let rows = q.build().fetch(&self.pool);
+        LogPage::collect(rows, limit, MAX_PAGE_BYTES, log_from_row).await
     }
 
     async fn count_logs(&self) -> Result<i64, StoreError> {
