@@ -479,7 +479,7 @@ async fn large_records_page_by_bytes(h: Harness) {
         assert!(pages < 20);
     }
     // Every record once, newest first, over several pages.
-    records.sort_by(|a, b| (b.created_at, b.request_id).cmp(&(a.created_at, a.request_id)));
+    records.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.request_id)));
     let want: Vec<String> = records.iter().map(|r| r.request_id.to_string()).collect();
     assert_eq!(seen, want);
     assert!(pages >= 3, "{pages} pages");
