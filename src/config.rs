@@ -84,6 +84,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds to wait for in-flight requests after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// A model call whose client hangs up is recorded as `cancelled` either way. Off: the
+    /// upstream call is dropped with the client (nothing more is spent; the record has the
+    /// usage known so far). On: it runs on to its end, so the record has its usage and cost.
+    pub finish_abandoned_calls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -115,6 +119,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 120,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
+            finish_abandoned_calls: false,
         }
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod blocking;
 pub mod config;
 pub mod eval;
 pub mod gateway;

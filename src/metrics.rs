@@ -41,15 +41,17 @@ catalog! {
     GATEWAY_OVERHEAD = ("lqo_gateway_overhead_seconds", "histogram", ["model_version", "endpoint"],
         "Time the gateway itself added to a request (total minus upstream time), in seconds.");
     REQUESTS = ("lqo_requests_total", "counter", ["model_version", "endpoint", "status"],
-        "Model calls handled, by status ok|error.");
+        "Model calls handled, by status: ok (answered), error (the gateway or the provider failed: the error budget), rejected (the upstream refused the client's request, its 4xx passed on) or cancelled (the client went away first).");
     ERRORS = ("lqo_errors_total", "counter", ["model_version", "endpoint", "error_type"],
-        "Failed model calls, by error_type: timeout, upstream_status (5xx), upstream_rate_limited (429), upstream_rejected (another 4xx, passed to the client), upstream_auth (401/403: the gateway's credentials), connect, invalid_response, stream_interrupted (broke mid-answer) or client_disconnected.");
+        "Model calls that ended without an answer, by error_type: timeout, upstream_status (5xx), upstream_rate_limited (429), upstream_auth (401/403: the gateway's credentials), connect, invalid_response, stream_interrupted (broke mid-answer) — status error; upstream_rejected (another 4xx, passed to the client) — status rejected; client_disconnected — status cancelled.");
     TOKENS = ("lqo_tokens_total", "counter", ["model_version", "token_type"],
         "Tokens used, by token_type input|cached_input|output.");
     COST = ("lqo_cost_usd_total", "counter", ["model_version"],
         "Total cost in US dollars.");
     UPSTREAM_RETRIES = ("lqo_upstream_retries_total", "counter", ["model_version"],
         "Upstream attempts repeated by the gateway after a 429, 5xx or connect error, including those of calls that failed in the end.");
+    UPSTREAM_INVALID_USAGE = ("lqo_upstream_invalid_usage_total", "counter", ["model_version"],
+        "Answers whose upstream-reported usage was beyond sane bounds (over 100,000,000 tokens of a kind); the gateway counted their tokens itself instead.");
     IN_FLIGHT = ("lqo_in_flight_requests", "gauge", ["endpoint"],
         "Model calls in progress.");
     HTTP_REQUESTS = ("lqo_http_requests_total", "counter", ["route", "status_code"],
@@ -117,6 +119,10 @@ catalog! {
     BUILD_INFO = ("lqo_build_info", "gauge", ["version"],
         "Always 1; the version label says which build is running.");
 }
+
+/// The `status` values of `lqo_requests_total` and `lqo_request_duration_seconds`: how a model
+/// call ended (the record's `status`). Only `error` burns the error budget.
+pub const REQUEST_STATUSES: [&str; 4] = ["ok", "error", "rejected", "cancelled"];
 
 /// Every `error_type` of `lqo_errors_total` (the gateway's `ProviderError::error_type` values).
 pub const ERROR_TYPES: [&str; 9] = [
@@ -192,6 +198,7 @@ pub struct Metrics {
     /// Counted in micro-dollars would lose the unit; a float counter keeps USD.
     pub cost: prometheus::CounterVec,
     pub upstream_retries: IntCounterVec,
+    pub upstream_invalid_usage: IntCounterVec,
     pub in_flight: IntGaugeVec,
     pub http_requests: IntCounterVec,
     pub writer_queue_depth: IntGauge,
@@ -275,6 +282,7 @@ impl Metrics {
             cost: prometheus::CounterVec::new(Opts::new(COST.name, COST.help), COST.labels)
                 .unwrap_or_else(|e| panic!("metric {} is malformed: {e}", COST.name)),
             upstream_retries: counter(&UPSTREAM_RETRIES),
+            upstream_invalid_usage: counter(&UPSTREAM_INVALID_USAGE),
             in_flight: gauge(&IN_FLIGHT),
             http_requests: counter(&HTTP_REQUESTS),
             writer_queue_depth: IntGauge::new(WRITER_QUEUE_DEPTH.name, WRITER_QUEUE_DEPTH.help)
@@ -338,6 +346,7 @@ impl Metrics {
             Box::new(m.tokens.clone()),
             Box::new(m.cost.clone()),
             Box::new(m.upstream_retries.clone()),
+            Box::new(m.upstream_invalid_usage.clone()),
             Box::new(m.in_flight.clone()),
             Box::new(m.http_requests.clone()),
             Box::new(m.writer_queue_depth.clone()),
@@ -405,7 +414,7 @@ impl Metrics {
     /// first error and dashboards show every configured version.
     pub fn init_model_version(&self, model_version: &str, endpoints: &[&str]) {
         for endpoint in endpoints {
-            for status in ["ok", "error"] {
+            for status in REQUEST_STATUSES {
                 self.requests
                     .with_label_values(&[model_version, endpoint, status]);
             }
@@ -415,7 +424,7 @@ impl Metrics {
                 self.errors
                     .with_label_values(&[model_version, endpoint, error_type]);
             }
-            for status in ["ok", "error"] {
+            for status in REQUEST_STATUSES {
                 self.request_duration
                     .with_label_values(&[model_version, endpoint, status]);
             }
@@ -436,6 +445,8 @@ impl Metrics {
         self.cost.with_label_values(&[model_version]);
         self.cost_per_request.with_label_values(&[model_version]);
         self.upstream_retries.with_label_values(&[model_version]);
+        self.upstream_invalid_usage
+            .with_label_values(&[model_version]);
     }
 
     /// Observes the time per output token of a streamed answer: the time after its first token,

@@ -37,7 +37,8 @@ pub struct LogsParams {
     pub client_request_id: Option<String>,
     /// Records carrying this tag.
     pub tag: Option<String>,
-    /// `ok` or `error`.
+    /// `ok`, `error` (the gateway or the provider failed), `rejected` (the upstream refused the
+    /// client's request) or `cancelled` (the client went away first).
     pub status: Option<String>,
     /// Records per page, 1 to 500 (default 50).
     pub limit: Option<String>,
@@ -105,7 +106,10 @@ pub fn parse_filter(params: LogsParams) -> Result<LogFilter, ApiError> {
         Some((other, None)) => {
             return Err(invalid(
                 "status",
-                format!("`status` must be ok or error; got {other:?}."),
+                format!(
+                    "`status` must be one of {}; got {other:?}.",
+                    LogStatus::NAMES.join(", ")
+                ),
             ))
         }
     };

@@ -1,32 +1,36 @@
 //! The gateway core: one function per use case (complete a chat, stream a chat, embed), shared by
 //! `/chat`, `/v1/chat/completions`, `/v1/responses` and `/v1/embeddings`. Knows nothing about
 //! axum; handlers only parse and shape. Every call that reaches a model is metered and recorded
-//! exactly once, retries included. `record.rs`: the metrics and the record a call leaves behind.
+//! exactly once, retries included — also when its client hangs up (status `cancelled`).
+//! `record.rs`: how a call is finished (its metrics and its record, CPU-heavy parts on the
+//! blocking pool); `stream.rs`: streamed calls.
 
 mod record;
+mod stream;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::config::{Config, ContentLogging, Pricing};
-use crate::eval::heuristics::{AnswerContext, Heuristics};
+use crate::eval::heuristics::Heuristics;
 use crate::eval::queue::JudgeQueue;
 use crate::metrics::Metrics;
 use crate::provider::tokens;
 use crate::provider::{
-    self, retry, Api, ClientRequest, Completion, CompletionRequest, Embeddings, EmbeddingsRequest,
-    Provider, ProviderError, StreamEnd, StreamEvent, ToolCall, Usage,
+    self, retry, Api, ClientRequest, CompletionRequest, Embeddings, EmbeddingsRequest, Provider,
+    ProviderError, ToolCall, Usage,
 };
+use crate::store::record::LogStatus;
 use crate::store::writer::WriterHandle;
 use record::RecordMeta;
+pub use stream::GatewayStreamItem;
 
 /// Which public route a call came through; the `endpoint` label and column.
 pub use crate::store::record::Endpoint;
@@ -146,6 +150,9 @@ pub struct Gateway {
     heuristics: Heuristics,
     /// Sampled records go to the LLM judge through here; None when the judge is off.
     judge_queue: Option<JudgeQueue>,
+    /// `server.finish_abandoned_calls`: a call whose client hangs up runs on to its end, so its
+    /// record has the usage and cost; else the upstream call is dropped with the client.
+    finish_abandoned: bool,
 }
 
 /// What a failed or finished call leaves for its record, besides the answer.
@@ -197,6 +204,7 @@ impl Gateway {
             request_timeout: cfg.request_timeout(),
             heuristics: Heuristics::new(&cfg.heuristics),
             judge_queue: None,
+            finish_abandoned: cfg.server.finish_abandoned_calls,
         })
     }
 
@@ -279,118 +287,60 @@ impl Gateway {
         }
     }
 
-    /// Non-streaming call: forward, meter, queue the record, answer.
-    pub async fn complete_chat(&self, mut input: ChatInput) -> Result<ChatOutput, CoreError> {
+    /// Non-streaming call: forward, meter, queue the record, answer. A client that hangs up
+    /// leaves a `cancelled` record: at once (the upstream call is dropped with it), or with
+    /// `server.finish_abandoned_calls` once the call has run to its end on its own task, with its
+    /// usage and cost.
+    pub async fn complete_chat(
+        self: &Arc<Self>,
+        input: ChatInput,
+    ) -> Result<ChatOutput, CoreError> {
+        if !self.finish_abandoned {
+            return self.run_complete(input, None).await;
+        }
+        let gone = Arc::new(AtomicBool::new(false));
+        let mark = SetOnDrop(Some(gone.clone()));
+        let this = self.clone();
+        let task = tokio::spawn(async move { this.run_complete(input, Some(gone)).await });
+        let out = join(task).await;
+        mark.disarm();
+        out
+    }
+
+    async fn run_complete(
+        self: &Arc<Self>,
+        mut input: ChatInput,
+        gone: Option<Arc<AtomicBool>>,
+    ) -> Result<ChatOutput, CoreError> {
         let (route, _in_flight) = self.begin(&mut input)?;
+        let input = Arc::new(input);
+        // Dropped with the handler when the client hangs up first (unless the call runs on its
+        // own task), it records the call as cancelled.
+        let guard = gone
+            .is_none()
+            .then(|| Abandoned::new(self, &route, &input, false));
         let upstream_start = Instant::now();
         let (result, attempted) = self
             .call(&route, input.started, || {
                 route.provider.complete(&input.request)
             })
             .await;
+        disarm(guard);
         let upstream = upstream_start.elapsed();
+        let client_gone = gone.is_some_and(|g| g.load(Ordering::Acquire));
         match result {
-            Ok(c) => Ok(self.finish_ok(&route, &input, c, upstream, None, false)),
+            Ok(c) => Ok(self
+                .finish_ok(&route, &input, c, upstream, None, false, client_gone)
+                .await),
             Err(e @ ProviderError::Unsupported { .. }) => {
                 Err(Self::upstream_error(&route, e, &attempted))
             }
             Err(e) => {
-                self.finish_err(&route, &input, &e, String::new(), None, false);
+                self.finish_err(&route, &input, &e, String::new(), None, false)
+                    .await;
                 Err(Self::upstream_error(&route, e, &attempted))
             }
         }
-    }
-
-    /// Streaming call. Errors before the first byte come back here so the handler can answer
-    /// with a proper status; the returned stream yields the client's frames and records the call
-    /// when it ends — normally, on an upstream error, or when the client goes away and the stream
-    /// is dropped.
-    pub async fn stream_chat(
-        self: &Arc<Self>,
-        mut input: ChatInput,
-    ) -> Result<
-        (
-            String,
-            futures::stream::BoxStream<'static, GatewayStreamItem>,
-        ),
-        CoreError,
-    > {
-        let (route, in_flight) = self.begin(&mut input)?;
-        let upstream_start = Instant::now();
-        let (started, attempted) = self
-            .call(&route, input.started, || {
-                route.provider.stream(&input.request)
-            })
-            .await;
-        let upstream_stream = match started {
-            Ok(s) => s,
-            Err(e @ ProviderError::Unsupported { .. }) => {
-                return Err(Self::upstream_error(&route, e, &attempted))
-            }
-            Err(e) => {
-                self.finish_err(&route, &input, &e, String::new(), None, true);
-                return Err(Self::upstream_error(&route, e, &attempted));
-            }
-        };
-        let model_version = route.name.clone();
-        let mut rec = StreamRecorder {
-            gateway: self.clone(),
-            route,
-            input,
-            text: String::new(),
-            ttft: None,
-            upstream_start,
-            done: false,
-            _in_flight: in_flight,
-        };
-        let deadline = self.deadline(rec.input.started);
-        let out = async_stream::stream! {
-            let mut upstream_stream = upstream_stream;
-            // One timer for the whole stream: a `timeout_at` per chunk would insert and remove a
-            // timer entry for every token.
-            let deadline = tokio::time::sleep_until(deadline);
-            tokio::pin!(deadline);
-            loop {
-                let next = tokio::select! {
-                    biased;
-                    n = upstream_stream.next() => n,
-                    _ = &mut deadline => Some(Err(ProviderError::Timeout(rec.gateway.request_timeout))),
-                };
-                match next {
-                    Some(Ok(StreamEvent::Chunk { frame, text, content })) => {
-                        if content && rec.ttft.is_none() {
-                            rec.ttft = Some(rec.input.started.elapsed());
-                        }
-                        rec.text.push_str(&text);
-                        if !frame.is_empty() {
-                            yield GatewayStreamItem::Frame(frame);
-                        }
-                    }
-                    Some(Ok(StreamEvent::Done(end))) => {
-                        // Recorded before the last frame goes out: a client that hangs up on
-                        // `[DONE]` still gets a complete record.
-                        let trailer = end.trailer.clone();
-                        rec.finish_ok(end);
-                        if !trailer.is_empty() {
-                            yield GatewayStreamItem::Frame(trailer);
-                        }
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        rec.finish_err(&e);
-                        yield GatewayStreamItem::Error(e);
-                        break;
-                    }
-                    None => {
-                        let e = ProviderError::StreamInterrupted("the stream ended without a final event".into());
-                        rec.finish_err(&e);
-                        yield GatewayStreamItem::Error(e);
-                        break;
-                    }
-                }
-            }
-        };
-        Ok((model_version, out.boxed()))
     }
 
     /// `POST /v1/embeddings`: forward, meter tokens and cost, record (no heuristics, no judge).
@@ -430,16 +380,22 @@ impl Gateway {
                     upstream_model,
                     ..
                 } = e;
-                let usage = usage.unwrap_or_else(|| Usage {
-                    input_tokens: input
-                        .request
-                        .inputs
-                        .iter()
-                        .map(|t| tokens::count_tokens(t))
-                        .sum(),
-                    cached_input_tokens: 0,
-                    output_tokens: 0,
-                });
+                let usage = match self.sane_usage(mv, usage) {
+                    Some(u) => u,
+                    None => {
+                        let inputs = input.request.inputs.clone();
+                        let bytes = inputs.iter().map(String::len).sum();
+                        let counted = crate::blocking::run_if(tokens::is_heavy(bytes), move || {
+                            inputs.iter().map(|t| tokens::count_tokens(t)).sum()
+                        })
+                        .await;
+                        Usage {
+                            input_tokens: counted,
+                            cached_input_tokens: 0,
+                            output_tokens: 0,
+                        }
+                    }
+                };
                 let cost_usd = route.cost_usd(&usage);
                 let overhead = total.saturating_sub(upstream);
                 self.observe_ok(mv, endpoint.as_str(), total, overhead, None, 0);
@@ -472,191 +428,85 @@ impl Gateway {
     fn deadline(&self, started: Instant) -> tokio::time::Instant {
         tokio::time::Instant::from_std(started) + self.request_timeout
     }
-
-    fn usage_or_counted(
-        &self,
-        input: &ChatInput,
-        text: &str,
-        tool_calls: &[ToolCall],
-        usage: Option<Usage>,
-    ) -> Usage {
-        usage.unwrap_or_else(|| Usage {
-            input_tokens: tokens::count_message_tokens(&input.request.messages),
-            cached_input_tokens: 0,
-            output_tokens: tokens::count_tokens(text)
-                + tool_calls
-                    .iter()
-                    .map(|t| tokens::count_tokens(&t.name) + tokens::count_tokens(&t.arguments))
-                    .sum::<u64>(),
-        })
-    }
-
-    fn finish_ok(
-        &self,
-        route: &ModelRoute,
-        input: &ChatInput,
-        c: Completion,
-        upstream: Duration,
-        ttft: Option<Duration>,
-        streamed: bool,
-    ) -> ChatOutput {
-        let usage = self.usage_or_counted(input, &c.text, &c.tool_calls, c.usage);
-        let cost_usd = route.cost_usd(&usage);
-        // Before the clock stops, so the checks' cost shows in the gateway overhead.
-        let checked = self.heuristics.enabled().then(|| {
-            let outcome = self.heuristics.evaluate(
-                &c.text,
-                AnswerContext {
-                    finish_reason: &c.finish_reason,
-                    json_requested: input.request.json_mode,
-                    tool_calls: &c.tool_calls,
-                    json_schema: input.json_schema.as_deref(),
-                },
-            );
-            outcome.observe(&self.metrics, &route.name);
-            outcome
-        });
-        let total = input.started.elapsed();
-        let overhead = total.saturating_sub(upstream);
-        let endpoint = input.endpoint.as_str();
-        let mv = route.name.as_str();
-        self.observe_ok(mv, endpoint, total, overhead, ttft, usage.output_tokens);
-        self.observe_tokens(mv, &usage, cost_usd, true);
-        let latency_ms = total.as_secs_f64() * 1000.0;
-        let mut record = self.base_record(
-            route,
-            self.chat_meta(input, streamed),
-            total,
-            &usage,
-            cost_usd,
-        );
-        record.response = self.stored_text(&c.text);
-        if !c.upstream_model.is_empty() {
-            record.upstream_model = c.upstream_model.clone();
-        }
-        record.ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0);
-        record.finish_reason = Some(c.finish_reason.clone());
-        record.tool_calls = self.stored_tool_calls(&c.tool_calls);
-        record.heuristic_label = checked.as_ref().map(|o| o.label);
-        record.heuristic_results = checked
-            .as_ref()
-            .map_or_else(|| serde_json::Value::Array(vec![]), |o| o.results_json());
-        self.submit(record);
-        // The judge scores text; an answer that only calls tools has none to score.
-        let judgeable = !c.text.trim().is_empty() || c.tool_calls.is_empty();
-        if let Some(q) = self.judge_queue.as_ref().filter(|_| judgeable) {
-            q.offer(input.request_id, &route.name);
-        }
-        ChatOutput {
-            request_id: input.request_id,
-            model_version: route.name.clone(),
-            text: c.text,
-            finish_reason: c.finish_reason,
-            tool_calls: c.tool_calls,
-            usage,
-            latency_ms,
-            overhead_ms: overhead.as_secs_f64() * 1000.0,
-            cost_usd,
-            body: c.body,
-        }
-    }
-
-    fn finish_err(
-        &self,
-        route: &ModelRoute,
-        input: &ChatInput,
-        e: &ProviderError,
-        partial_text: String,
-        ttft: Option<Duration>,
-        streamed: bool,
-    ) {
-        let total = input.started.elapsed();
-        let endpoint = input.endpoint.as_str();
-        let mv = route.name.as_str();
-        self.observe_err(mv, endpoint, total, e);
-        // Input tokens were spent even when the answer failed mid-stream; count what we know.
-        let usage = if partial_text.is_empty() {
-            Usage::default()
-        } else {
-            self.usage_or_counted(input, &partial_text, &[], None)
-        };
-        let cost_usd = route.cost_usd(&usage);
-        if !partial_text.is_empty() {
-            self.observe_tokens(mv, &usage, cost_usd, true);
-        }
-        let mut record = self.base_record(
-            route,
-            self.chat_meta(input, streamed),
-            total,
-            &usage,
-            cost_usd,
-        );
-        if !partial_text.is_empty() {
-            record.response = self.stored_text(&partial_text);
-        }
-        record.ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0);
-        self.mark_failed(&mut record, e);
-        self.submit(record);
-    }
 }
 
-/// What a gateway stream yields to the handler.
-#[derive(Debug)]
-pub enum GatewayStreamItem {
-    /// A whole server-sent event for the client, as the provider shaped it.
-    Frame(Bytes),
-    /// The stream failed after it started; the handler tells the client in its API's way.
-    Error(ProviderError),
-}
-
-/// State of one streamed call; records it exactly once — at the end, or on drop if the client
-/// disconnected first.
-struct StreamRecorder {
+/// Records a call as `cancelled` when dropped armed: the handler's future was dropped because
+/// its client hung up before the call ended. Finishing the record runs on a task of its own
+/// (the blocking pool for a large prompt), never in the dropping thread.
+struct Abandoned {
     gateway: Arc<Gateway>,
     route: Arc<ModelRoute>,
-    input: ChatInput,
-    text: String,
-    ttft: Option<Duration>,
-    upstream_start: Instant,
-    done: bool,
-    _in_flight: InFlight,
+    input: Arc<ChatInput>,
+    streamed: bool,
+    armed: bool,
 }
 
-impl StreamRecorder {
-    fn finish_ok(&mut self, end: StreamEnd) -> ChatOutput {
-        self.done = true;
-        let c = Completion {
-            text: std::mem::take(&mut self.text),
-            finish_reason: end.finish_reason,
-            usage: end.usage,
-            upstream_model: end.upstream_model.unwrap_or_default(),
-            tool_calls: end.tool_calls,
-            body: None,
-        };
-        let upstream = self.upstream_start.elapsed();
-        self.gateway.finish_ok(
-            &self.route,
-            &self.input,
-            c,
-            upstream,
-            self.ttft.or(Some(self.input.started.elapsed())),
-            true,
-        )
-    }
-
-    fn finish_err(&mut self, e: &ProviderError) {
-        self.done = true;
-        let text = std::mem::take(&mut self.text);
-        self.gateway
-            .finish_err(&self.route, &self.input, e, text, self.ttft, true);
-    }
-}
-
-impl Drop for StreamRecorder {
-    fn drop(&mut self) {
-        if !self.done {
-            self.finish_err(&ProviderError::ClientDisconnected);
+impl Abandoned {
+    fn new(
+        gateway: &Arc<Gateway>,
+        route: &Arc<ModelRoute>,
+        input: &Arc<ChatInput>,
+        streamed: bool,
+    ) -> Abandoned {
+        Abandoned {
+            gateway: gateway.clone(),
+            route: route.clone(),
+            input: input.clone(),
+            streamed,
+            armed: true,
         }
+    }
+}
+
+/// The call ended while its client was still there: nothing to record on drop.
+fn disarm(guard: Option<Abandoned>) {
+    if let Some(mut g) = guard {
+        g.armed = false;
+    }
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.gateway.record_abandoned(
+            self.route.clone(),
+            self.input.clone(),
+            String::new(),
+            None,
+            self.streamed,
+        );
+    }
+}
+
+/// Sets the flag when dropped before [`SetOnDrop::disarm`]: the handler's future is gone, so is
+/// its client.
+struct SetOnDrop(Option<Arc<AtomicBool>>);
+
+impl SetOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// The result of a call running on its own task; a panic in it resumes here.
+async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(t) => t,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            // Cancelled: only when the runtime shuts down, which drops this future too.
+            Err(_) => std::future::pending().await,
+        },
     }
 }
 
@@ -694,6 +544,22 @@ pub fn http_status_for(e: &ProviderError) -> u16 {
         // nginx's "client closed request": nobody saw this status, the record keeps why.
         ProviderError::ClientDisconnected => 499,
         _ => 502,
+    }
+}
+
+/// How a failed call counts: `cancelled` when the client went away, `rejected` when the upstream
+/// refused the client's request (its 4xx other than 401/403, the gateway's credentials, and 429,
+/// the provider's capacity), else `error` — the gateway's or the provider's failure, the only
+/// kind the error budget counts.
+pub fn status_for(e: &ProviderError) -> LogStatus {
+    match e {
+        ProviderError::ClientDisconnected => LogStatus::Cancelled,
+        ProviderError::Status { status, .. }
+            if (400..500).contains(status) && !matches!(status, 401 | 403 | 429) =>
+        {
+            LogStatus::Rejected
+        }
+        _ => LogStatus::Error,
     }
 }
 

@@ -1,18 +1,275 @@
-//! What a call leaves behind: its metrics, and its record with the content `logging.content`
-//! allows (full, redacted, or none). The gateway's use cases in `mod.rs` call these once per call.
+//! What a call leaves behind: how it is finished (once per call, whatever the outcome), its
+//! metrics, and its record with the content `logging.content` allows (full, redacted, or none).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use uuid::Uuid;
 
-use super::{http_status_for, truncate, ChatInput, Endpoint, Gateway, ModelRoute};
+use super::{
+    http_status_for, status_for, truncate, ChatInput, ChatOutput, Endpoint, Gateway, ModelRoute,
+};
 use crate::auth::Caller;
 use crate::config::ContentLogging;
-use crate::provider::{self, Api, ChatMessage, ProviderError, ToolCall, Usage};
+use crate::eval::heuristics::AnswerContext;
+use crate::provider::tokens;
+use crate::provider::{self, Api, ChatMessage, Completion, ProviderError, ToolCall, Usage};
 use crate::redact::redact;
 use crate::store::record::LogStatus;
 use crate::store::{JsonText, LogRecord};
+
+/// Reported usage beyond this many tokens of a kind is not believed (an upstream reporting
+/// 2^64 − 1 tokens added 5.5e13 USD to the cost counter and stored −1 tokens).
+pub const MAX_SANE_TOKENS: u64 = 100_000_000;
+
+impl Gateway {
+    /// Finishes a call that got its answer: metrics, record, judge sample; the answer for the
+    /// handler. `client_gone`: the client left a call that ran on to its end on its own task
+    /// (`server.finish_abandoned_calls`): recorded as `cancelled`, with the answer's usage. The
+    /// CPU-heavy part (token counting, heuristics, redaction and JSON of a large prompt or
+    /// answer) runs on the blocking pool, which also submits the record, so a handler dropped
+    /// meanwhile loses nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn finish_ok(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        input: &Arc<ChatInput>,
+        c: Completion,
+        upstream: Duration,
+        ttft: Option<Duration>,
+        streamed: bool,
+        client_gone: bool,
+    ) -> ChatOutput {
+        if !is_heavy(input, c.text.len()) {
+            return self.finish_ok_now(route, input, c, upstream, ttft, streamed, client_gone);
+        }
+        let (this, route, input) = (self.clone(), route.clone(), input.clone());
+        crate::blocking::run(move || {
+            this.finish_ok_now(&route, &input, c, upstream, ttft, streamed, client_gone)
+        })
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_ok_now(
+        &self,
+        route: &ModelRoute,
+        input: &ChatInput,
+        c: Completion,
+        upstream: Duration,
+        ttft: Option<Duration>,
+        streamed: bool,
+        client_gone: bool,
+    ) -> ChatOutput {
+        let usage = self.usage_or_counted(&route.name, input, &c.text, &c.tool_calls, c.usage);
+        let cost_usd = route.cost_usd(&usage);
+        // Before the clock stops, so the checks' cost shows in the gateway overhead. An answer
+        // nobody received is not judged.
+        let checked = (self.heuristics.enabled() && !client_gone).then(|| {
+            let outcome = self.heuristics.evaluate(
+                &c.text,
+                AnswerContext {
+                    finish_reason: &c.finish_reason,
+                    json_requested: input.request.json_mode,
+                    tool_calls: &c.tool_calls,
+                    json_schema: input.json_schema.as_deref(),
+                },
+            );
+            outcome.observe(&self.metrics, &route.name);
+            outcome
+        });
+        let total = input.started.elapsed();
+        let overhead = total.saturating_sub(upstream);
+        let endpoint = input.endpoint.as_str();
+        let mv = route.name.as_str();
+        if client_gone {
+            self.observe_err(mv, endpoint, total, &ProviderError::ClientDisconnected);
+        } else {
+            self.observe_ok(mv, endpoint, total, overhead, ttft, usage.output_tokens);
+        }
+        self.observe_tokens(mv, &usage, cost_usd, true);
+        let latency_ms = total.as_secs_f64() * 1000.0;
+        let mut record = self.base_record(
+            route,
+            self.chat_meta(input, streamed),
+            total,
+            &usage,
+            cost_usd,
+        );
+        record.response = self.stored_text(&c.text);
+        if !c.upstream_model.is_empty() {
+            record.upstream_model = c.upstream_model.clone();
+        }
+        record.ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0);
+        record.finish_reason = Some(c.finish_reason.clone());
+        record.tool_calls = self.stored_tool_calls(&c.tool_calls);
+        record.heuristic_label = checked.as_ref().map(|o| o.label);
+        record.heuristic_results = checked
+            .as_ref()
+            .map_or_else(|| serde_json::Value::Array(vec![]), |o| o.results_json());
+        if client_gone {
+            self.mark_failed(&mut record, &ProviderError::ClientDisconnected);
+        }
+        self.submit(record);
+        // The judge scores text; an answer that only calls tools has none to score.
+        let judgeable = !client_gone && (!c.text.trim().is_empty() || c.tool_calls.is_empty());
+        if let Some(q) = self.judge_queue.as_ref().filter(|_| judgeable) {
+            q.offer(input.request_id, &route.name);
+        }
+        ChatOutput {
+            request_id: input.request_id,
+            model_version: route.name.clone(),
+            text: c.text,
+            finish_reason: c.finish_reason,
+            tool_calls: c.tool_calls,
+            usage,
+            latency_ms,
+            overhead_ms: overhead.as_secs_f64() * 1000.0,
+            cost_usd,
+            body: c.body,
+        }
+    }
+
+    /// Finishes a call that failed (or whose client left, `ProviderError::ClientDisconnected`):
+    /// metrics and record, the CPU-heavy part on the blocking pool as in [`Gateway::finish_ok`].
+    pub(super) async fn finish_err(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        input: &Arc<ChatInput>,
+        e: &ProviderError,
+        partial_text: String,
+        ttft: Option<Duration>,
+        streamed: bool,
+    ) {
+        if !is_heavy(input, partial_text.len()) {
+            return self.finish_err_now(route, input, e, partial_text, ttft, streamed);
+        }
+        let (this, route, input, e) = (self.clone(), route.clone(), input.clone(), e.clone());
+        crate::blocking::run(move || {
+            this.finish_err_now(&route, &input, &e, partial_text, ttft, streamed)
+        })
+        .await
+    }
+
+    fn finish_err_now(
+        &self,
+        route: &ModelRoute,
+        input: &ChatInput,
+        e: &ProviderError,
+        partial_text: String,
+        ttft: Option<Duration>,
+        streamed: bool,
+    ) {
+        let total = input.started.elapsed();
+        let endpoint = input.endpoint.as_str();
+        let mv = route.name.as_str();
+        self.observe_err(mv, endpoint, total, e);
+        // Input tokens were spent even when the answer failed mid-stream; count what we know.
+        let usage = if partial_text.is_empty() {
+            Usage::default()
+        } else {
+            self.usage_or_counted(mv, input, &partial_text, &[], None)
+        };
+        let cost_usd = route.cost_usd(&usage);
+        if !partial_text.is_empty() {
+            self.observe_tokens(mv, &usage, cost_usd, true);
+        }
+        let mut record = self.base_record(
+            route,
+            self.chat_meta(input, streamed),
+            total,
+            &usage,
+            cost_usd,
+        );
+        if !partial_text.is_empty() {
+            record.response = self.stored_text(&partial_text);
+        }
+        record.ttft_ms = ttft.map(|t| t.as_secs_f64() * 1000.0);
+        self.mark_failed(&mut record, e);
+        self.submit(record);
+    }
+
+    /// Records a call whose handler was dropped (its client hung up) as `cancelled`, on a task
+    /// of its own: a `Drop` may neither wait nor do CPU-heavy work.
+    pub(super) fn record_abandoned(
+        self: &Arc<Self>,
+        route: Arc<ModelRoute>,
+        input: Arc<ChatInput>,
+        partial_text: String,
+        ttft: Option<Duration>,
+        streamed: bool,
+    ) {
+        let e = ProviderError::ClientDisconnected;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let this = self.clone();
+                rt.spawn(async move {
+                    this.finish_err(&route, &input, &e, partial_text, ttft, streamed)
+                        .await
+                });
+            }
+            Err(_) => self.finish_err_now(&route, &input, &e, partial_text, ttft, streamed),
+        }
+    }
+
+    /// The upstream's usage if it reported a sane one, else the tokens counted here.
+    fn usage_or_counted(
+        &self,
+        mv: &str,
+        input: &ChatInput,
+        text: &str,
+        tool_calls: &[ToolCall],
+        usage: Option<Usage>,
+    ) -> Usage {
+        self.sane_usage(mv, usage).unwrap_or_else(|| Usage {
+            input_tokens: tokens::count_message_tokens(&input.request.messages),
+            cached_input_tokens: 0,
+            output_tokens: tokens::count_tokens(text)
+                + tool_calls
+                    .iter()
+                    .map(|t| tokens::count_tokens(&t.name) + tokens::count_tokens(&t.arguments))
+                    .sum::<u64>(),
+        })
+    }
+
+    /// The upstream's usage, or None when it reported none or one beyond [`MAX_SANE_TOKENS`]
+    /// (counted in `lqo_upstream_invalid_usage_total` and logged).
+    pub(super) fn sane_usage(&self, mv: &str, usage: Option<Usage>) -> Option<Usage> {
+        let u = usage?;
+        let largest = u
+            .input_tokens
+            .max(u.cached_input_tokens)
+            .max(u.output_tokens);
+        if largest <= MAX_SANE_TOKENS {
+            return Some(u);
+        }
+        self.metrics
+            .upstream_invalid_usage
+            .with_label_values(&[mv])
+            .inc();
+        tracing::warn!(
+            model_version = mv,
+            input_tokens = u.input_tokens,
+            cached_input_tokens = u.cached_input_tokens,
+            output_tokens = u.output_tokens,
+            "upstream reported usage beyond sane bounds; counting the tokens instead"
+        );
+        None
+    }
+}
+
+/// Whether finishing a call is CPU-heavy enough for the blocking pool: a large prompt (counted,
+/// serialised and maybe redacted for the record) or a large answer.
+fn is_heavy(input: &ChatInput, answer_bytes: usize) -> bool {
+    let prompt: usize = input.request.messages.iter().map(|m| m.content.len()).sum();
+    let body = input
+        .request
+        .client
+        .as_ref()
+        .map_or(0, |c| c.body.bytes().len());
+    tokens::is_heavy(prompt.max(body) + answer_bytes)
+}
 
 impl Gateway {
     pub(super) fn chat_meta<'a>(&self, input: &'a ChatInput, streamed: bool) -> RecordMeta<'a> {
@@ -62,16 +319,32 @@ impl Gateway {
         m.requests.with_label_values(&[mv, endpoint, "ok"]).inc();
     }
 
+    /// A call that ended without an answer, under its status (`error`, `rejected` or
+    /// `cancelled`).
     pub(super) fn observe_err(&self, mv: &str, endpoint: &str, total: Duration, e: &ProviderError) {
         let m = &self.metrics;
+        let status = status_for(e);
         m.request_duration
-            .with_label_values(&[mv, endpoint, "error"])
+            .with_label_values(&[mv, endpoint, status.as_str()])
             .observe(total.as_secs_f64());
-        m.requests.with_label_values(&[mv, endpoint, "error"]).inc();
+        m.requests
+            .with_label_values(&[mv, endpoint, status.as_str()])
+            .inc();
         m.errors
             .with_label_values(&[mv, endpoint, e.error_type()])
             .inc();
-        tracing::warn!(model_version = mv, endpoint, error_type = e.error_type(), error = %e, "upstream call failed");
+        match status {
+            LogStatus::Cancelled => {
+                tracing::info!(
+                    model_version = mv,
+                    endpoint,
+                    "client went away before the answer"
+                )
+            }
+            _ => {
+                tracing::warn!(model_version = mv, endpoint, error_type = e.error_type(), error = %e, "upstream call failed")
+            }
+        }
     }
 
     pub(super) fn observe_tokens(&self, mv: &str, usage: &Usage, cost_usd: f64, with_output: bool) {
@@ -146,7 +419,7 @@ impl Gateway {
     }
 
     pub(super) fn mark_failed(&self, record: &mut LogRecord, e: &ProviderError) {
-        record.status = LogStatus::Error;
+        record.status = status_for(e);
         record.http_status = i32::from(http_status_for(e));
         record.error_type = Some(e.error_type().into());
         record.error_message = Some(self.stored_error(&truncate(&e.to_string(), 1000)));

@@ -57,10 +57,19 @@ macro_rules! stored_enum {
 }
 
 stored_enum! {
-    /// How a model call ended, as stored in `llm_logs.status`.
+    /// How a model call ended, as stored in `llm_logs.status` and counted in the `status` label
+    /// of `lqo_requests_total`. Only `error` is the gateway's or the provider's failure (the
+    /// error budget); `rejected` and `cancelled` are the client's doing.
     pub enum LogStatus {
+        /// Answered.
         Ok = "ok",
+        /// The gateway or the provider failed (5xx, timeout, connection, a broken stream, the
+        /// gateway's credentials refused, the provider's rate limit).
         Error = "error",
+        /// The upstream refused the client's request (its 4xx, passed to the client).
+        Rejected = "rejected",
+        /// The client went away before the answer was complete (HTTP 499, as nginx logs it).
+        Cancelled = "cancelled",
     }
 }
 
@@ -343,8 +352,10 @@ mod tests {
         };
         assert_eq!(
             shown(LogStatus::schema()),
-            serde_json::json!(["ok", "error"])
+            serde_json::json!(["ok", "error", "rejected", "cancelled"])
         );
+        // The metric's status label takes exactly the stored words.
+        assert_eq!(LogStatus::NAMES, crate::metrics::REQUEST_STATUSES);
         assert_eq!(
             shown(Endpoint::schema()),
             serde_json::json!(["chat", "chat_completions", "responses", "embeddings"])

@@ -495,3 +495,295 @@ async fn large_records_page_by_bytes_on_postgres() {
 async fn large_records_page_by_bytes_on_sqlite() {
     large_records_page_by_bytes(Harness::sqlite().await).await;
 }
+
+/// The newest record a client's own x-request-id names, once the writer has it.
+async fn record_of_client(h: &Harness, client_id: &str) -> llm_quality_observer::store::LogRecord {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        if let Some(r) = h.store.logs.get_log_by_client_id(client_id).await.unwrap() {
+            return r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no record for {client_id}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends a call and hangs up after `after` (before the delayed answer's first byte).
+async fn hang_up(h: &Harness, client_id: &str, path: &str, body: Value) {
+    let impatient = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let r = impatient
+        .post(h.url(path))
+        .header("x-request-id", client_id)
+        .json(&body)
+        .send()
+        .await;
+    assert!(r.is_err(), "the client gave up before the answer");
+}
+
+/// Finding 3: a client that hung up before the first byte (plain or stream) left no record and
+/// no metric, though the upstream was called. It is recorded once as `cancelled` (HTTP 499) and
+/// counted under that status, which the error budget leaves out.
+async fn hang_ups_are_recorded_as_cancelled(h: Harness) {
+    let slow = "[mock:delay_ms=3000] are you there?";
+    hang_up(
+        &h,
+        "gone-plain",
+        "/chat",
+        json!({"prompt": slow, "user_id": "u", "model_version": "mock-local"}),
+    )
+    .await;
+    hang_up(
+        &h,
+        "gone-stream",
+        "/v1/chat/completions",
+        json!({"model": "mock-local", "stream": true, "messages": [{"role": "user", "content": slow}]}),
+    )
+    .await;
+    for (id, streamed) in [("gone-plain", false), ("gone-stream", true)] {
+        let r = record_of_client(&h, id).await;
+        assert_eq!(r.status.as_str(), "cancelled", "{id}");
+        assert_eq!(r.http_status, 499, "{id}");
+        assert_eq!(r.error_type.as_deref(), Some("client_disconnected"));
+        assert_eq!(r.streamed, streamed);
+        assert!(r.prompt.contains("are you there"));
+    }
+    let (status, page) = get(&h, "/v1/logs?status=cancelled").await;
+    assert_eq!(status, 200);
+    assert_eq!(page["data"].as_array().unwrap().len(), 2, "{page}");
+    let m = h.metrics().await;
+    let calls = |endpoint, status| {
+        crate::common::sample(
+            &m,
+            "lqo_requests_total",
+            &[
+                ("model_version", "mock-local"),
+                ("endpoint", endpoint),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(calls("chat", "cancelled"), Some(1.0));
+    assert_eq!(calls("chat_completions", "cancelled"), Some(1.0));
+    assert_eq!(
+        calls("chat", "error"),
+        Some(0.0),
+        "not the gateway's failure"
+    );
+    h.app.stop().await;
+}
+
+#[tokio::test]
+async fn hang_ups_are_recorded_as_cancelled_on_postgres() {
+    hang_ups_are_recorded_as_cancelled(Harness::postgres().await).await;
+}
+
+#[tokio::test]
+async fn hang_ups_are_recorded_as_cancelled_on_sqlite() {
+    hang_ups_are_recorded_as_cancelled(Harness::sqlite().await).await;
+}
+
+/// With `server.finish_abandoned_calls` the call runs on to its end after the client left, and
+/// its `cancelled` record has the answer, its usage and its cost.
+#[tokio::test]
+async fn abandoned_calls_can_be_finished_for_their_usage() {
+    let h = Harness::sqlite_with(|c| c.server.finish_abandoned_calls = true).await;
+    let slow = "[mock:delay_ms=800] finish me anyway";
+    hang_up(
+        &h,
+        "finish-plain",
+        "/chat",
+        json!({"prompt": slow, "user_id": "u", "model_version": "mock-local"}),
+    )
+    .await;
+    hang_up(
+        &h,
+        "finish-stream",
+        "/v1/chat/completions",
+        json!({"model": "mock-local", "stream": true, "messages": [{"role": "user", "content": slow}]}),
+    )
+    .await;
+    for id in ["finish-plain", "finish-stream"] {
+        let r = record_of_client(&h, id).await;
+        assert_eq!(
+            (r.status.as_str(), r.http_status),
+            ("cancelled", 499),
+            "{id}"
+        );
+        assert!(r.input_tokens > 0 && r.output_tokens > 0, "{id}: {r:?}");
+        assert!(r.cost_usd > 0.0, "{id}");
+        assert!(r.response.as_deref().is_some_and(|t| !t.is_empty()), "{id}");
+    }
+    // A client that stays gets its answer as usual.
+    let r = h
+        .post_json(
+            "/chat",
+            json!({"prompt": "hi", "user_id": "u", "model_version": "mock-local"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let m = h.metrics().await;
+    let cost = crate::common::sample(&m, "lqo_cost_usd_total", &[("model_version", "mock-local")]);
+    assert!(cost.unwrap() > 0.0);
+    h.app.stop().await;
+}
+
+/// The error budget counts only the gateway's and the provider's failures: an upstream's refusal
+/// of the client's request (its 4xx, passed on) is `rejected`, a 5xx or a 429 is `error`.
+#[tokio::test]
+async fn refusals_of_the_clients_request_do_not_burn_the_error_budget() {
+    let h = Harness::sqlite().await;
+    for (prompt, code, status) in [
+        ("[mock:status=400] bad request", 400, "rejected"),
+        ("[mock:status=422] unprocessable", 422, "rejected"),
+        ("[mock:status=500] broken", 502, "error"),
+        ("fine", 200, "ok"),
+    ] {
+        let r = h
+            .post_json(
+                "/chat",
+                json!({"prompt": prompt, "user_id": "u", "model_version": "mock-local"}),
+            )
+            .await;
+        assert_eq!(r.status(), code, "{prompt}");
+        let id = r.headers()["x-lqo-request-id"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(h.record(id).await.status.as_str(), status, "{prompt}");
+    }
+    let m = h.metrics().await;
+    let calls = |status| {
+        crate::common::sample(
+            &m,
+            "lqo_requests_total",
+            &[
+                ("model_version", "mock-local"),
+                ("endpoint", "chat"),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(calls("rejected"), Some(2.0));
+    assert_eq!(calls("error"), Some(1.0));
+    assert_eq!(calls("ok"), Some(1.0));
+    assert_eq!(calls("cancelled"), Some(0.0));
+    let (_, page) = get(&h, "/v1/logs?status=rejected").await;
+    assert_eq!(page["data"].as_array().map(Vec::len), Some(2), "{page}");
+    h.app.stop().await;
+}
+
+/// Finding 12: upstream usage of 2^64 − 1 was stored as −1 tokens and added 5.5e13 USD to the
+/// cost counter. Usage beyond sane bounds is refused as invalid (counted), and the tokens are
+/// counted by the gateway instead — over the real HTTP client, plain and streamed.
+#[tokio::test]
+async fn insane_upstream_usage_is_refused_and_counted() {
+    let h = Harness::sqlite().await;
+    let prompt = format!("[mock:usage_tokens={}] how many?", u64::MAX);
+    let plain = h
+        .post_json("/chat", json!({"prompt": prompt, "user_id": "u"}))
+        .await;
+    assert_eq!(plain.status(), 200);
+    let streamed = h
+        .post_json(
+            "/v1/chat/completions",
+            json!({"stream": true, "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await;
+    assert_eq!(streamed.status(), 200);
+    let ids = [
+        plain.headers()["x-lqo-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+        streamed.headers()["x-lqo-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string(),
+    ];
+    let _ = streamed.text().await.unwrap();
+    // Translated between the two OpenAI APIs (a total of both would overflow): no panic.
+    let translated = h
+        .post_json(
+            "/v1/chat/completions",
+            json!({"model": "gpt-resp", "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await;
+    assert_eq!(translated.status(), 200);
+    let body: Value = translated.json().await.unwrap();
+    assert_eq!(
+        body["usage"]["total_tokens"],
+        u64::MAX,
+        "passed on as the upstream said"
+    );
+    for id in ids {
+        let r = h.record(id.parse().unwrap()).await;
+        assert!(r.input_tokens > 0 && r.input_tokens < 1000, "{r:?}");
+        assert!(r.output_tokens > 0 && r.output_tokens < 1000, "{r:?}");
+        assert!(r.cost_usd < 0.01, "{}", r.cost_usd);
+    }
+    let m = h.metrics().await;
+    assert_eq!(
+        crate::common::sample(
+            &m,
+            "lqo_upstream_invalid_usage_total",
+            &[("model_version", "gpt-test")]
+        ),
+        Some(2.0)
+    );
+    let cost = crate::common::sample(&m, "lqo_cost_usd_total", &[("model_version", "gpt-test")]);
+    assert!(cost.unwrap() < 0.01, "{cost:?}");
+    h.app.stop().await;
+}
+
+/// Finding 4: token counting ran on the request workers (a 390,000-character prompt of one letter
+/// cost 0.65 s of tiktoken), and eight such calls stalled `/health` for 0.5–2.5 s. Shown by order,
+/// not by a clock: on this test's single-threaded runtime, work on the worker would finish each
+/// call within one poll, so eight could never be in flight at once; off the worker, all eight are
+/// inside the gateway, `/health` answers, and they are still there afterwards.
+#[tokio::test]
+async fn health_answers_while_heavy_calls_are_in_flight() {
+    let h = Harness::sqlite_with(|c| {
+        c.limits.max_prompt_chars = 1_000_000;
+        c.server.max_body_bytes = 4 * 1024 * 1024;
+        // Redaction of the stored prompt makes each call's finishing CPU-heavy too.
+        c.logging.content = llm_quality_observer::config::ContentLogging::Redacted;
+    })
+    .await;
+    let prompt = "a".repeat(390_000);
+    let in_flight = |m: &str| {
+        crate::common::sample(m, "lqo_in_flight_requests", &[("endpoint", "chat")]).unwrap_or(0.0)
+    };
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let http = h.http.clone();
+            let url = h.url("/chat");
+            let body = json!({"prompt": prompt, "user_id": "u", "model_version": "mock-local"});
+            tokio::spawn(async move { http.post(url).json(&body).send().await.unwrap().status() })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while in_flight(&h.metrics().await) < 8.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "eight heavy calls were never in flight together"
+        );
+        tokio::task::yield_now().await;
+    }
+    let health = h.http.get(h.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert!(
+        in_flight(&h.metrics().await) > 0.0,
+        "/health answered only after the heavy calls"
+    );
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    h.app.stop().await;
+}

@@ -166,6 +166,9 @@ pub struct Triggers {
     /// `[mock:no_usage]`: report no usage, as some compatible servers do (the gateway then counts
     /// tokens itself).
     pub no_usage: bool,
+    /// `[mock:usage_tokens=N]`: report N input and N output tokens, whatever was counted (an
+    /// upstream with a broken usage report).
+    pub usage_tokens: Option<u64>,
     /// `[mock:parallel_tools]`: call every offered tool at once (unless `parallel_tool_calls`
     /// is false), not just the first.
     pub parallel_tools: bool,
@@ -231,6 +234,7 @@ impl Triggers {
                 ("delay_ms", Some(v)) => t.delay_ms = v.parse().ok(),
                 ("fail_first", Some(v)) => t.fail_first = v.parse().ok(),
                 ("cached_tokens", Some(v)) => t.cached_tokens = v.parse().ok(),
+                ("usage_tokens", Some(v)) => t.usage_tokens = v.parse().ok(),
                 ("truncate", _) => t.truncate = true,
                 ("stream_error", _) => t.stream_error = true,
                 _ => {}
@@ -383,27 +387,48 @@ impl MockProvider {
         Ok(())
     }
 
-    /// The request as the mock reads it, and the answer.
-    fn plan(&self, req: &CompletionRequest) -> Result<(MockRequest, MockAnswer), ProviderError> {
-        let mreq = match &req.client {
-            Some(c) => {
-                let mut m = MockRequest::parse(c.api, c.body.bytes())
-                    .map_err(|message| ProviderError::status(400, message))?;
-                m.model = req.model.clone();
-                m
-            }
-            None => MockRequest::plain(
-                &req.model,
-                req.messages.clone(),
-                req.max_tokens,
-                req.json_mode,
-            ),
-        };
-        let triggers = Triggers::for_messages(&mreq.messages);
+    /// The request as the mock reads it, and the answer (its usage counted by tiktoken). A
+    /// large request is read and counted on the blocking pool, off the request workers.
+    async fn plan(
+        &self,
+        req: &CompletionRequest,
+    ) -> Result<(MockRequest, MockAnswer), ProviderError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let answer = shapes::answer(&mreq, self.output_words, &triggers, seq);
-        Ok((mreq, answer))
+        let words = self.output_words;
+        let bytes = req.messages.iter().map(|m| m.content.len()).sum::<usize>()
+            + req.client.as_ref().map_or(0, |c| c.body.bytes().len());
+        if crate::provider::tokens::is_heavy(bytes) {
+            let req = req.clone();
+            crate::blocking::run(move || plan(&req, words, seq)).await
+        } else {
+            plan(req, words, seq)
+        }
     }
+}
+
+/// The request as the mock reads it, and the answer.
+fn plan(
+    req: &CompletionRequest,
+    output_words: usize,
+    seq: u64,
+) -> Result<(MockRequest, MockAnswer), ProviderError> {
+    let mreq = match &req.client {
+        Some(c) => {
+            let mut m = MockRequest::parse(c.api, c.body.bytes())
+                .map_err(|message| ProviderError::status(400, message))?;
+            m.model = req.model.clone();
+            m
+        }
+        None => MockRequest::plain(
+            &req.model,
+            req.messages.clone(),
+            req.max_tokens,
+            req.json_mode,
+        ),
+    };
+    let triggers = Triggers::for_messages(&mreq.messages);
+    let answer = shapes::answer(&mreq, output_words, &triggers, seq);
+    Ok((mreq, answer))
 }
 
 #[async_trait::async_trait]
@@ -422,7 +447,7 @@ impl Provider for MockProvider {
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }
-        let (mreq, answer) = self.plan(req)?;
+        let (mreq, answer) = self.plan(req).await?;
         let body = req.client.as_ref().map(|c| {
             let v = match c.api {
                 Api::Chat => shapes::chat_completion(&answer),
@@ -444,7 +469,7 @@ impl Provider for MockProvider {
     async fn stream(&self, req: &CompletionRequest) -> Result<CompletionStream, ProviderError> {
         let triggers = Triggers::for_messages(&req.messages);
         self.before_answer(&triggers).await?;
-        let (mreq, answer) = self.plan(req)?;
+        let (mreq, answer) = self.plan(req).await?;
         let include_usage = req.client.as_ref().is_some_and(|c| c.include_usage);
         let (frames, trailer) = match req.api() {
             Api::Chat => (
@@ -500,7 +525,16 @@ impl Provider for MockProvider {
             serde_json::from_slice(req.body.bytes()).unwrap_or_default();
         let (dimensions, base64) =
             shapes::embedding_options(&options).map_err(|m| ProviderError::status(400, m))?;
-        let list = shapes::embeddings_list(&req.inputs, &req.model, dimensions, base64);
+        let bytes = req.inputs.iter().map(String::len).sum();
+        let list = if crate::provider::tokens::is_heavy(bytes) {
+            let (inputs, model) = (req.inputs.clone(), req.model.clone());
+            crate::blocking::run(move || {
+                shapes::embeddings_list(&inputs, &model, dimensions, base64)
+            })
+            .await
+        } else {
+            shapes::embeddings_list(&req.inputs, &req.model, dimensions, base64)
+        };
         let tokens = list["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
         Ok(Embeddings {
             body: bytes::Bytes::from(list.to_string()),

@@ -301,7 +301,7 @@ fn chat_usage(object: &ResponseObject) -> Value {
     json!({
         "prompt_tokens": input,
         "completion_tokens": output,
-        "total_tokens": input + output,
+        "total_tokens": input.saturating_add(output),
         "prompt_tokens_details": {
             "cached_tokens": u.input_tokens_details.as_ref().and_then(|d| d.cached_tokens).unwrap_or(0)
         },

@@ -315,7 +315,7 @@ fn responses_usage(usage: &Value) -> Value {
         "input_tokens_details": { "cached_tokens": usage.pointer("/prompt_tokens_details/cached_tokens").and_then(Value::as_u64).unwrap_or(0) },
         "output_tokens": output,
         "output_tokens_details": { "reasoning_tokens": usage.pointer("/completion_tokens_details/reasoning_tokens").and_then(Value::as_u64).unwrap_or(0) },
-        "total_tokens": input + output,
+        "total_tokens": input.saturating_add(output),
     })
 }
 

@@ -11,7 +11,7 @@ fn chat_usage(a: &MockAnswer) -> Value {
     json!({
         "prompt_tokens": a.input_tokens,
         "completion_tokens": a.output_tokens,
-        "total_tokens": a.input_tokens + a.output_tokens,
+        "total_tokens": a.input_tokens.saturating_add(a.output_tokens),
         "prompt_tokens_details": { "cached_tokens": a.cached_tokens, "audio_tokens": 0 },
         "completion_tokens_details": { "reasoning_tokens": 0, "audio_tokens": 0,
             "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0 }

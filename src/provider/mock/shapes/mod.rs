@@ -419,6 +419,10 @@ pub fn answer(req: &MockRequest, output_words: usize, triggers: &Triggers, seq: 
                     .sum::<u64>()
         })
         .sum();
+    let (input_tokens, output_tokens) = match triggers.usage_tokens {
+        Some(n) => (n, n),
+        None => (input_tokens, output_tokens),
+    };
     MockAnswer {
         seq,
         model: req.model.clone(),

@@ -53,7 +53,7 @@ pub fn response_object(a: &MockAnswer, req: &MockRequest, finished: bool) -> Val
             "input_tokens_details": { "cached_tokens": a.cached_tokens },
             "output_tokens": a.output_tokens,
             "output_tokens_details": { "reasoning_tokens": 0 },
-            "total_tokens": a.input_tokens + a.output_tokens
+            "total_tokens": a.input_tokens.saturating_add(a.output_tokens)
         })
     } else {
         Value::Null
