@@ -4,7 +4,6 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -121,25 +120,20 @@ impl App {
     ) -> std::io::Result<()> {
         let router = self.router();
         let grace = std::time::Duration::from_secs(self.state.config.server.shutdown_grace_secs);
+        let limits = self.state.config.connection_limits();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        // Small SSE frames must leave at once: without TCP_NODELAY, Nagle's algorithm and delayed ACKs
-        // hold streamed chunks back by ~40 ms.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let server = crate::server::serve(listener, router, limits, async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
         let mut stop_rx2 = stop_rx.clone();
-        let result = tokio::select! {
-            r = server => r,
+        tokio::select! {
+            () = server => {},
             _ = async move {
                 let _ = stop_rx2.wait_for(|s| *s).await;
                 tokio::time::sleep(grace).await;
             } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period");
-                Ok(())
             }
         };
         drop(stop_rx);
@@ -163,7 +157,7 @@ impl App {
         // Bounded: with the database down the queue goes to the spool (writer.db_timeout_ms).
         writer::close_and_wait(writer, writer_task).await;
         tracing::info!("writer drained; bye");
-        result
+        Ok(())
     }
 }
 

@@ -84,6 +84,16 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds to wait for in-flight requests after SIGTERM.
     pub shutdown_grace_secs: u64,
+    /// Most client connections open at once; capped below the open-file limit (whose soft
+    /// value is raised to the hard one at start). Beyond it new clients wait in the backlog.
+    pub max_connections: usize,
+    /// A connection must deliver a request's head (request line and headers) within this many
+    /// seconds of its start, or of the first byte after an idle spell; else it is closed.
+    pub header_read_timeout_secs: u64,
+    /// A connection with nothing read or written and no request being handled for this long
+    /// (keep-alive between requests, or a response the client stopped reading) is closed.
+    /// Longer than 15 s: a quiet stream sends a keep-alive comment every 15 s.
+    pub idle_timeout_secs: u64,
     /// A model call whose client hangs up is recorded as `cancelled` either way. Off: the
     /// upstream call is dropped with the client (nothing more is spent; the record has the
     /// usage known so far). On: it runs on to its end, so the record has its usage and cost.
@@ -119,6 +129,10 @@ impl Default for ServerConfig {
             request_timeout_secs: 120,
             max_body_bytes: 1024 * 1024,
             shutdown_grace_secs: 30,
+            max_connections: 10_000,
+            header_read_timeout_secs: 10,
+            // Above the 60 s idle timeout of common load balancers, so they close first.
+            idle_timeout_secs: 75,
             finish_abandoned_calls: false,
         }
     }
@@ -349,6 +363,18 @@ impl Config {
         if self.server.request_timeout_secs == 0 {
             problems.push("server.request_timeout_secs must be > 0".into());
         }
+        if self.server.max_connections == 0 {
+            problems.push("server.max_connections must be > 0".into());
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            problems.push("server.header_read_timeout_secs must be > 0".into());
+        }
+        if self.server.idle_timeout_secs <= 15 {
+            problems.push(
+                "server.idle_timeout_secs must be more than 15 (a quiet stream sends a keep-alive comment every 15 s)"
+                    .into(),
+            );
+        }
         problems.extend(self.database.problems());
         if self.limits.max_messages == 0 {
             problems.push("limits.max_messages must be > 0".into());
@@ -394,6 +420,15 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.server.request_timeout_secs)
+    }
+
+    /// The connection limits of `server`, the count capped below the open-file limit.
+    pub fn connection_limits(&self) -> crate::server::ConnectionLimits {
+        crate::server::ConnectionLimits {
+            max_connections: crate::server::connection_cap(self.server.max_connections),
+            header_read_timeout: Duration::from_secs(self.server.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.server.idle_timeout_secs),
+        }
     }
 
     pub fn is_postgres(&self) -> bool {

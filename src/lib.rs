@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod mock_upstream;
 pub mod provider;
 pub mod redact;
+pub mod server;
 pub mod store;
 pub mod timespec;

@@ -787,3 +787,36 @@ async fn health_answers_while_heavy_calls_are_in_flight() {
     }
     h.app.stop().await;
 }
+
+/// Finding 5: half-sent and idle connections were never closed, and 1,200 connections that never
+/// finished their headers made every new client time out (`accept error: Too many open files`).
+/// Connections are capped below the open-file limit, and one that does not finish its head in
+/// time is closed, so a new client is served after the hogs are cut off.
+#[tokio::test]
+async fn half_sent_connections_are_closed_and_new_clients_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::sqlite_with(|c| {
+        c.server.max_connections = 40;
+        c.server.header_read_timeout_secs = 1;
+    })
+    .await;
+    let mut hogs = Vec::new();
+    for _ in 0..120 {
+        let mut tcp = tokio::net::TcpStream::connect(h.app.addr).await.unwrap();
+        tcp.write_all(b"POST /chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n")
+            .await
+            .unwrap();
+        hogs.push(tcp);
+    }
+    let r = h
+        .post_json("/chat", json!({"prompt": "still served?", "user_id": "u"}))
+        .await;
+    assert_eq!(r.status(), 200);
+    // Every hog was closed by the gateway, none answered.
+    for mut hog in hogs {
+        let mut rest = Vec::new();
+        let _ = hog.read_to_end(&mut rest).await;
+        assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    }
+    h.app.stop().await;
+}
