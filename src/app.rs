@@ -16,6 +16,7 @@ use crate::eval::worker::EvalStores;
 use crate::eval::JudgeRuntime;
 use crate::gateway::{BuildError, Gateway};
 use crate::metrics::Metrics;
+use crate::store::health::{HealthProbe, OtherProblems};
 use crate::store::retention::Maintenance;
 use crate::store::spool::SpoolError;
 use crate::store::{writer, Store, StoreError};
@@ -47,30 +48,129 @@ pub struct App {
     maintenance: Maintenance,
     /// Follows key changes made by other replicas (PostgreSQL with auth on).
     key_changes: Option<JoinHandle<()>>,
+    /// Migrations the database was not there for at start, retried until it answers.
+    migrations: Migrations,
 }
 
-impl App {
-    /// Connects and migrates the database given in the config.
-    pub async fn build(config: Config) -> Result<App, StartError> {
-        let store = Store::connect(&config.database.url, config.database.max_connections).await?;
-        if config.database.run_migrations {
-            store.migrate().await?;
+/// Migrations that could not run at start (the database did not answer), retried in the
+/// background; what `/ready` says meanwhile, and a signal for what must wait for them.
+struct Migrations {
+    /// Why they are pending; None once applied.
+    pending: Arc<std::sync::Mutex<Option<String>>>,
+    done: tokio::sync::watch::Receiver<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Migrations {
+    fn start(store: Store, pending: Option<StoreError>) -> Migrations {
+        let Some(first) = pending else {
+            let (_, done) = tokio::sync::watch::channel(true);
+            return Migrations {
+                pending: Arc::default(),
+                done,
+                task: None,
+            };
+        };
+        let reason =
+            |e: &StoreError| format!("database migrations pending until the database answers: {e}");
+        let pending = Arc::new(std::sync::Mutex::new(Some(reason(&first))));
+        let (tx, done) = tokio::sync::watch::channel(false);
+        let shared = pending.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = MIGRATE_RETRY_MIN;
+            loop {
+                tokio::time::sleep(backoff).await;
+                let outcome = store.migrate().await;
+                let mut slot = shared.lock().unwrap_or_else(|p| p.into_inner());
+                match outcome {
+                    Ok(()) => {
+                        *slot = None;
+                        tx.send_replace(true);
+                        tracing::info!("the database answers: migrations applied");
+                        return;
+                    }
+                    Err(e) => {
+                        if !e.is_unreachable() {
+                            tracing::error!(error = %e, "database migrations failed; retrying");
+                        }
+                        *slot = Some(reason(&e));
+                    }
+                }
+                backoff = (backoff * 2).min(MIGRATE_RETRY_MAX);
+            }
+        });
+        Migrations {
+            pending,
+            done,
+            task: Some(task),
         }
-        Self::with_store(config, store)
     }
 
-    /// Builds on an existing store (tests hand in a fresh database).
+    /// Turns true once the schema is up to date.
+    fn done(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.done.clone()
+    }
+
+    fn stop(&self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
+    }
+}
+
+/// Backoff of the migrations retried in the background.
+const MIGRATE_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+const MIGRATE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl App {
+    /// Connects and migrates the database given in the config. A PostgreSQL database that does
+    /// not answer does not stop the start: the gateway serves into the spool, `/ready` says
+    /// `degraded`, and the migrations run (and the spool is replayed) once it answers.
+    pub async fn build(config: Config) -> Result<App, StartError> {
+        let (store, unreachable) =
+            Store::open(&config.database.url, config.database.max_connections).await?;
+        let pending = match (config.database.run_migrations, unreachable) {
+            (false, _) => None,
+            (true, Some(e)) => Some(e),
+            (true, None) => match store.migrate().await {
+                Ok(()) => None,
+                Err(e) if e.is_unreachable() => Some(e),
+                Err(e) => return Err(e.into()),
+            },
+        };
+        if let Some(e) = &pending {
+            tracing::error!(
+                error = %e,
+                "the database cannot be reached: serving anyway, records go to the spool on disk; migrations run and the spool is replayed once it answers"
+            );
+        }
+        Self::start(config, store, pending)
+    }
+
+    /// Builds on an existing, migrated store (tests hand in a fresh database).
     pub fn with_store(config: Config, store: Store) -> Result<App, StartError> {
+        Self::start(config, store, None)
+    }
+
+    /// Builds on `store`; `pending_migrations` says why they could not run yet (they are retried
+    /// in the background until the database answers).
+    pub fn start(
+        config: Config,
+        store: Store,
+        pending_migrations: Option<StoreError>,
+    ) -> Result<App, StartError> {
         // Building the tokenizer takes a moment; do it off the request path.
         tokio::task::spawn_blocking(crate::provider::tokens::warm_up);
         let metrics = Arc::new(Metrics::new());
         // Opening the spool also starts replaying what a crashed run left in it.
         let (writer_handle, writer_task) =
             writer::spawn(store.logs.clone(), &config.writer, metrics.clone())?;
+        let migrations = Migrations::start(store.clone(), pending_migrations);
         let maintenance = Maintenance::start(
             store.retention.clone(),
             config.logging.retention_days,
             metrics.clone(),
+            migrations.done(),
         );
         let mut gateway = Gateway::new(&config, metrics.clone(), writer_handle.clone())?;
         let eval = Arc::new(config.eval_settings());
@@ -89,6 +189,24 @@ impl App {
         ));
         let listen_url = Some(config.database.listen_url.clone()).filter(|u| !u.is_empty());
         let key_changes = crate::auth::follow_key_changes(auth.clone(), listen_url);
+        let others: OtherProblems = {
+            let auth = auth.clone();
+            let pending = migrations.pending.clone();
+            Arc::new(move || {
+                let auth = auth.clone();
+                let pending = pending.clone();
+                Box::pin(async move {
+                    // Limits fail open or closed as configured, never a lost record: degraded
+                    // at worst.
+                    let mut problems = Vec::new();
+                    problems.extend(auth.shared_limits_problem().await);
+                    problems.extend(auth.key_changes_problem());
+                    problems.extend(pending.lock().unwrap_or_else(|p| p.into_inner()).clone());
+                    problems
+                })
+            })
+        };
+        let health = Arc::new(HealthProbe::start(store.clone(), others));
         let state = AppState::new(AppStateInner {
             config: Arc::new(config),
             eval,
@@ -97,6 +215,7 @@ impl App {
             writer: writer_handle,
             metrics,
             auth,
+            health,
         });
         Ok(App {
             state,
@@ -104,6 +223,7 @@ impl App {
             judge,
             maintenance,
             key_changes,
+            migrations,
         })
     }
 
@@ -143,7 +263,10 @@ impl App {
             judge,
             maintenance,
             key_changes,
+            migrations,
         } = self;
+        migrations.stop();
+        state.health.stop();
         if let Some(task) = key_changes {
             task.abort();
         }

@@ -256,7 +256,9 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitC
     {
         tracing::info!("no LLM_API_KEY set: answers come from the built-in mock model");
     }
-    app.state.auth.log_startup_state().await;
+    // In the background: with the database down at start it would wait for a connection.
+    let auth = app.state.auth.clone();
+    tokio::spawn(async move { auth.log_startup_state().await });
     app.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -66,6 +66,8 @@ pub struct AppStateInner {
     pub metrics: Arc<Metrics>,
     /// Client keys, scopes and rate limits (`crate::auth`).
     pub auth: Arc<Auth>,
+    /// What `/ready` answers from.
+    pub health: Arc<crate::store::health::HealthProbe>,
 }
 
 /// Who a request is: the gateway's own id (a new UUIDv7, the key of the call's record and what

@@ -30,6 +30,30 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// True when the database could not be reached (refused, timed out, connection lost), as
+    /// opposed to answering with an error: a migration that failed this way is retried until
+    /// the database answers.
+    pub fn is_unreachable(&self) -> bool {
+        let io_like = |e: &sqlx::Error| {
+            matches!(
+                e,
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::WorkerCrashed
+            )
+        };
+        match self {
+            StoreError::Connect { .. } => true,
+            StoreError::Database(e) => io_like(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::Execute(e)) => io_like(e),
+            StoreError::Migrate(sqlx::migrate::MigrateError::ExecuteMigration(e, _)) => io_like(e),
+            _ => false,
+        }
+    }
+
     /// True when the database refused the data itself (a bad value, a violated constraint, a value
     /// too large), so sending the same rows again can never succeed. False for outages, timeouts
     /// and schema trouble, which retrying can outlive.

@@ -2,15 +2,122 @@
 //! alone keeps the gateway in rotation (`Degraded`: calls are still served and their records are
 //! safe in the spool, and failing readiness on every replica at once would turn a database outage
 //! into a gateway outage). Only when records cannot be kept at all — database and spool both
-//! failing — is it `NotReady`.
+//! failing — is it `NotReady`. The database and the other subsystems are asked by a background
+//! probe every [`PROBE_INTERVAL`]; `/ready` reads what it found, so it answers in microseconds
+//! even while the database does not answer at all (it took 2 s per call, and a 1 s probe timeout
+//! marked every replica unready).
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use super::writer::{WriterHandle, WriterStatus};
 use super::Store;
 
 /// How long the readiness ping may take before the database counts as unreachable.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the background probe asks.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long `/ready` waits for the very first probe after start before answering without it.
+pub const FIRST_PROBE_WAIT: Duration = Duration::from_millis(500);
+
+/// Problems of other subsystems (shared rate limits, key-change listening, pending migrations)
+/// that degrade the gateway but never lose a record; asked with every probe.
+pub type OtherProblems = Arc<dyn Fn() -> BoxFuture<'static, Vec<String>> + Send + Sync>;
+
+/// What one probe found.
+#[derive(Debug, Clone)]
+struct Probed {
+    ping: Result<(), String>,
+    others: Vec<String>,
+    at: Instant,
+}
+
+/// The background readiness probe and what it last found.
+pub struct HealthProbe {
+    found: watch::Receiver<Option<Probed>>,
+    database: &'static str,
+    task: JoinHandle<()>,
+}
+
+impl HealthProbe {
+    /// Starts probing `store` and `others` now and every [`PROBE_INTERVAL`].
+    pub fn start(store: Store, others: OtherProblems) -> HealthProbe {
+        let (tx, found) = watch::channel(None);
+        let database = store.backend();
+        let task = tokio::spawn(async move {
+            loop {
+                let (ping, others) = tokio::join!(ping(&store), others());
+                tx.send_replace(Some(Probed {
+                    ping,
+                    others,
+                    at: Instant::now(),
+                }));
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+        });
+        HealthProbe {
+            found,
+            database,
+            task,
+        }
+    }
+
+    /// The verdict from the last probe and the writer's state now. Waits only for the very
+    /// first probe after start, at most [`FIRST_PROBE_WAIT`].
+    pub async fn readiness(&self, writer: &WriterHandle) -> Readiness {
+        let mut found = self.found.clone();
+        let probed =
+            match tokio::time::timeout(FIRST_PROBE_WAIT, found.wait_for(Option::is_some)).await {
+                Ok(Ok(p)) => p.clone(),
+                _ => None,
+            };
+        let (ping, mut others) = match probed {
+            None => (
+                Err("not checked yet (the gateway has just started)".to_string()),
+                vec![],
+            ),
+            Some(p) => {
+                let mut others = p.others;
+                let age = p.at.elapsed();
+                if age > PROBE_INTERVAL * 3 + PING_TIMEOUT {
+                    others.push(format!("readiness last checked {} s ago", age.as_secs()));
+                }
+                (p.ping, others)
+            }
+        };
+        let writer = writer.status();
+        let (state, reasons) = assess(ping, &writer, std::mem::take(&mut others));
+        Readiness {
+            state,
+            database: self.database,
+            writer,
+            reasons,
+        }
+    }
+
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for HealthProbe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A round trip to the database, bounded by [`PING_TIMEOUT`].
+async fn ping(store: &Store) -> Result<(), String> {
+    match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("ping timed out after {} s", PING_TIMEOUT.as_secs())),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadinessState {
@@ -40,25 +147,6 @@ pub struct Readiness {
     pub writer: WriterStatus,
     /// What is wrong, when the state is not `Ready`.
     pub reasons: Vec<String>,
-}
-
-/// Pings the database (bounded by [`PING_TIMEOUT`]) and judges it with the writer's state.
-/// `others`: problems of other subsystems (shared rate limits, key-change listening) that
-/// degrade the gateway but never lose a record.
-pub async fn readiness(store: &Store, writer: &WriterHandle, others: Vec<String>) -> Readiness {
-    let ping = match tokio::time::timeout(PING_TIMEOUT, store.ping()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("ping timed out after {} s", PING_TIMEOUT.as_secs())),
-    };
-    let writer = writer.status();
-    let (state, reasons) = assess(ping, &writer, others);
-    Readiness {
-        state,
-        database: store.backend(),
-        writer,
-        reasons,
-    }
 }
 
 /// The rules: from the ping's outcome, the writer's state and other subsystems' problems to a

@@ -127,6 +127,28 @@ impl Store {
         Ok(Store::over(sqlite))
     }
 
+    /// Like [`Store::connect`], for a gateway that must start while the database is down: when
+    /// PostgreSQL cannot be reached, the store connects on first use instead, and the reason
+    /// comes back beside it. A bad URL and any SQLite failure (a local file) still fail.
+    pub async fn open(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<(Store, Option<StoreError>), StoreError> {
+        match Store::connect(url, max_connections).await {
+            Ok(store) => Ok((store, None)),
+            Err(e @ StoreError::Connect { .. }) if is_postgres_url(url) => {
+                let opts =
+                    PgConnectOptions::from_str(url).map_err(|err| StoreError::InvalidUrl {
+                        url: redact_url(url),
+                        reason: scrub_url_secrets(&err.to_string(), url),
+                    })?;
+                let pg = PgStore::connect_lazy(opts, max_connections.max(1), ACQUIRE_TIMEOUT);
+                Ok((Store::over(pg), Some(e)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// "postgres" or "sqlite", for logs and the readiness report.
     pub fn backend(&self) -> &'static str {
         self.backend.name()

@@ -64,12 +64,17 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
+    /// Starts once `migrated` turns true (the schema is there to maintain).
     pub fn start(
         store: Arc<dyn LogRetention>,
         retention_days: u32,
         metrics: Arc<Metrics>,
+        mut migrated: tokio::sync::watch::Receiver<bool>,
     ) -> Maintenance {
         let task = tokio::spawn(async move {
+            if migrated.wait_for(|done| *done).await.is_err() {
+                return;
+            }
             loop {
                 run_once(store.as_ref(), retention_days, &metrics).await;
                 tokio::time::sleep(MAINTENANCE_INTERVAL).await;

@@ -103,3 +103,40 @@ fn example_config_checks_clean() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Finding 9: `lqo check-config` printed a password given as `?password=` in DATABASE_URL, and
+/// a start-up error printed `?pass%77ord=…` unmasked. One redaction everywhere: check-config,
+/// and the errors of commands that cannot reach the database.
+#[test]
+fn database_url_secrets_never_show_in_query_parameters_either() {
+    let dir = tempfile::tempdir().unwrap();
+    let nothing = crate::common::nothing_listening_url("postgres");
+    for (args, url) in [
+        (
+            vec!["check-config"],
+            "postgres://app@db:5432/lqo?sslmode=require&password=hunter22-a".to_string(),
+        ),
+        (
+            vec!["migrate"],
+            format!("{nothing}/lqo?pass%77ord=hunter22-b&application_name=lqo"),
+        ),
+        (
+            vec!["keys", "list"],
+            format!("{nothing}/lqo?password=hunter22-c"),
+        ),
+    ] {
+        let out = lqo()
+            .args(&args)
+            .env("DATABASE_URL", &url)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!all.contains("hunter22"), "{args:?}: {all}");
+        assert!(all.contains("=***"), "{args:?}: {all}");
+    }
+}

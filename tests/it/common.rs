@@ -204,3 +204,108 @@ pub fn sample(metrics: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
         rest.rsplit(' ').next()?.parse().ok()
     })
 }
+
+/// What [`PgProxy`] does with connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// Forwards to the real PostgreSQL.
+    Up,
+    /// Closes every connection at once, as a stopped server's refusal does.
+    Refuse,
+    /// Accepts and never answers, as a host that vanished does.
+    Blackhole,
+}
+
+/// A TCP proxy in front of the test PostgreSQL, to take "the database" down and up under a
+/// running gateway. Changing the mode cuts the connections it forwards.
+pub struct PgProxy {
+    pub addr: SocketAddr,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
+    hung: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PgProxy {
+    pub async fn start(mode: ProxyMode) -> PgProxy {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::watch::channel(mode);
+        let hung = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let target = pg_server_addr();
+        let counter = hung.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut changed = rx.clone();
+                let mode = *changed.borrow_and_update();
+                let hung = counter.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    match mode {
+                        ProxyMode::Refuse => {}
+                        ProxyMode::Blackhole => {
+                            hung.fetch_add(1, Ordering::SeqCst);
+                            let mut sink = [0u8; 1024];
+                            loop {
+                                use tokio::io::AsyncReadExt;
+                                tokio::select! {
+                                    n = client.read(&mut sink) => if matches!(n, Ok(0) | Err(_)) { break },
+                                    _ = changed.changed() => break,
+                                }
+                            }
+                            hung.fetch_sub(1, Ordering::SeqCst);
+                        }
+                        ProxyMode::Up => {
+                            if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                                tokio::select! {
+                                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                    _ = changed.changed() => {}
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        PgProxy {
+            addr,
+            mode: tx,
+            hung,
+            task,
+        }
+    }
+
+    pub fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+    }
+
+    /// Connections held open without an answer right now.
+    pub fn hung(&self) -> usize {
+        self.hung.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `url` (of the test server) pointed at this proxy.
+    pub fn url_for(&self, url: &str) -> String {
+        let target = pg_server_addr();
+        url.replacen(&target, &self.addr.to_string(), 1)
+    }
+}
+
+impl Drop for PgProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// host:port of the test PostgreSQL server.
+fn pg_server_addr() -> String {
+    let url = std::env::var("LQO_TEST_PG_URL")
+        .unwrap_or_else(|_| testing::DEFAULT_TEST_PG_URL.to_string());
+    let after_scheme = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+    let host_part = after_scheme.split('/').next().unwrap_or(after_scheme);
+    host_part
+        .rsplit('@')
+        .next()
+        .unwrap_or(host_part)
+        .to_string()
+}

@@ -820,3 +820,122 @@ async fn half_sent_connections_are_closed_and_new_clients_served() {
     }
     h.app.stop().await;
 }
+
+/// `/ready` until `want(status)` holds (the probe runs every second).
+async fn ready_until(http: &reqwest::Client, url: &str, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = http.get(url).send().await.unwrap();
+        let body: Value = r.json().await.unwrap();
+        if want(&body) {
+            return body;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Finding 6: the gateway refused to start while the database was down (exit 1), so a deploy or
+/// a crash during an outage became a full outage. It starts, serves calls into the spool, says
+/// `degraded`, and once the database answers migrates it and replays the spool.
+#[tokio::test]
+async fn the_gateway_starts_and_serves_with_the_database_down() {
+    use crate::common::{PgProxy, ProxyMode};
+    use llm_quality_observer::app::{App, RunningApp};
+    let (_unmigrated, db) = llm_quality_observer::store::testing::empty_postgres()
+        .await
+        .unwrap();
+    let proxy = PgProxy::start(ProxyMode::Refuse).await;
+    let mut cfg = crate::common::config(crate::common::upstream().await);
+    cfg.database.url = proxy.url_for(db.url());
+    let _spool = crate::common::SpoolDir(cfg.writer.spool_dir.clone());
+    let app = App::build(cfg)
+        .await
+        .expect("starts with the database down");
+    let app = RunningApp::start(app).await.unwrap();
+    let http = reqwest::Client::new();
+    let ready = ready_until(&http, &app.url("/ready"), |b| b["status"] == "degraded").await;
+    assert!(
+        ready["reasons"].to_string().contains("migrations pending"),
+        "{ready}"
+    );
+    let r = http
+        .post(app.url("/chat"))
+        .header("x-request-id", "during-the-outage")
+        .json(&json!({"prompt": "anyone there?", "user_id": "u"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id: Uuid = r.headers()["x-lqo-request-id"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The database comes back: migrated, the spool replayed, ready.
+    proxy.set(ProxyMode::Up);
+    ready_until(&http, &app.url("/ready"), |b| b["status"] == "ready").await;
+    let store = llm_quality_observer::store::Store::connect(db.url(), 2)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    let record = loop {
+        if let Some(r) = store.logs.get_log(id).await.unwrap() {
+            break r;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the record never landed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        record.client_request_id.as_deref(),
+        Some("during-the-outage")
+    );
+    app.stop().await;
+}
+
+/// Finding 7: `/ready` took 2.0 s per call during an outage (a 1 s probe timeout marked every
+/// replica unready). It answers from the background probe's findings: while connections to a
+/// database that accepts and never answers hang, a kubelet-like client with a 1 s timeout gets
+/// its answer every time.
+#[tokio::test]
+async fn ready_answers_while_the_database_ping_hangs() {
+    use crate::common::{PgProxy, ProxyMode};
+    use llm_quality_observer::app::{App, RunningApp};
+    let (_store, db) = llm_quality_observer::store::testing::fresh_postgres()
+        .await
+        .unwrap();
+    let proxy = PgProxy::start(ProxyMode::Up).await;
+    let mut cfg = crate::common::config(crate::common::upstream().await);
+    cfg.database.url = proxy.url_for(db.url());
+    let _spool = crate::common::SpoolDir(cfg.writer.spool_dir.clone());
+    let app = RunningApp::start(App::build(cfg).await.unwrap())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    ready_until(&http, &app.url("/ready"), |b| b["status"] == "ready").await;
+    proxy.set(ProxyMode::Blackhole);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while proxy.hung() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the probe never pinged"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let kubelet = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(1))
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let r = kubelet.get(app.url("/ready")).send().await;
+        assert_eq!(r.expect("answered within the probe timeout").status(), 200);
+    }
+    assert!(proxy.hung() > 0, "the database was still not answering");
+    // And once the probe gives up on it, /ready says so.
+    ready_until(&http, &app.url("/ready"), |b| b["status"] == "degraded").await;
+    proxy.set(ProxyMode::Up);
+    app.stop().await;
+}

@@ -63,6 +63,20 @@ impl PgStore {
             .map_err(|e| failed(e.to_string()))?;
         Ok(PgStore { pool })
     }
+
+    /// A pool that connects on first use: for a gateway that starts while the database is
+    /// down (it serves into the spool and migrates once the database answers).
+    pub(crate) fn connect_lazy(
+        opts: PgConnectOptions,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> PgStore {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(opts);
+        PgStore { pool }
+    }
 }
 
 #[async_trait]
