@@ -29,22 +29,26 @@ pub enum StoreError {
     Corrupt { request_id: String, reason: String },
 }
 
+/// A driver error that means the database was not reached (or the connection was lost), not
+/// that it answered with an error.
+pub(crate) fn is_unreachable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
 impl StoreError {
     /// True when the database could not be reached (refused, timed out, connection lost), as
     /// opposed to answering with an error: a migration that failed this way is retried until
     /// the database answers.
     pub fn is_unreachable(&self) -> bool {
-        let io_like = |e: &sqlx::Error| {
-            matches!(
-                e,
-                sqlx::Error::Io(_)
-                    | sqlx::Error::Tls(_)
-                    | sqlx::Error::PoolTimedOut
-                    | sqlx::Error::PoolClosed
-                    | sqlx::Error::Protocol(_)
-                    | sqlx::Error::WorkerCrashed
-            )
-        };
+        let io_like = is_unreachable;
         match self {
             StoreError::Connect { .. } => true,
             StoreError::Database(e) => io_like(e),

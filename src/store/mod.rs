@@ -128,24 +128,46 @@ impl Store {
     }
 
     /// Like [`Store::connect`], for a gateway that must start while the database is down: when
-    /// PostgreSQL cannot be reached, the store connects on first use instead, and the reason
-    /// comes back beside it. A bad URL and any SQLite failure (a local file) still fail.
+    /// PostgreSQL cannot be reached (refused, no answer), the store connects on first use
+    /// instead, and the reason comes back beside it. A database that answers and refuses (a
+    /// wrong password, no such database), a bad URL and any SQLite failure (a local file) still
+    /// fail the start: those are mistakes to fix, not outages to ride out.
     pub async fn open(
         url: &str,
         max_connections: u32,
     ) -> Result<(Store, Option<StoreError>), StoreError> {
-        match Store::connect(url, max_connections).await {
-            Ok(store) => Ok((store, None)),
-            Err(e @ StoreError::Connect { .. }) if is_postgres_url(url) => {
-                let opts =
-                    PgConnectOptions::from_str(url).map_err(|err| StoreError::InvalidUrl {
-                        url: redact_url(url),
-                        reason: scrub_url_secrets(&err.to_string(), url),
-                    })?;
+        if !is_postgres_url(url) {
+            return Ok((Store::connect(url, max_connections).await?, None));
+        }
+        let shown = redact_url(url);
+        let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::InvalidUrl {
+            url: shown.clone(),
+            reason: scrub_url_secrets(&e.to_string(), url),
+        })?;
+        let unreachable = |reason: String| StoreError::Connect {
+            backend: "postgres",
+            url: shown.clone(),
+            reason: scrub_url_secrets(&reason, url),
+        };
+        let probe = tokio::time::timeout(ACQUIRE_TIMEOUT, sqlx::ConnectOptions::connect(&opts));
+        let outage = match probe.await {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+                None
+            }
+            Ok(Err(e)) if error::is_unreachable(&e) => Some(unreachable(e.to_string())),
+            Ok(Err(_)) => None,
+            Err(_) => Some(unreachable(format!(
+                "no answer within {} s",
+                ACQUIRE_TIMEOUT.as_secs()
+            ))),
+        };
+        match outage {
+            None => Ok((Store::connect(url, max_connections).await?, None)),
+            Some(e) => {
                 let pg = PgStore::connect_lazy(opts, max_connections.max(1), ACQUIRE_TIMEOUT);
                 Ok((Store::over(pg), Some(e)))
             }
-            Err(e) => Err(e),
         }
     }
 

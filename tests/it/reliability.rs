@@ -939,3 +939,24 @@ async fn ready_answers_while_the_database_ping_hangs() {
     proxy.set(ProxyMode::Up);
     app.stop().await;
 }
+
+/// Riding out an outage is not hiding a mistake: a database that answers and refuses (here: no
+/// such database) still fails the start, with the URL's secrets masked.
+#[tokio::test]
+async fn a_database_that_answers_and_refuses_still_fails_the_start() {
+    let server = std::env::var("LQO_TEST_PG_URL")
+        .unwrap_or_else(|_| llm_quality_observer::store::testing::DEFAULT_TEST_PG_URL.to_string());
+    let base = server.rsplit_once('/').unwrap().0;
+    let mut cfg = crate::common::config(crate::common::upstream().await);
+    cfg.database.url = format!(
+        "{base}/lqo_no_such_db_{}?password=hunter22",
+        Uuid::new_v4().simple()
+    );
+    let _spool = crate::common::SpoolDir(cfg.writer.spool_dir.clone());
+    let err = match llm_quality_observer::app::App::build(cfg).await {
+        Ok(_) => panic!("started on a database that does not exist"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("does not exist"), "{err}");
+    assert!(!err.contains("hunter22"), "{err}");
+}
