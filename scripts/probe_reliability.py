@@ -352,9 +352,8 @@ class Run:
             list(pool.map(lambda i: self.call("/chat", {"prompt": f"{i} " + "lorem ipsum " * (size // 12),
                                                         "user_id": "big", "model_version": "mock-2"}),
                           range(n)))
-        self.lost_of({i for i in self.owed}, 30)
+        self.lost_of(set(self.owed), 30)
         before = self.gw.rss_kb()
-        pages, biggest, walked = [], 0, 0
 
         def walk(_: int) -> tuple[int, int, int]:
             cursor, count, top, sizes = None, 0, 0, 0
@@ -623,7 +622,7 @@ class Run:
                   b'{"n": -1, "messages": [{"role":"user","content":"x"}]}',
                   b'{"request_id": "", "score": 1}', b'{"request_id": "x", "score": 99}']
         paths = ["/chat", "/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/feedback"]
-        sent = fivexx_before = len(TALLY.fivexx)
+        fivexx_before = len(TALLY.fivexx)
         codes = {}
         for i in range(n):
             body = rng.choice(bodies)
@@ -641,7 +640,6 @@ class Run:
         five = len(TALLY.fivexx) - fivexx_before
         self.row(f"   {n} malformed requests", "a clear 4xx, never a 5xx",
                  f"statuses {dict(sorted(codes.items()))}", five == 0)
-        del sent
 
     def records_lost(self) -> int:
         return self.lost_of(set(self.owed), 30)
