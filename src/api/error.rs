@@ -370,7 +370,7 @@ pub struct ApiJson<T>(pub T);
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + Send + 'static,
 {
     type Rejection = ApiError;
 
@@ -378,7 +378,9 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(bytes_rejection)?;
-        parse_json(&bytes).map(ApiJson)
+        // A large body is parsed on the blocking pool, off the request workers.
+        let heavy = bytes.len() >= crate::blocking::HEAVY_BYTES;
+        crate::blocking::run_if(heavy, move || parse_json(&bytes).map(ApiJson)).await
     }
 }
 
@@ -396,7 +398,11 @@ where
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(bytes_rejection)?;
-        JsonBody::parse(bytes).map(RawJson).map_err(ApiError::from)
+        let heavy = bytes.len() >= crate::blocking::HEAVY_BYTES;
+        crate::blocking::run_if(heavy, move || {
+            JsonBody::parse(bytes).map(RawJson).map_err(ApiError::from)
+        })
+        .await
     }
 }
 

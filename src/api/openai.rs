@@ -541,7 +541,8 @@ pub async fn chat_completions(
     headers: HeaderMap,
     RawJson(body): RawJson,
 ) -> Result<Response, ApiError> {
-    let parsed = parse_chat_completion(&body, &state.config)?;
+    let (body, parsed) = off_the_workers_if_large(&state, body, parse_chat_completion).await;
+    let parsed = parsed?;
     let stream = parsed.stream;
     let input = chat_input(
         Api::Chat,
@@ -554,6 +555,25 @@ pub async fn chat_completions(
         caller.map(|Extension(c)| c),
     )?;
     answer(&state, input, stream, Api::Chat).await
+}
+
+/// Reads the members the gateway needs from a client's body; a large one (its messages decoded
+/// and copied) on the blocking pool, off the request workers.
+pub(super) async fn off_the_workers_if_large(
+    state: &AppState,
+    body: JsonBody,
+    parse: fn(&JsonBody, &Config) -> Result<ParsedRequest, ApiError>,
+) -> (JsonBody, Result<ParsedRequest, ApiError>) {
+    if body.bytes().len() < crate::blocking::HEAVY_BYTES {
+        let parsed = parse(&body, &state.config);
+        return (body, parsed);
+    }
+    let config = state.config.clone();
+    crate::blocking::run(move || {
+        let parsed = parse(&body, &config);
+        (body, parsed)
+    })
+    .await
 }
 
 /// Runs the call and answers with the provider's body or stream.

@@ -186,7 +186,9 @@ pub async fn responses(
     headers: HeaderMap,
     RawJson(body): RawJson,
 ) -> Result<Response, ApiError> {
-    let parsed = parse_responses(&body)?;
+    let (body, parsed) =
+        super::openai::off_the_workers_if_large(&state, body, |b, _| parse_responses(b)).await;
+    let parsed = parsed?;
     let stream = parsed.stream;
     let input = chat_input(
         Api::Responses,
