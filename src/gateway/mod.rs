@@ -22,14 +22,12 @@ use crate::config::{Config, ContentLogging, Pricing};
 use crate::eval::heuristics::Heuristics;
 use crate::eval::queue::JudgeQueue;
 use crate::metrics::Metrics;
-use crate::provider::tokens;
 use crate::provider::{
-    self, retry, Api, ClientRequest, CompletionRequest, Embeddings, EmbeddingsRequest, Provider,
-    ProviderError, ToolCall, Usage,
+    self, retry, Api, ClientRequest, CompletionRequest, EmbeddingsRequest, Provider, ProviderError,
+    ToolCall, Usage,
 };
 use crate::store::record::LogStatus;
 use crate::store::writer::WriterHandle;
-use record::RecordMeta;
 pub use stream::GatewayStreamItem;
 
 /// Which public route a call came through; the `endpoint` label and column.
@@ -343,81 +341,37 @@ impl Gateway {
         }
     }
 
-    /// `POST /v1/embeddings`: forward, meter tokens and cost, record (no heuristics, no judge).
-    pub async fn embed(&self, mut input: EmbeddingsInput) -> Result<EmbeddingsOutput, CoreError> {
+    /// `POST /v1/embeddings`: forward, meter tokens and cost, record (no heuristics, no judge);
+    /// a client that hangs up leaves a `cancelled` record, as a chat does.
+    pub async fn embed(
+        self: &Arc<Self>,
+        mut input: EmbeddingsInput,
+    ) -> Result<EmbeddingsOutput, CoreError> {
         let route = self.resolve(input.model_version.as_deref())?;
         input.request.model = route.upstream_model.clone();
-        let endpoint = Endpoint::Embeddings;
-        let _in_flight = InFlight::new(&self.metrics, endpoint.as_str());
+        let _in_flight = InFlight::new(&self.metrics, Endpoint::Embeddings.as_str());
+        let input = Arc::new(input);
+        let guard = Some(Abandoned {
+            gateway: self.clone(),
+            route: route.clone(),
+            call: AbandonedCall::Embeddings(input.clone()),
+            armed: true,
+        });
         let upstream_start = Instant::now();
         let (result, attempted) = self
             .call(&route, input.started, || {
                 route.provider.embed(&input.request)
             })
             .await;
+        disarm(guard);
         let upstream = upstream_start.elapsed();
-        let total = input.started.elapsed();
-        let mv = route.name.as_str();
-        let prompt = self.stored_inputs(&input.request.inputs);
-        let params = self.stored_params(&input.request.body, &["input"]);
-        let meta = RecordMeta {
-            request_id: input.request_id,
-            client_request_id: &input.client_request_id,
-            endpoint,
-            user_id: &input.user_id,
-            tags: &input.tags,
-            metadata: &input.metadata,
-            caller: &input.caller,
-            prompt,
-            params,
-            streamed: false,
-        };
         match result {
-            Ok(e) => {
-                let Embeddings {
-                    body,
-                    usage,
-                    upstream_model,
-                    ..
-                } = e;
-                let usage = match self.sane_usage(mv, usage) {
-                    Some(u) => u,
-                    None => {
-                        let inputs = input.request.inputs.clone();
-                        let bytes = inputs.iter().map(String::len).sum();
-                        let counted = crate::blocking::run_if(tokens::is_heavy(bytes), move || {
-                            inputs.iter().map(|t| tokens::count_tokens(t)).sum()
-                        })
-                        .await;
-                        Usage {
-                            input_tokens: counted,
-                            cached_input_tokens: 0,
-                            output_tokens: 0,
-                        }
-                    }
-                };
-                let cost_usd = route.cost_usd(&usage);
-                let overhead = total.saturating_sub(upstream);
-                self.observe_ok(mv, endpoint.as_str(), total, overhead, None, 0);
-                self.observe_tokens(mv, &usage, cost_usd, false);
-                let mut record = self.base_record(&route, meta, total, &usage, cost_usd);
-                record.upstream_model = upstream_model;
-                self.submit(record);
-                Ok(EmbeddingsOutput {
-                    model_version: route.name.clone(),
-                    body,
-                    overhead_ms: overhead.as_secs_f64() * 1000.0,
-                })
-            }
+            Ok(e) => Ok(self.finish_embed_ok(&route, &input, e, upstream).await),
             Err(e @ ProviderError::Unsupported { .. }) => {
                 Err(Self::upstream_error(&route, e, &attempted))
             }
             Err(e) => {
-                self.observe_err(mv, endpoint.as_str(), total, &e);
-                let usage = Usage::default();
-                let mut record = self.base_record(&route, meta, total, &usage, 0.0);
-                self.mark_failed(&mut record, &e);
-                self.submit(record);
+                self.finish_embed_err(&route, &input, &e).await;
                 Err(Self::upstream_error(&route, e, &attempted))
             }
         }
@@ -436,9 +390,16 @@ impl Gateway {
 struct Abandoned {
     gateway: Arc<Gateway>,
     route: Arc<ModelRoute>,
-    input: Arc<ChatInput>,
-    streamed: bool,
+    call: AbandonedCall,
     armed: bool,
+}
+
+enum AbandonedCall {
+    Chat {
+        input: Arc<ChatInput>,
+        streamed: bool,
+    },
+    Embeddings(Arc<EmbeddingsInput>),
 }
 
 impl Abandoned {
@@ -451,8 +412,10 @@ impl Abandoned {
         Abandoned {
             gateway: gateway.clone(),
             route: route.clone(),
-            input: input.clone(),
-            streamed,
+            call: AbandonedCall::Chat {
+                input: input.clone(),
+                streamed,
+            },
             armed: true,
         }
     }
@@ -470,13 +433,18 @@ impl Drop for Abandoned {
         if !self.armed {
             return;
         }
-        self.gateway.record_abandoned(
-            self.route.clone(),
-            self.input.clone(),
-            String::new(),
-            None,
-            self.streamed,
-        );
+        match &self.call {
+            AbandonedCall::Chat { input, streamed } => self.gateway.record_abandoned(
+                self.route.clone(),
+                input.clone(),
+                String::new(),
+                None,
+                *streamed,
+            ),
+            AbandonedCall::Embeddings(input) => self
+                .gateway
+                .record_abandoned_embedding(self.route.clone(), input.clone()),
+        }
     }
 }
 

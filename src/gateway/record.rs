@@ -8,13 +8,16 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use super::{
-    http_status_for, status_for, truncate, ChatInput, ChatOutput, Endpoint, Gateway, ModelRoute,
+    http_status_for, status_for, truncate, ChatInput, ChatOutput, EmbeddingsInput,
+    EmbeddingsOutput, Endpoint, Gateway, ModelRoute,
 };
 use crate::auth::Caller;
 use crate::config::ContentLogging;
 use crate::eval::heuristics::AnswerContext;
 use crate::provider::tokens;
-use crate::provider::{self, Api, ChatMessage, Completion, ProviderError, ToolCall, Usage};
+use crate::provider::{
+    self, Api, ChatMessage, Completion, Embeddings, ProviderError, ToolCall, Usage,
+};
 use crate::redact::redact;
 use crate::store::record::LogStatus;
 use crate::store::{JsonText, LogRecord};
@@ -257,6 +260,116 @@ impl Gateway {
         );
         None
     }
+}
+
+impl Gateway {
+    /// Finishes an embeddings call that got its answer (usage counted and the inputs masked for
+    /// the record on the blocking pool when they are large).
+    pub(super) async fn finish_embed_ok(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        input: &Arc<EmbeddingsInput>,
+        e: Embeddings,
+        upstream: Duration,
+    ) -> EmbeddingsOutput {
+        if !tokens::is_heavy(inputs_bytes(input)) {
+            return self.finish_embed_ok_now(route, input, e, upstream);
+        }
+        let (this, route, input) = (self.clone(), route.clone(), input.clone());
+        crate::blocking::run(move || this.finish_embed_ok_now(&route, &input, e, upstream)).await
+    }
+
+    fn finish_embed_ok_now(
+        &self,
+        route: &ModelRoute,
+        input: &EmbeddingsInput,
+        e: Embeddings,
+        upstream: Duration,
+    ) -> EmbeddingsOutput {
+        let mv = route.name.as_str();
+        let usage = self.sane_usage(mv, e.usage).unwrap_or_else(|| Usage {
+            input_tokens: input
+                .request
+                .inputs
+                .iter()
+                .map(|t| tokens::count_tokens(t))
+                .sum(),
+            cached_input_tokens: 0,
+            output_tokens: 0,
+        });
+        let cost_usd = route.cost_usd(&usage);
+        let total = input.started.elapsed();
+        let overhead = total.saturating_sub(upstream);
+        let endpoint = Endpoint::Embeddings.as_str();
+        self.observe_ok(mv, endpoint, total, overhead, None, 0);
+        self.observe_tokens(mv, &usage, cost_usd, false);
+        let mut record = self.base_record(route, self.embed_meta(input), total, &usage, cost_usd);
+        record.upstream_model = e.upstream_model;
+        self.submit(record);
+        EmbeddingsOutput {
+            model_version: route.name.clone(),
+            body: e.body,
+            overhead_ms: overhead.as_secs_f64() * 1000.0,
+        }
+    }
+
+    /// Finishes an embeddings call that failed (or whose client left).
+    pub(super) async fn finish_embed_err(
+        self: &Arc<Self>,
+        route: &Arc<ModelRoute>,
+        input: &Arc<EmbeddingsInput>,
+        e: &ProviderError,
+    ) {
+        if !tokens::is_heavy(inputs_bytes(input)) {
+            return self.finish_embed_err_now(route, input, e);
+        }
+        let (this, route, input, e) = (self.clone(), route.clone(), input.clone(), e.clone());
+        crate::blocking::run(move || this.finish_embed_err_now(&route, &input, &e)).await
+    }
+
+    fn finish_embed_err_now(&self, route: &ModelRoute, input: &EmbeddingsInput, e: &ProviderError) {
+        let total = input.started.elapsed();
+        self.observe_err(&route.name, Endpoint::Embeddings.as_str(), total, e);
+        let usage = Usage::default();
+        let mut record = self.base_record(route, self.embed_meta(input), total, &usage, 0.0);
+        self.mark_failed(&mut record, e);
+        self.submit(record);
+    }
+
+    /// Records an embeddings call whose client hung up, on a task of its own.
+    pub(super) fn record_abandoned_embedding(
+        self: &Arc<Self>,
+        route: Arc<ModelRoute>,
+        input: Arc<EmbeddingsInput>,
+    ) {
+        let e = ProviderError::ClientDisconnected;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let this = self.clone();
+                rt.spawn(async move { this.finish_embed_err(&route, &input, &e).await });
+            }
+            Err(_) => self.finish_embed_err_now(&route, &input, &e),
+        }
+    }
+
+    fn embed_meta<'a>(&self, input: &'a EmbeddingsInput) -> RecordMeta<'a> {
+        RecordMeta {
+            request_id: input.request_id,
+            client_request_id: &input.client_request_id,
+            endpoint: Endpoint::Embeddings,
+            user_id: &input.user_id,
+            tags: &input.tags,
+            metadata: &input.metadata,
+            caller: &input.caller,
+            prompt: self.stored_inputs(&input.request.inputs),
+            params: self.stored_params(&input.request.body, &["input"]),
+            streamed: false,
+        }
+    }
+}
+
+fn inputs_bytes(input: &EmbeddingsInput) -> usize {
+    input.request.inputs.iter().map(String::len).sum::<usize>() + input.request.body.bytes().len()
 }
 
 /// Whether finishing a call is CPU-heavy enough for the blocking pool: a large prompt (counted,

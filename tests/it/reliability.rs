@@ -545,6 +545,16 @@ async fn hang_ups_are_recorded_as_cancelled(h: Harness) {
         json!({"model": "mock-local", "stream": true, "messages": [{"role": "user", "content": slow}]}),
     )
     .await;
+    hang_up(
+        &h,
+        "gone-embed",
+        "/v1/embeddings",
+        json!({"model": "mock-local", "input": slow}),
+    )
+    .await;
+    let r = record_of_client(&h, "gone-embed").await;
+    assert_eq!((r.status.as_str(), r.http_status), ("cancelled", 499));
+    assert_eq!(r.endpoint.as_str(), "embeddings");
     for (id, streamed) in [("gone-plain", false), ("gone-stream", true)] {
         let r = record_of_client(&h, id).await;
         assert_eq!(r.status.as_str(), "cancelled", "{id}");
@@ -555,7 +565,7 @@ async fn hang_ups_are_recorded_as_cancelled(h: Harness) {
     }
     let (status, page) = get(&h, "/v1/logs?status=cancelled").await;
     assert_eq!(status, 200);
-    assert_eq!(page["data"].as_array().unwrap().len(), 2, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 3, "{page}");
     let m = h.metrics().await;
     let calls = |endpoint, status| {
         crate::common::sample(
