@@ -256,9 +256,14 @@ async fn serve(config: Option<PathBuf>, args: ServeArgs) -> anyhow::Result<ExitC
     {
         tracing::info!("no LLM_API_KEY set: answers come from the built-in mock model");
     }
-    // In the background: with the database down at start it would wait for a connection.
-    let auth = app.state.auth.clone();
-    tokio::spawn(async move { auth.log_startup_state().await });
+    // Bounded: with the database down at start, counting the keys would wait for a connection.
+    let said = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        app.state.auth.log_startup_state(),
+    );
+    if said.await.is_err() {
+        tracing::warn!("could not read the key table at start (the database does not answer yet)");
+    }
     app.serve(listener, shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
