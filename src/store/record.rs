@@ -179,30 +179,7 @@ impl JsonText {
     /// For PostgreSQL's jsonb, which refuses `\u0000`: NUL escapes become U+FFFD escapes, as NUL
     /// bytes in text columns become U+FFFD.
     pub(crate) fn without_nul_escapes(&self) -> Cow<'_, str> {
-        let text = self.get();
-        if !text.contains("\\u0000") {
-            return Cow::Borrowed(text);
-        }
-        let b = text.as_bytes();
-        let mut out = String::with_capacity(text.len());
-        let mut i = 0;
-        let mut copied = 0;
-        while i < b.len() {
-            if b[i] == b'\\' {
-                if b[i + 1..].starts_with(b"u0000") {
-                    out.push_str(&text[copied..i]);
-                    out.push_str("\\ufffd");
-                    i += 6;
-                    copied = i;
-                    continue;
-                }
-                i += 2;
-            } else {
-                i += 1;
-            }
-        }
-        out.push_str(&text[copied..]);
-        Cow::Owned(out)
+        replace_nul_escapes(self.get())
     }
 }
 
@@ -300,6 +277,34 @@ impl LogRecord {
             + self.request_params.as_ref().map_or(0, |p| p.get().len())
             + self.tool_calls.as_ref().map_or(0, |t| t.get().len())
     }
+}
+
+/// JSON text with every `\u0000` escape (a NUL, which PostgreSQL's jsonb refuses) turned into
+/// `\ufffd`; an escaped backslash followed by `u0000` stays as it is.
+pub(crate) fn replace_nul_escapes(text: &str) -> Cow<'_, str> {
+    if !text.contains("\\u0000") {
+        return Cow::Borrowed(text);
+    }
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut copied = 0;
+    while i < b.len() {
+        if b[i] == b'\\' {
+            if b[i + 1..].starts_with(b"u0000") {
+                out.push_str(&text[copied..i]);
+                out.push_str("\\ufffd");
+                i += 6;
+                copied = i;
+                continue;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    out.push_str(&text[copied..]);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]

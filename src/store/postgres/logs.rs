@@ -1,14 +1,16 @@
-//! `llm_logs` on PostgreSQL: the batch insert as one `UNNEST` statement, the row codec, and the
-//! filtered listing.
+//! `llm_logs` on PostgreSQL: the batch insert (a binary `COPY`, `copy.rs`; one `UNNEST` statement
+//! that skips stored rows for a batch written twice), the row codec, and the filtered listing.
 
 use std::borrow::Cow;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
-use super::PgStore;
+use super::{copy, PgStore};
 use crate::store::codec::{opt_word_column, word_column};
 use crate::store::error::is_unique_violation;
 use crate::store::logs::{LogFilter, LogPage, LogStore, MAX_PAGE_BYTES};
@@ -50,12 +52,9 @@ macro_rules! insert {
     };
 }
 
-/// The batch insert without the conflict clause, where PostgreSQL spends ~13 % less CPU per row
-/// (`examples/writer_bench.rs`); a batch that hits an existing row is written again with
-/// [`INSERT_IDEMPOTENT`].
-const INSERT: &str = insert!();
-/// Skips rows already stored, so a batch written twice (spool replay after a crash, a retry after
-/// a lost commit acknowledgement) lands once. The conflict key includes created_at because
+/// The batch insert for a batch that holds rows already stored (the binary COPY refused it):
+/// skips them, so a batch written twice (spool replay after a crash, a retry after a lost commit
+/// acknowledgement) lands once. The conflict key includes created_at because
 /// llm_logs is partitioned by it (migration 0002); a replayed record carries its original
 /// created_at.
 const INSERT_IDEMPOTENT: &str = concat!(
@@ -63,22 +62,75 @@ const INSERT_IDEMPOTENT: &str = concat!(
     " ON CONFLICT (request_id, created_at) DO NOTHING"
 );
 
+/// A COPY sends its rows in pieces of about this size, so a batch of long prompts is encoded and
+/// buffered a piece at a time; the pieces are one COPY, so the batch lands whole or not at all.
+const COPY_PIECE_BYTES: usize = 1024 * 1024;
+
+/// Writes the batch with one binary `COPY` (see `copy.rs`) on a connection of its own. A COPY
+/// that did not end cleanly — cut off by the writer's timeout, or a broken connection — leaves
+/// its connection mid-protocol, so that connection is closed rather than returned to the pool.
+async fn copy_rows(pool: &sqlx::PgPool, records: &[LogRecord]) -> Result<u64, sqlx::Error> {
+    let mut conn = CloseUnlessClean(Some(pool.acquire().await?));
+    let Some(c) = conn.0.as_mut() else {
+        unreachable!("the connection is held until the end");
+    };
+    let mut copy = c.copy_in_raw(copy::COPY_LOGS).await?;
+    let pieces = chunk_by_bytes(records, COPY_PIECE_BYTES);
+    let last = pieces.len() - 1;
+    let mut buf = BytesMut::new();
+    copy::header(&mut buf);
+    for (i, piece) in pieces.into_iter().enumerate() {
+        buf.reserve(piece.iter().map(|r| r.approx_bytes() + 256).sum());
+        for r in piece {
+            copy::encode_row(&mut buf, r);
+        }
+        if i == last {
+            copy::trailer(&mut buf);
+        }
+        copy.send(buf.split()).await?;
+    }
+    let result = copy.finish().await;
+    // finish() reads the server's answer to its end, an error answer included.
+    if matches!(result, Ok(_) | Err(sqlx::Error::Database(_))) {
+        conn.clean();
+    }
+    result
+}
+
+/// A pooled connection that goes back to the pool only when [`CloseUnlessClean::clean`] was
+/// called; dropped otherwise, it is detached from the pool and closed.
+struct CloseUnlessClean(Option<PoolConnection<Postgres>>);
+
+impl CloseUnlessClean {
+    fn clean(&mut self) {
+        self.0 = None; // dropped here: back to the pool
+    }
+}
+
+impl Drop for CloseUnlessClean {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
 #[async_trait]
 impl LogStore for PgStore {
     async fn insert_batch(&self, records: &[LogRecord]) -> Result<u64, StoreError> {
         if records.is_empty() {
             return Ok(0);
         }
+        // Duplicates are rare (a batch written again after a crash or a lost acknowledgement),
+        // so the cheap binary COPY goes first; a COPY that hits an existing row wrote nothing,
+        // and the batch is written again with the statement that skips stored rows.
+        match copy_rows(&self.pool, records).await {
+            Err(e) if is_unique_violation(&e) => {}
+            other => return Ok(other?),
+        }
         let chunks = chunk_by_bytes(records, MAX_STATEMENT_BYTES);
         if let [only] = chunks.as_slice() {
-            // Duplicates are rare (a batch written again), so the cheaper statement goes
-            // first; the failed one wrote nothing.
-            return match insert_chunk(&self.pool, only, INSERT).await {
-                Err(e) if is_unique_violation(&e) => {
-                    Ok(insert_chunk(&self.pool, only, INSERT_IDEMPOTENT).await?)
-                }
-                other => Ok(other?),
-            };
+            return Ok(insert_chunk(&self.pool, only, INSERT_IDEMPOTENT).await?);
         }
         // Oversized batches are rare; a failed statement would abort the transaction.
         let mut tx = self.pool.begin().await?;
@@ -394,7 +446,56 @@ fn chunk_by_bytes(records: &[LogRecord], limit: usize) -> Vec<&[LogRecord]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::{empty_postgres, fresh_postgres, sample_record};
+    use crate::store::testing::{empty_postgres, fetch_i64, fresh_postgres, sample_record};
+
+    /// A COPY cut off part-way (the writer's timeout drops the insert) writes all or nothing,
+    /// and the connection it was on does not go back to the pool mid-protocol: the next batch
+    /// goes through.
+    #[tokio::test]
+    async fn a_copy_cut_off_part_way_writes_nothing_and_leaves_the_pool_usable() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        let mut stored = 0;
+        for micros in [50u64, 300, 1_000, 3_000, 10_000, 30_000] {
+            let batch: Vec<LogRecord> = (0..300)
+                .map(|i| {
+                    let mut r = sample_record(i);
+                    r.prompt = "x".repeat(40_000);
+                    r
+                })
+                .collect();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_micros(micros),
+                store.logs.insert_batch(&batch),
+            )
+            .await;
+            let landed = fetch_i64(&store, "SELECT count(*) FROM llm_logs").await - stored;
+            assert!(
+                landed == 0 || landed == batch.len() as i64,
+                "cut off after {micros} µs: {landed} of {} rows landed",
+                batch.len()
+            );
+            stored += landed;
+            let next = [sample_record(1)];
+            assert_eq!(store.logs.insert_batch(&next).await.unwrap(), 1);
+            stored += 1;
+        }
+        assert_eq!(
+            fetch_i64(&store, "SELECT count(*) FROM llm_logs").await,
+            stored
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_written_twice_lands_once_through_the_fallback_statement() {
+        let (store, _db) = fresh_postgres().await.unwrap();
+        let first: Vec<LogRecord> = (0..5).map(sample_record).collect();
+        assert_eq!(store.logs.insert_batch(&first).await.unwrap(), 5);
+        // The COPY refuses the stored rows; the batch goes again with ON CONFLICT DO NOTHING.
+        let mut again = first.clone();
+        again.push(sample_record(6));
+        assert_eq!(store.logs.insert_batch(&again).await.unwrap(), 1);
+        assert_eq!(fetch_i64(&store, "SELECT count(*) FROM llm_logs").await, 6);
+    }
 
     #[tokio::test]
     async fn postgres_stores_nul_bytes_as_replacement_characters() {

@@ -2,6 +2,7 @@
 //! concern). `llm_logs` is partitioned by day (migration 0002); the judge queue claims with
 //! `FOR UPDATE SKIP LOCKED`; "now" is the server's clock.
 
+mod copy;
 mod feedback;
 mod judge;
 mod keys;
