@@ -118,6 +118,9 @@ struct Shared {
     spooling: AtomicBool,
     /// Wakes the replay task when something was spooled.
     replay_wake: Notify,
+    /// Wakes the writer before its flush interval is over: a batch's worth is queued.
+    batch_full: Notify,
+    batch_size: usize,
     /// Set once to ask the tasks to stop taking records, flush what is queued and exit, even
     /// while clones of the handle (and so senders) are still alive.
     shutdown: watch::Sender<bool>,
@@ -242,7 +245,14 @@ impl WriterHandle {
     /// when the spool failed too; the loss is already counted and logged.
     pub fn submit(&self, record: LogRecord) -> Result<Submitted, SubmitError> {
         match self.tx.try_send(record) {
-            Ok(()) => Ok(Submitted::Queued),
+            Ok(()) => {
+                // The writer sleeps through its flush interval instead of waking per record;
+                // a full batch wakes it early.
+                if self.queue_depth() >= self.shared.batch_size {
+                    self.shared.batch_full.notify_one();
+                }
+                Ok(Submitted::Queued)
+            }
             Err(mpsc::error::TrySendError::Full(record)) => {
                 self.overflow(record, SpoolReason::QueueFull)
             }
@@ -350,6 +360,7 @@ pub fn spawn(
     // A zero capacity or batch size would panic or spin; one is the least that works.
     let (tx, rx) = mpsc::channel(cfg.channel_capacity.max(1));
     let (shutdown, shutdown_rx) = watch::channel(false);
+    let batch_size = cfg.batch_size.max(1);
     let shared = Arc::new(Shared {
         metrics,
         spool: Mutex::new(spool),
@@ -357,11 +368,12 @@ pub fn spawn(
         last_error: Mutex::new(None),
         spooling: AtomicBool::new(false),
         replay_wake: Notify::new(),
+        batch_full: Notify::new(),
+        batch_size,
         shutdown,
         overflow_log: Throttle::default(),
         drop_log: Throttle::default(),
     });
-    let batch_size = cfg.batch_size.max(1);
     let db_timeout = Duration::from_millis(cfg.db_timeout_ms.max(1));
     let writer = Writer {
         store: store.clone(),
@@ -534,27 +546,46 @@ impl Writer {
             // The queue refuses new records now, so this only drains what is left, up to a batch.
             return self.rx.recv_many(batch, limit - batch.len()).await > 0 || !batch.is_empty();
         }
+        // Sleeps until the interval is over or a batch's worth is queued, then takes what is
+        // there: one wake-up per batch, not one per record (each is a thread hand-off on the
+        // request path's cores).
         let deadline = Instant::now() + self.flush_interval;
-        while batch.len() < limit {
-            let room = limit - batch.len();
+        let mut timed_out = false;
+        loop {
+            self.take_queued(batch, limit);
+            if batch.len() >= limit {
+                break;
+            }
             let stop = tokio::select! {
                 biased;
                 _ = self.shutdown.wait_for(|stop| *stop) => true,
-                // recv_many is cancellation safe: a timeout loses no record.
-                received = tokio::time::timeout_at(deadline, self.rx.recv_many(batch, room)) => {
-                    match received {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => false,
-                    }
+                _ = self.shared.batch_full.notified() => false,
+                _ = tokio::time::sleep_until(deadline) => {
+                    timed_out = true;
+                    false
                 }
             };
+            if timed_out {
+                self.take_queued(batch, limit);
+                break;
+            }
             if stop {
                 self.begin_closing();
-                self.rx.recv_many(batch, room).await;
+                self.take_queued(batch, limit);
                 break;
             }
         }
         true
+    }
+
+    /// Moves queued records into the batch, up to `limit`, without waiting.
+    fn take_queued(&mut self, batch: &mut Vec<LogRecord>, limit: usize) {
+        while batch.len() < limit {
+            match self.rx.try_recv() {
+                Ok(record) => batch.push(record),
+                Err(_) => break,
+            }
+        }
     }
 
     fn begin_closing(&mut self) {
