@@ -95,7 +95,7 @@ impl Default for WriterConfig {
         WriterConfig {
             channel_capacity: 10_000,
             batch_size: 500,
-            flush_interval_ms: 20,
+            flush_interval_ms: 100,
             spool_dir: PathBuf::from("data/spool"),
             spool_max_bytes: 1024 * 1024 * 1024,
             db_timeout_ms: 10_000,
