@@ -4,8 +4,9 @@
 One run starts two mock upstreams (0 ms and 50 ms latency), the gateway in release mode with
 PostgreSQL logging on (a throwaway database on 127.0.0.1:5432), and drives both with `oha`
 (cargo install oha) at fixed rates and at saturation, non-streaming and streaming. It prints the
-added latency (gateway minus direct) at p50/p90/p99, the throughput ratio, the gateway's CPU time
-per request and its peak RSS, then checks that every request answered by the gateway is in
+added latency (gateway minus direct) at p50/p90/p99/p99.9 — the first two rows are one connection in a
+closed loop, the tail a single caller sees — the throughput ratio, the gateway's CPU time per request
+against the upstream's and its peak RSS, then checks that every request answered by the gateway is in
 PostgreSQL exactly once. `--soak SECONDS` adds a soak at 500 req/s that samples the RSS.
 
 A second table splits the CPU time of every call between the load generator, the upstream, the
@@ -15,7 +16,8 @@ runtime sizes itself to them) with its PostgreSQL backends on the other half —
 separate machines; every other run shares all CPUs between everything. `--only REGEX` runs the
 scenarios whose name matches.
 
-    python3 bench/overhead.py                       # ~3 minutes
+    python3 bench/overhead.py                       # ~3.5 minutes
+    python3 bench/overhead.py --only '1 conn' --duration 10   # the one-connection tail
     python3 bench/overhead.py --duration 20 --soak 600
 
 Numbers from one run on one machine: the load generator, both upstreams, PostgreSQL and the
@@ -241,6 +243,9 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
 
         scenarios = [
             # name, upstream, stream, rate (None = saturation), connections, isolated
+            # One connection, closed loop: the tail a single caller sees (p99.9 below).
+            ("0ms  1 conn", "0ms", False, None, 1, False),
+            ("0ms  1 conn stream", "0ms", True, None, 1, False),
             ("0ms    500 rps", "0ms", False, 500, 16, False),
             ("0ms   1000 rps", "0ms", False, 1000, 32, False),
             ("0ms   2000 rps", "0ms", False, 2000, 64, False),
@@ -279,11 +284,13 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             cpus = load_cpus if isolated else None
             g, g_port = gateways[1] if isolated else gateways[0]
             c0 = (children_cpu(), cpu_seconds(upstream_pid[up]))
+            # A tail needs enough calls: the one-connection rows run at least 10 s.
+            duration = max(args.duration, 10) if conns == 1 else args.duration
             direct = oha(f"http://127.0.0.1:{up_port}/v1/chat/completions",
-                         body("bench-upstream", stream), args.duration, rate, conns, cpus)
+                         body("bench-upstream", stream), duration, rate, conns, cpus)
             c1 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
             via = oha(f"http://127.0.0.1:{g_port}/v1/chat/completions",
-                      body(f"bench-{up}", stream), args.duration, rate, conns, cpus)
+                      body(f"bench-{up}", stream), duration, rate, conns, cpus)
             c2 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
             if isolated:
                 place(False)
@@ -292,11 +299,13 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             answered += ok
             bad = {k: v for k, v in via["statusCodeDistribution"].items() if k != "200"}
             dp, gp = direct["latencyPercentiles"], via["latencyPercentiles"]
+            pcts = ("p50", "p90", "p99", "p99.9")
             per = lambda a, b, n: (b - a) / max(n, 1) * 1e6
             rows.append({
                 "name": name,
-                "direct": [ms(dp[p]) for p in ("p50", "p90", "p99")],
-                "gateway": [ms(gp[p]) for p in ("p50", "p90", "p99")],
+                "direct": [ms(dp[p]) for p in pcts],
+                "gateway": [ms(gp[p]) for p in pcts],
+                "saturated": rate is None and conns > 1,
                 "rps_direct": direct["summary"]["requestsPerSec"],
                 "rps_gateway": via["summary"]["requestsPerSec"],
                 # µs of CPU per call of each process: direct run, then the run through the gateway
@@ -309,14 +318,14 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
 
         print()
         print("Gateway vs direct to the mock upstream (latency in ms; added = gateway - direct)")
-        hdr = f"{'scenario':26} {'direct p50/p90/p99':>22} {'gateway p50/p90/p99':>22} {'added p50/p90/p99':>22} {'rps direct':>10} {'rps gw':>8} {'ratio':>6} {'gw CPU/req':>10}"
+        hdr = f"{'scenario':26} {'direct p50/p90/p99/p99.9':>28} {'gateway p50/p90/p99/p99.9':>28} {'added p50/p90/p99/p99.9':>28} {'rps direct':>10} {'rps gw':>8} {'ratio':>6} {'gw CPU/req':>10}"
         print(hdr)
         print("-" * len(hdr))
         for r in rows:
             added = [g - d for g, d in zip(r["gateway"], r["direct"])]
             fmt = lambda v: "/".join(f"{x:.3f}" for x in v)
             ratio = r["rps_gateway"] / r["rps_direct"] if r["rps_direct"] else 0
-            print(f"{r['name']:26} {fmt(r['direct']):>22} {fmt(r['gateway']):>22} {fmt(added):>22} "
+            print(f"{r['name']:26} {fmt(r['direct']):>28} {fmt(r['gateway']):>28} {fmt(added):>28} "
                   f"{r['rps_direct']:>10.0f} {r['rps_gateway']:>8.0f} {ratio:>6.2f} {r['cpu_via'][2]:>8.0f}µs"
                   + (f"  non-200: {r['errors']}" if r["errors"] else ""))
 
@@ -332,6 +341,17 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                   f"{'/'.join(f'{x:.0f}' for x in v):>44} {sum(v):>6.0f}")
         print(f"(isolated: load generator and upstreams on CPUs {load_cpus}, gateway and its PostgreSQL "
               f"backends on CPUs {gw_cpus}; other rows share all {ncpu} CPUs)")
+
+        print()
+        print("Gateway CPU per call against the mock upstream's, which parses the same JSON and answers it"
+              " (µs; upstream as measured in the direct run; targets at saturation: <= 1.2x, streamed <= 1.5x)")
+        hdr3 = f"{'scenario':26} {'upstream':>9} {'gateway':>9} {'ratio':>6} {'postgres':>9}"
+        print(hdr3)
+        print("-" * len(hdr3))
+        for r in rows:
+            up, gateway_cpu, pg = r["cpu_direct"][1], r["cpu_via"][2], r["cpu_via"][3]
+            print(f"{r['name']:26} {up:>9.0f} {gateway_cpu:>9.0f} {gateway_cpu / up if up else 0:>5.2f}x {pg:>9.0f}"
+                  + ("  (saturated)" if r["saturated"] else ""))
 
         if args.soak:
             print(f"\nbench: soak {args.soak}s at 500 req/s, RSS sampled every 10 s", flush=True)
