@@ -482,9 +482,8 @@ pub(super) fn sse_answer(
             };
             let Some(first) = first else { break };
             let mut batch = Coalesced::new(api, first);
-            // Frames that are ready together leave in one write (the call's own task queues
-            // them; see `Gateway::stream_chat`). Polled with a no-op waker: the next
-            // `frames.next()` above polls again with the real one.
+            // Frames that are ready together leave in one write. Polled with a no-op waker: the
+            // next `frames.next()` above polls again with the real one.
             let ended = loop {
                 if batch.full() {
                     break false;

@@ -120,6 +120,7 @@ struct Shared {
     replay_wake: Notify,
     /// Wakes the writer before its flush interval is over: a batch's worth is queued.
     batch_full: Notify,
+    /// Records per batch (`writer.batch_size`, at least one).
     batch_size: usize,
     /// Set once to ask the tasks to stop taking records, flush what is queued and exit, even
     /// while clones of the handle (and so senders) are still alive.
@@ -380,7 +381,6 @@ pub fn spawn(
         rx,
         shutdown: shutdown_rx.clone(),
         shared: shared.clone(),
-        batch_size,
         flush_interval: Duration::from_millis(cfg.flush_interval_ms),
         db_timeout,
         closing: false,
@@ -493,17 +493,23 @@ struct Writer {
     rx: mpsc::Receiver<LogRecord>,
     shutdown: watch::Receiver<bool>,
     shared: Arc<Shared>,
-    batch_size: usize,
     flush_interval: Duration,
     db_timeout: Duration,
     closing: bool,
     close_deadline: Option<Instant>,
 }
 
+/// Why the writer stopped waiting for more records.
+enum Wake {
+    Shutdown,
+    BatchFull,
+    Deadline,
+}
+
 impl Writer {
     async fn run(mut self) {
-        tracing::info!(batch_size = self.batch_size, "log writer started");
-        let mut batch = Vec::with_capacity(self.batch_size);
+        tracing::info!(batch_size = self.shared.batch_size, "log writer started");
+        let mut batch = Vec::with_capacity(self.shared.batch_size);
         while self.fill(&mut batch).await {
             self.shared
                 .metrics
@@ -526,7 +532,7 @@ impl Writer {
     /// Waits for the first record, then collects more until the batch is full or the flush
     /// interval has passed. False when the queue is closed and empty: time to exit.
     async fn fill(&mut self, batch: &mut Vec<LogRecord>) -> bool {
-        let limit = self.batch_size;
+        let limit = self.shared.batch_size;
         if !self.closing {
             let stop = tokio::select! {
                 biased;
@@ -550,30 +556,24 @@ impl Writer {
         // there: one wake-up per batch, not one per record (each is a thread hand-off on the
         // request path's cores).
         let deadline = Instant::now() + self.flush_interval;
-        let mut timed_out = false;
         loop {
             self.take_queued(batch, limit);
             if batch.len() >= limit {
                 break;
             }
-            let stop = tokio::select! {
+            let wake = tokio::select! {
                 biased;
-                _ = self.shutdown.wait_for(|stop| *stop) => true,
-                _ = self.shared.batch_full.notified() => false,
-                _ = tokio::time::sleep_until(deadline) => {
-                    timed_out = true;
-                    false
-                }
+                _ = self.shutdown.wait_for(|stop| *stop) => Wake::Shutdown,
+                _ = self.shared.batch_full.notified() => Wake::BatchFull,
+                _ = tokio::time::sleep_until(deadline) => Wake::Deadline,
             };
-            if timed_out {
-                self.take_queued(batch, limit);
-                break;
+            match wake {
+                Wake::BatchFull => continue,
+                Wake::Deadline => {}
+                Wake::Shutdown => self.begin_closing(),
             }
-            if stop {
-                self.begin_closing();
-                self.take_queued(batch, limit);
-                break;
-            }
+            self.take_queued(batch, limit);
+            break;
         }
         true
     }

@@ -40,7 +40,7 @@ pub(super) fn trailer(buf: &mut BytesMut) {
 
 /// One row; NUL, which PostgreSQL text and jsonb cannot hold, is stored as U+FFFD (as the
 /// INSERT path does).
-pub(super) fn encode_row(buf: &mut BytesMut, r: &LogRecord) {
+fn encode_row(buf: &mut BytesMut, r: &LogRecord) {
     buf.put_i16(COLUMNS);
     fixed(buf, r.request_id.as_bytes());
     fixed(
@@ -79,20 +79,20 @@ pub(super) fn encode_row(buf: &mut BytesMut, r: &LogRecord) {
     opt_str(buf, r.client_request_id.as_deref());
 }
 
+/// Rows, with room reserved for them first.
+pub(super) fn encode_rows(buf: &mut BytesMut, records: &[LogRecord]) {
+    buf.reserve(records.iter().map(|r| r.approx_bytes() + 256).sum());
+    for r in records {
+        encode_row(buf, r);
+    }
+}
+
 /// A whole batch as one COPY stream.
 #[cfg(test)]
 pub(super) fn encode(records: &[LogRecord]) -> BytesMut {
-    let mut buf = BytesMut::with_capacity(
-        19 + 2
-            + records
-                .iter()
-                .map(|r| r.approx_bytes() + 256)
-                .sum::<usize>(),
-    );
+    let mut buf = BytesMut::new();
     header(&mut buf);
-    for r in records {
-        encode_row(&mut buf, r);
-    }
+    encode_rows(&mut buf, records);
     trailer(&mut buf);
     buf
 }

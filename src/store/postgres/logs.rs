@@ -80,10 +80,7 @@ async fn copy_rows(pool: &sqlx::PgPool, records: &[LogRecord]) -> Result<u64, sq
     let mut buf = BytesMut::new();
     copy::header(&mut buf);
     for (i, piece) in pieces.into_iter().enumerate() {
-        buf.reserve(piece.iter().map(|r| r.approx_bytes() + 256).sum());
-        for r in piece {
-            copy::encode_row(&mut buf, r);
-        }
+        copy::encode_rows(&mut buf, piece);
         if i == last {
             copy::trailer(&mut buf);
         }
