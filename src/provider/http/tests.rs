@@ -23,3 +23,42 @@ fn secrets_are_masked_and_messages_truncated() {
         501
     );
 }
+
+/// A stream that stalls after its first chunk ends with a timeout once the idle limit passes,
+/// and not before.
+#[tokio::test(start_paused = true)]
+async fn idle_stream_times_out_after_the_limit() {
+    let limit = Duration::from_secs(5);
+    let chunks = futures::stream::iter([Ok(Bytes::from_static(b"data: 1\n\n"))])
+        .chain(futures::stream::pending());
+    let mut s = IdleTimeout::new(chunks, limit);
+    let start = tokio::time::Instant::now();
+    assert_eq!(s.next().await.unwrap().unwrap(), "data: 1\n\n");
+    let err = s.next().await.unwrap().unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Timeout(d) if d == limit),
+        "{err:?}"
+    );
+    assert_eq!(start.elapsed(), limit);
+    assert!(s.next().await.is_none(), "a timed-out stream ends");
+}
+
+/// Chunks that keep coming inside the limit never time out, however long the whole stream
+/// takes: the limit is on the gap, not the total.
+#[tokio::test(start_paused = true)]
+async fn chunks_inside_the_idle_limit_do_not_time_out() {
+    let limit = Duration::from_secs(5);
+    let chunks = futures::stream::unfold(0u32, |i| async move {
+        if i == 10 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        Some((Ok(Bytes::from(format!("data: {i}\n\n"))), i + 1))
+    })
+    .boxed();
+    let start = tokio::time::Instant::now();
+    let got: Vec<_> = IdleTimeout::new(chunks, limit).collect().await;
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(Result::is_ok), "{got:?}");
+    assert_eq!(start.elapsed(), Duration::from_secs(40));
+}
