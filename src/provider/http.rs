@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::config::ProviderConfig;
 use super::retry::{self, RetryPolicy};
-use super::sse::{drive, sse_events, SseHandler};
+use super::sse::{drive, SseHandler};
 use super::wire::parse_error_body;
 use super::{CompletionStream, ProviderError};
 
@@ -171,7 +171,7 @@ impl HttpUpstream {
         });
         let bytes = IdleTimeout::new(bytes, timeout);
         let scrubber = self.scrubber();
-        drive(sse_events(bytes), handler)
+        drive(bytes, handler)
             .map(move |item| item.map_err(|e| scrubber.error(e)))
             .boxed()
     }

@@ -125,74 +125,117 @@ impl SseDecoder {
     }
 }
 
-/// Byte chunks → SSE events.
-pub fn sse_events<S>(bytes: S) -> impl Stream<Item = Result<SseEvent, ProviderError>> + Send
-where
-    S: Stream<Item = Result<Bytes, ProviderError>> + Send + 'static,
-{
-    async_stream::stream! {
-        let mut bytes = std::pin::pin!(bytes);
-        let mut decoder = SseDecoder::default();
-        while let Some(chunk) = bytes.next().await {
-            match chunk.and_then(|c| decoder.feed(&c)) {
-                Ok(events) => {
-                    for ev in events {
-                        yield Ok(ev);
-                    }
-                }
-                Err(e) => {
-                    yield Err(e);
-                    return;
-                }
-            }
-        }
-        match decoder.finish() {
-            Ok(Some(ev)) => yield Ok(ev),
-            Ok(None) => {}
-            Err(e) => yield Err(e),
-        }
-    }
-}
-
 /// Turns one API's SSE events into stream events.
-pub trait SseHandler: Send + 'static {
+pub trait SseHandler: Send + Unpin + 'static {
     /// Pushes the events `ev` makes to `out`; a `Done` among them ends the stream.
     fn on_event(&mut self, ev: SseEvent, out: &mut Vec<StreamEvent>) -> Result<(), ProviderError>;
     /// The upstream closed the stream before a `Done`.
     fn on_eof(&mut self) -> Result<StreamEvent, ProviderError>;
 }
 
-/// Runs `handler` over `events` until `Done`, an error, or the end of the stream (after which
-/// nothing more is read).
-pub fn drive<S, H>(
-    events: S,
-    mut handler: H,
-) -> impl Stream<Item = Result<StreamEvent, ProviderError>> + Send
+/// Runs `handler` over the SSE events of `bytes` until `Done`, an error, or the end of the
+/// stream (after which nothing more is read). One hand-written stream rather than two chained
+/// generators: every event of every streamed answer passes through here, and each layer of
+/// polling cost CPU per event.
+pub fn drive<S, H>(bytes: S, handler: H) -> Driven<S, H>
 where
-    S: Stream<Item = Result<SseEvent, ProviderError>> + Send + 'static,
+    S: Stream<Item = Result<Bytes, ProviderError>> + Send + Unpin + 'static,
     H: SseHandler,
 {
-    async_stream::stream! {
-        let mut events = std::pin::pin!(events);
-        let mut out = Vec::with_capacity(4);
-        while let Some(ev) = events.next().await {
-            match ev.and_then(|ev| handler.on_event(ev, &mut out)) {
-                Ok(()) => {
-                    for item in out.drain(..) {
-                        let done = matches!(item, StreamEvent::Done(_));
-                        yield Ok(item);
-                        if done {
-                            return;
-                        }
+    Driven {
+        bytes,
+        handler,
+        decoder: SseDecoder::default(),
+        ready: std::collections::VecDeque::new(),
+        out: Vec::with_capacity(4),
+        ended: false,
+    }
+}
+
+/// The stream `drive` returns.
+pub struct Driven<S, H> {
+    bytes: S,
+    handler: H,
+    decoder: SseDecoder,
+    /// Stream events made from what has been read and not yet taken.
+    ready: std::collections::VecDeque<Result<StreamEvent, ProviderError>>,
+    out: Vec<StreamEvent>,
+    /// `Done`, an error or the end was reached: nothing more is read.
+    ended: bool,
+}
+
+impl<S, H: SseHandler> Driven<S, H> {
+    /// Hands `ev` to the handler; a `Done` or an error ends the stream.
+    fn handle(&mut self, ev: SseEvent) {
+        match self.handler.on_event(ev, &mut self.out) {
+            Ok(()) => {
+                for item in self.out.drain(..) {
+                    let done = matches!(item, StreamEvent::Done(_));
+                    self.ready.push_back(Ok(item));
+                    if done {
+                        self.ended = true;
+                        break;
                     }
                 }
-                Err(e) => {
-                    yield Err(e);
-                    return;
+                self.out.clear();
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, e: ProviderError) {
+        self.ready.push_back(Err(e));
+        self.ended = true;
+    }
+}
+
+impl<S, H> Stream for Driven<S, H>
+where
+    S: Stream<Item = Result<Bytes, ProviderError>> + Unpin,
+    H: SseHandler,
+{
+    type Item = Result<StreamEvent, ProviderError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if let Some(item) = this.ready.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(this.bytes.poll_next_unpin(cx)) {
+                Some(Ok(chunk)) => match this.decoder.feed(&chunk) {
+                    Ok(events) => {
+                        for ev in events {
+                            this.handle(ev);
+                            if this.ended {
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => this.fail(e),
+                },
+                Some(Err(e)) => this.fail(e),
+                None => {
+                    match this.decoder.finish() {
+                        Ok(Some(ev)) => this.handle(ev),
+                        Ok(None) => {}
+                        Err(e) => this.fail(e),
+                    }
+                    if !this.ended {
+                        let last = this.handler.on_eof();
+                        this.ready.push_back(last);
+                        this.ended = true;
+                    }
                 }
             }
         }
-        yield handler.on_eof();
     }
 }
 
