@@ -239,6 +239,40 @@ async fn the_upstream_key_never_leaks_anywhere() {
     }
 }
 
+/// Logs written to a file carry no terminal colour codes, and both kinds of `LOG_LEVEL` filter:
+/// a plain level, and a span directive that turns on debug inside each request's span only.
+#[tokio::test]
+async fn logs_in_a_file_are_plain_text_and_span_directives_still_filter() {
+    for (level, handled_logged) in [
+        ("debug", true),
+        ("info", false),
+        ("warn,[request]=debug", true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cmd = lqo(dir.path());
+        cmd.env("LOG_LEVEL", level);
+        let child = serve(cmd, dir.path(), port).await;
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/chat"))
+            .json(&json!({"prompt": "log me", "user_id": "u"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        stop(child).await;
+        let out = std::fs::read_to_string(dir.path().join("stdout.log")).unwrap();
+        assert!(
+            !out.contains('\u{1b}'),
+            "colour codes in a log file ({level}):\n{out}"
+        );
+        let handled = out
+            .lines()
+            .any(|l| l.contains("handled") && l.contains("request_id"));
+        assert_eq!(handled, handled_logged, "LOG_LEVEL={level}:\n{out}");
+    }
+}
+
 #[tokio::test]
 async fn auth_required_without_any_key_says_so_at_start() {
     let dir = tempfile::tempdir().unwrap();
