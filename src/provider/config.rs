@@ -31,6 +31,8 @@ pub struct ProviderConfig {
     pub api_key: Option<SecretString>,
     /// A file whose trimmed content is the API key (e.g. a Docker secret).
     pub api_key_file: Option<PathBuf>,
+    /// A whole non-streamed call (per attempt); for a stream, the wait for its head and each
+    /// gap between its chunks.
     pub timeout_secs: u64,
     pub connect_timeout_secs: u64,
     pub max_retries: u32,
