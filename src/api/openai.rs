@@ -569,8 +569,12 @@ impl Coalesced {
     }
 }
 
-/// How many scheduler turns a stream waits for a next frame before it writes what it has:
-/// measured, hyper's client hands over the next chunk of an already-read body on the second.
+/// How many times a stream yields for a next frame before it writes what it has. Two yields are
+/// one turn of the scheduler: when its flush is ready, hyper's server dispatcher polls the body a
+/// second time in the same turn (hyper 1.12 `poll_loop`, "re-check whether a second write poll
+/// can make progress"), which completes tokio's first `yield_now` at once. One turn is what
+/// hyper's client connection task needs to hand over the next chunk (measured: 103 of 104 chunks
+/// came after exactly two yields in the response body, one in a task of its own).
 const YIELDS_BEFORE_WRITE: u32 = 2;
 
 /// At most this much of a stream's ready frames goes out in one write.
