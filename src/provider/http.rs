@@ -209,7 +209,6 @@ impl HttpUpstream {
     }
 }
 
-/// Reads at most `limit` bytes of a body; the flag says whether the body ended within the limit.
 /// Ends a stream with `ProviderError::Timeout` when no chunk arrives for `limit`. One timer for
 /// the whole stream, moved on only when it fires early (the last chunk came after it was set) and
 /// polled only while the stream has nothing ready: no timer work per chunk.
@@ -265,6 +264,7 @@ where
     }
 }
 
+/// Reads at most `limit` bytes of a body; the flag says whether the body ended within the limit.
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,

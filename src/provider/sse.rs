@@ -177,7 +177,6 @@ impl<S, H: SseHandler> Driven<S, H> {
                         break;
                     }
                 }
-                self.out.clear();
             }
             Err(e) => self.fail(e),
         }
