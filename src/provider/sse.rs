@@ -107,6 +107,9 @@ impl SseDecoder {
                     ));
                 }
                 // Every data line ends with a newline; dispatch drops the last one (as the spec does).
+                // Room for both at once: a fresh event's `push_str` would otherwise allocate
+                // exactly the line and the newline reallocate and copy it.
+                data.reserve(value.len() + 1);
                 data.push_str(value);
                 data.push('\n');
             }

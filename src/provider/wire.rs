@@ -350,13 +350,22 @@ pub fn sse_frame(event: Option<&str>, data: &str) -> Bytes {
         out.extend_from_slice(e.as_bytes());
         out.push(b'\n');
     }
-    // A data payload spanning lines needs one `data:` field per line.
-    for (i, line) in data.split('\n').enumerate() {
-        if i > 0 {
-            out.push(b'\n');
-        }
+    // A data payload spanning lines needs one `data:` field per line. Every streamed event of
+    // every answer passes here, almost always one line: `memchr` finds that out faster than
+    // `str::split`'s character search (~2 % of a streamed call's instructions).
+    let mut rest = data.as_bytes();
+    loop {
         out.extend_from_slice(b"data: ");
-        out.extend_from_slice(line.as_bytes());
+        match memchr::memchr(b'\n', rest) {
+            Some(i) => {
+                out.extend_from_slice(&rest[..=i]);
+                rest = &rest[i + 1..];
+            }
+            None => {
+                out.extend_from_slice(rest);
+                break;
+            }
+        }
     }
     out.extend_from_slice(b"\n\n");
     Bytes::from(out)

@@ -182,6 +182,14 @@ fn frames_split_multiline_data() {
         &sse_frame(Some("response.completed"), "a\nb")[..],
         b"event: response.completed\ndata: a\ndata: b\n\n"
     );
+    // Empty lines, a trailing newline and an empty payload keep their `data:` fields, so a
+    // client's SSE parser joins back exactly the payload that was framed.
+    assert_eq!(
+        &sse_frame(None, "a\n\nb")[..],
+        b"data: a\ndata: \ndata: b\n\n"
+    );
+    assert_eq!(&sse_frame(None, "a\n")[..], b"data: a\ndata: \n\n");
+    assert_eq!(&sse_frame(None, "")[..], b"data: \n\n");
 }
 
 #[test]
