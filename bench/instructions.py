@@ -30,7 +30,7 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overhead import PG_ADMIN, ROOT, body, free_port, psql, wait_http  # noqa: E402
+from overhead import PG_ADMIN, ROOT, body, free_port, psql, stop_processes, wait_http  # noqa: E402
 
 
 def calls(port, model, stream, n):
@@ -95,14 +95,7 @@ def main():
         return p
 
     def stop_all():
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs, timeout=60)  # a process under valgrind takes longer to exit
         procs.clear()
 
     def run(under_valgrind_gateway):

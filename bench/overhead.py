@@ -110,6 +110,18 @@ def postgres_cpu():
     return total
 
 
+def stop_processes(procs, timeout=30):
+    """Terminates every process of `procs` still running, waits for each, kills what will not stop."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 def pin(pid, cpus):
     """Moves every thread of a running process onto `cpus` (a taskset list like "0" or "0-1")."""
     subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
@@ -166,14 +178,7 @@ def main():
     procs = []
 
     def cleanup(*_):
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         try:
             psql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         except subprocess.CalledProcessError as e:
