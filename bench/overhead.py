@@ -5,8 +5,9 @@ One run starts two mock upstreams (0 ms and 50 ms latency), the gateway in relea
 PostgreSQL logging on (a throwaway database on 127.0.0.1:5432), and drives both with `oha`
 (cargo install oha) at fixed rates and at saturation, non-streaming and streaming. It prints the
 added latency (gateway minus direct) at p50/p90/p99/p99.9 — the first two rows are one connection in a
-closed loop, the tail a single caller sees — the throughput ratio, the gateway's CPU time per request
-against the upstream's and its peak RSS, then checks that every request answered by the gateway is in
+closed loop, the tail a single caller sees — the gateway's own share of it (from its overhead
+histogram), the throughput ratio, the gateway's CPU time per request against the upstream's and its
+peak RSS, then checks that every request answered by the gateway is in
 PostgreSQL exactly once. `--soak SECONDS` adds a soak at 500 req/s that samples the RSS.
 
 A second table splits the CPU time of every call between the load generator, the upstream, the
@@ -14,7 +15,8 @@ gateway and PostgreSQL, direct and through the gateway. The "isolated" saturatio
 generator and the upstreams on one half of the CPUs and a second gateway (started there, so its
 runtime sizes itself to them) with its PostgreSQL backends on the other half — the layout of
 separate machines; every other run shares all CPUs between everything. `--only REGEX` runs the
-scenarios whose name matches.
+scenarios whose name matches; `--config YAML` appends settings to both gateways' configuration
+(e.g. `--config 'writer: { flush_interval_ms: 10 }'`) to compare them side by side.
 
     python3 bench/overhead.py                       # ~3.5 minutes
     python3 bench/overhead.py --only '1 conn' --duration 10   # the one-connection tail
@@ -122,6 +124,33 @@ def stop_processes(procs, timeout=30):
             p.kill()
 
 
+def overhead_buckets(port):
+    """The gateway's own `lqo_gateway_overhead_seconds` histogram for Chat Completions, summed
+    over model versions: {upper bound: cumulative count}."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    buckets = {}
+    for m in re.finditer(r'^lqo_gateway_overhead_seconds_bucket\{([^}]*)\} (\S+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("endpoint") == "chat_completions":
+            le = float(labels["le"])
+            buckets[le] = buckets.get(le, 0) + float(m.group(2))
+    return buckets
+
+
+def bucket_quantile(before, after, q):
+    """The upper bound of the bucket holding quantile `q` of the observations between two scrapes."""
+    total = after.get(float("inf"), 0) - before.get(float("inf"), 0)
+    if total <= 0:
+        return None
+    for le in sorted(after):
+        if after[le] - before.get(le, 0) >= q * total:
+            return le
+    return None
+
+
 def pin(pid, cpus):
     """Moves every thread of a running process onto `cpus` (a taskset list like "0" or "0-1")."""
     subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
@@ -160,6 +189,8 @@ def main():
     ap.add_argument("--skip-build", action="store_true", help="use the existing target/release/lqo")
     ap.add_argument("--bin", help="gateway binary to use instead of target/release/lqo (implies --skip-build)")
     ap.add_argument("--log-level", default="info", help="gateway LOG_LEVEL (default info, as deployed)")
+    ap.add_argument("--config", default="",
+                    help="YAML appended to the gateways' configuration, e.g. 'writer: { flush_interval_ms: 20 }'")
     ap.add_argument("--only", help="run only the scenarios whose name matches this regular expression")
     ap.add_argument("--judge", type=float, default=0.0,
                     help="LLM-judge sample rate (default 0: the judge's own upstream calls and database "
@@ -206,6 +237,7 @@ models:
   bench-50ms: {{ provider: up50, upstream_model: bench-upstream, pricing: {{ input_per_1m: 0.25, output_per_1m: 2.0 }} }}
 default_model: bench-0ms
 judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.judge if args.judge > 0 else 0.1} }}
+{args.config}
 """)
         # Isolated runs give the load generator and the upstreams half of the CPUs and a second
         # gateway, started on the other half (so its runtime sizes itself to them, as on a machine
@@ -294,9 +326,11 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             direct = oha(f"http://127.0.0.1:{up_port}/v1/chat/completions",
                          body("bench-upstream", stream), duration, rate, conns, cpus)
             c1 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
+            h1 = overhead_buckets(g_port)
             via = oha(f"http://127.0.0.1:{g_port}/v1/chat/completions",
                       body(f"bench-{up}", stream), duration, rate, conns, cpus)
             c2 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
+            h2 = overhead_buckets(g_port)
             if isolated:
                 place(False)
             n_direct = max(direct["statusCodeDistribution"].get("200", 0), 1)
@@ -318,6 +352,8 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                 "cpu_via": [per(c1[0], c2[0], ok), per(c1[1], c2[1], ok), per(c1[2], c2[2], ok),
                             per(c1[3], c2[3], ok)],
                 "errors": bad or via.get("errorDistribution") or {},
+                # the gateway's own share of each call, from its histogram (bucket upper bounds)
+                "inside": [bucket_quantile(h1, h2, q) for q in (0.5, 0.9, 0.99, 0.999)],
             })
             print(f"bench: {name}: done", flush=True)
 
@@ -333,6 +369,21 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             print(f"{r['name']:26} {fmt(r['direct']):>28} {fmt(r['gateway']):>28} {fmt(added):>28} "
                   f"{r['rps_direct']:>10.0f} {r['rps_gateway']:>8.0f} {ratio:>6.2f} {r['cpu_via'][2]:>8.0f}µs"
                   + (f"  non-200: {r['errors']}" if r["errors"] else ""))
+
+        print()
+        print("The gateway's own time per call (its lqo_gateway_overhead_seconds: from the request's arrival in the"
+              " router to the upstream call, and from the answer to the record; the upper bound of the bucket"
+              " holding each quantile, ms) against the added latency. What is added beyond it lies in the upstream"
+              " call (the HTTP client's send and read, the second pair of loopback hops, the wake-ups of each"
+              " process and thread on the way) or in hyper's server before the router")
+        hdr1 = f"{'scenario':26} {'inside p50/p90/p99/p99.9':>28} {'added p50/p90/p99/p99.9':>28}"
+        print(hdr1)
+        print("-" * len(hdr1))
+        for r in rows:
+            inside = "/".join("?" if v is None else ("inf" if v == float("inf") else f"{v * 1000:g}")
+                              for v in r["inside"])
+            added = "/".join(f"{g - d:.3f}" for g, d in zip(r["gateway"], r["direct"]))
+            print(f"{r['name']:26} {inside:>28} {added:>28}")
 
         print()
         print("CPU time per call by process (µs; from /proc and getrusage). Direct: load generator + upstream."
