@@ -370,8 +370,14 @@ fn json_failure(trimmed: &str) -> Option<(Label, String)> {
 
 /// Lowercase, with typographic apostrophes folded to `'` so "I can’t" matches "i can't".
 fn normalise(s: &str) -> String {
-    s.to_lowercase()
-        .replace(['\u{2019}', '\u{2018}', '\u{02bc}'], "'")
+    let lower = s.to_lowercase();
+    // The folded apostrophes are not ASCII, and most answers are: `replace` with a set of chars
+    // walks and copies the text char by char (~4k instructions per typical answer, callgrind),
+    // where `is_ascii` is a word-at-a-time scan.
+    if lower.is_ascii() {
+        return lower;
+    }
+    lower.replace(['\u{2019}', '\u{2018}', '\u{02bc}'], "'")
 }
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
@@ -545,6 +551,9 @@ mod tests {
         assert_eq!(failed_checks(&o), vec!["refusal"]);
         let o = h.evaluate("AS AN AI LANGUAGE MODEL, I have no opinions.", stop());
         assert_eq!(failed_checks(&o), vec!["refusal"]);
+        // ASCII text takes the short way; the fold still applies beside other non-ASCII text.
+        assert_eq!(normalise("I CAN'T"), "i can't");
+        assert_eq!(normalise("Ünd I CAN‘T ʼ"), "ünd i can't '");
         // Quoted deep inside a long answer it is not a refusal.
         let late = format!(
             "{} he said \"I can't help with that\".",
