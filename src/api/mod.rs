@@ -223,7 +223,6 @@ async fn request_context(State(state): State<AppState>, mut req: Request, next: 
     resp
 }
 
-/// `x-lqo-overhead-ms`: what the gateway added to this request, so users see it without a benchmark.
 /// A `since`/`until`-style query parameter: any form `timespec` reads, spans counted back from
 /// now. A 400 naming the parameter otherwise.
 pub fn time_param(
@@ -245,6 +244,7 @@ pub fn time_param(
         })
 }
 
+/// `x-lqo-overhead-ms`: what the gateway added to this request, so users see it without a benchmark.
 pub fn overhead_header(overhead_ms: f64) -> [(HeaderName, HeaderValue); 1] {
     let v = HeaderValue::from_str(&format!("{overhead_ms:.3}"))
         .unwrap_or_else(|_| HeaderValue::from_static("0"));
