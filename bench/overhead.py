@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -51,8 +52,6 @@ def free_port():
 
 
 def wait_http(url, deadline_s=30):
-    import urllib.request
-
     end = time.time() + deadline_s
     while time.time() < end:
         try:
@@ -124,15 +123,17 @@ def stop_processes(procs, timeout=30):
             p.kill()
 
 
+def scrape_metrics(port):
+    """The text of a gateway's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
 def overhead_buckets(port):
     """The gateway's own `lqo_gateway_overhead_seconds` histogram for Chat Completions, summed
     over model versions: {upper bound: cumulative count}."""
-    import urllib.request
-
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
     buckets = {}
-    for m in re.finditer(r'^lqo_gateway_overhead_seconds_bucket\{([^}]*)\} (\S+)$', text, re.M):
+    for m in re.finditer(r'^lqo_gateway_overhead_seconds_bucket\{([^}]*)\} (\S+)$', scrape_metrics(port), re.M):
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
         if labels.get("endpoint") == "chat_completions":
             le = float(labels["le"])
@@ -438,13 +439,10 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
         # Every call the gateways handled must be in PostgreSQL exactly once. Their own
         # lqo_requests_total is the reference: oha stops waiting at its deadline, so a few calls
         # it gave up on were still answered and logged.
-        import urllib.request
-
         handled = 0.0
         for _, port in gateways:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
-                handled += sum(float(line.rsplit(" ", 1)[1]) for line in r.read().decode().splitlines()
-                               if line.startswith("lqo_requests_total{"))
+            handled += sum(float(line.rsplit(" ", 1)[1]) for line in scrape_metrics(port).splitlines()
+                           if line.startswith("lqo_requests_total{"))
         handled = int(handled)
         deadline = time.time() + 60
         while True:
