@@ -18,9 +18,15 @@ separate machines; every other run shares all CPUs between everything. `--only R
 scenarios whose name matches; `--config YAML` appends settings to both gateways' configuration
 (e.g. `--config 'writer: { flush_interval_ms: 10 }'`) to compare them side by side.
 
+`--floor` also runs every scenario through `examples/floor_proxy.rs`, a proxy that only forwards
+(no parsing, record, metrics or heuristics) on the gateway's stack, once with reqwest as its client
+and once with hyper-util's: the latency and CPU any proxy built this way adds on this machine, so
+what of the gateway's overhead is its own work.
+
     python3 bench/overhead.py                       # ~3.5 minutes
     python3 bench/overhead.py --only '1 conn' --duration 10   # the one-connection tail
     python3 bench/overhead.py --duration 20 --soak 600
+    python3 bench/overhead.py --floor --only saturated        # against the forward-only floor
 
 Numbers from one run on one machine: the load generator, both upstreams, PostgreSQL and the
 gateway all share its cores, so read the ratios, not the absolute values.
@@ -193,6 +199,9 @@ def main():
     ap.add_argument("--config", default="",
                     help="YAML appended to the gateways' configuration, e.g. 'writer: { flush_interval_ms: 20 }'")
     ap.add_argument("--only", help="run only the scenarios whose name matches this regular expression")
+    ap.add_argument("--floor", action="store_true",
+                    help="also run each scenario through the forward-only proxy of examples/floor_proxy.rs "
+                         "(reqwest and hyper-util clients): the floor under any proxy's overhead")
     ap.add_argument("--judge", type=float, default=0.0,
                     help="LLM-judge sample rate (default 0: the judge's own upstream calls and database "
                          "work would be measured as gateway overhead)")
@@ -204,6 +213,9 @@ def main():
     if not (args.skip_build or args.bin):
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     lqo = args.bin or os.path.join(ROOT, "target", "release", "lqo")
+    floor_bin = os.path.join(ROOT, "target", "release", "examples", "floor_proxy")
+    if args.floor and not (args.skip_build and os.path.exists(floor_bin)):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "floor_proxy"], cwd=ROOT, check=True)
 
     tmp = tempfile.mkdtemp(prefix="lqo-bench.")
     db = "lqo_bench_" + uuid.uuid4().hex[:12]
@@ -267,6 +279,24 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                                       stderr=subprocess.STDOUT, cwd=iso_dir)
             procs.append(gw_iso)
             gateways.append((gw_iso, ports["gw_iso"]))
+        # The forward-only floor (--floor): one proxy per client kind and upstream, and for the
+        # isolated rows one per client kind on the gateway's half of the CPUs.
+        floor_kinds = ("reqwest", "hyper") if args.floor else ()
+        floors = {}  # (kind, upstream, isolated) -> (process, port)
+        for kind in floor_kinds:
+            for up, isolated in (("0ms", False), ("50ms", False), ("0ms", True)):
+                if isolated and ncpu < 2:
+                    continue
+                port = free_port()
+                up_port = ports["up0" if up == "0ms" else "up50"]
+                cmd = [floor_bin, "--port", str(port), "--upstream", f"http://127.0.0.1:{up_port}",
+                       "--client", kind]
+                if isolated:
+                    cmd = ["taskset", "-c", gw_cpus] + cmd
+                proc = subprocess.Popen(cmd, stdout=devnull, stderr=gw_log)
+                procs.append(proc)
+                floors[(kind, up, isolated)] = (proc, port)
+                ports[f"floor-{kind}-{up}{'-iso' if isolated else ''}"] = port
         for name in ports:
             wait_http(f"http://127.0.0.1:{ports[name]}/health")
 
@@ -278,6 +308,8 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             for model in ("bench-0ms", "bench-50ms"):
                 warm = oha(f"http://127.0.0.1:{port}/v1/chat/completions", body(model, False), 2, 200, 8)
                 answered += warm["statusCodeDistribution"].get("200", 0)
+        for _, port in floors.values():
+            oha(f"http://127.0.0.1:{port}/v1/chat/completions", body("bench-upstream", False), 2, 200, 8)
 
         scenarios = [
             # name, upstream, stream, rate (None = saturation), connections, isolated
@@ -332,6 +364,20 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                       body(f"bench-{up}", stream), duration, rate, conns, cpus)
             c2 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
             h2 = overhead_buckets(g_port)
+            floor = {}
+            for kind in floor_kinds:
+                fproc, fport = floors[(kind, up, isolated)]
+                f1 = cpu_seconds(fproc.pid)
+                res = oha(f"http://127.0.0.1:{fport}/v1/chat/completions",
+                          body("bench-upstream", stream), duration, rate, conns, cpus)
+                f2 = cpu_seconds(fproc.pid)
+                n = res["statusCodeDistribution"].get("200", 0)
+                floor[kind] = {
+                    "latency": [ms(res["latencyPercentiles"][p]) for p in ("p50", "p90", "p99", "p99.9")],
+                    "cpu": (f2 - f1) / max(n, 1) * 1e6,
+                    "rps": res["summary"]["requestsPerSec"],
+                    "errors": {k: v for k, v in res["statusCodeDistribution"].items() if k != "200"},
+                }
             if isolated:
                 place(False)
             n_direct = max(direct["statusCodeDistribution"].get("200", 0), 1)
@@ -355,6 +401,7 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                 "errors": bad or via.get("errorDistribution") or {},
                 # the gateway's own share of each call, from its histogram (bucket upper bounds)
                 "inside": [bucket_quantile(h1, h2, q) for q in (0.5, 0.9, 0.99, 0.999)],
+                "floor": floor,
             })
             print(f"bench: {name}: done", flush=True)
 
@@ -409,6 +456,27 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             up, gateway_cpu, pg = r["cpu_direct"][1], r["cpu_via"][2], r["cpu_via"][3]
             print(f"{r['name']:26} {up:>9.0f} {gateway_cpu:>9.0f} {gateway_cpu / up if up else 0:>5.2f}x {pg:>9.0f}"
                   + ("  (saturated)" if r["saturated"] else ""))
+
+        if floor_kinds:
+            print()
+            print("Against the floor: the same calls through examples/floor_proxy.rs, a proxy that only forwards"
+                  " (no parsing, record, metrics or heuristics) on the gateway's stack, with reqwest (the"
+                  " gateway's client) and with hyper-util's client. Added latency p50/p99/p99.9 (ms, minus"
+                  " direct); CPU per call (µs) and its ratio to the upstream's in the direct run")
+            hdr4 = (f"{'scenario':26} {'added: floor hyper':>20} {'floor reqwest':>20} {'gateway':>20} "
+                    f"{'CPU: hyper':>15} {'reqwest':>15} {'gateway':>15} {'gw - reqwest':>12}")
+            print(hdr4)
+            print("-" * len(hdr4))
+            for r in rows:
+                up = r["cpu_direct"][1]
+                added = lambda lat: "/".join(f"{lat[i] - r['direct'][i]:.2f}" for i in (0, 2, 3))
+                cpu = lambda c: f"{c:.0f} ({c / up if up else 0:.2f}x)"
+                fh, fr = r["floor"]["hyper"], r["floor"]["reqwest"]
+                errors = {k: f["errors"] for k, f in r["floor"].items() if f["errors"]}
+                print(f"{r['name']:26} {added(fh['latency']):>20} {added(fr['latency']):>20} "
+                      f"{added(r['gateway']):>20} {cpu(fh['cpu']):>15} {cpu(fr['cpu']):>15} "
+                      f"{cpu(r['cpu_via'][2]):>15} {r['cpu_via'][2] - fr['cpu']:>10.0f}µs"
+                      + (f"  floor non-200: {errors}" if errors else ""))
 
         if args.soak:
             print(f"\nbench: soak {args.soak}s at 500 req/s, RSS sampled every 10 s", flush=True)
