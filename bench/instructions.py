@@ -10,6 +10,11 @@ the counters, sends the measured calls, waits for the writer's batch and reads t
 
     python3 bench/instructions.py                 # ~3 minutes: plain and streamed, both programs
     python3 bench/instructions.py --calls 500 --bin target/release/lqo
+    python3 bench/instructions.py --floor         # also the forward-only proxy of examples/floor_proxy.rs
+
+`--floor` counts the same calls through `examples/floor_proxy.rs` (a proxy that only forwards, on the
+gateway's stack; bench/README.md), once with reqwest as its client and once with hyper-util's: what
+any proxy built this way runs per call, so what of the gateway's count is its own work.
 
 Instructions are not time: the mock spends most of its in tight loops (tiktoken's regular
 expressions counting tokens) and the gateway its in a long path through many crates, so a
@@ -73,13 +78,19 @@ def main():
     ap.add_argument("--warmup", type=int, default=50, help="calls before the counters are zeroed")
     ap.add_argument("--bin", help="lqo binary to use instead of building target/release/lqo")
     ap.add_argument("--log-level", default="info", help="gateway LOG_LEVEL (default info)")
+    ap.add_argument("--floor", action="store_true",
+                    help="also count the forward-only proxy of examples/floor_proxy.rs (reqwest and hyper-util clients)")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
             raise SystemExit(f"bench: {tool} not found (apt-get install -y valgrind)")
     if not args.bin:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    lqo = args.bin or os.path.join(ROOT, "target", "release", "lqo")
+    # Absolute: the programs are started in a temporary directory.
+    lqo = os.path.abspath(args.bin) if args.bin else os.path.join(ROOT, "target", "release", "lqo")
+    floor_bin = os.path.join(ROOT, "target", "release", "examples", "floor_proxy")
+    if args.floor and not (args.bin and os.path.exists(floor_bin)):
+        subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "floor_proxy"], cwd=ROOT, check=True)
 
     tmp = tempfile.mkdtemp(prefix="lqo-instructions.")
     db = "lqo_bench_" + uuid.uuid4().hex[:12]
@@ -98,11 +109,19 @@ def main():
         stop_processes(procs, timeout=60)  # a process under valgrind takes longer to exit
         procs.clear()
 
-    def run(under_valgrind_gateway):
-        """Starts the mock and the gateway, one of them under callgrind; returns both ports and that pid."""
+    def run(who):
+        """Starts the mock and the program `who` in front of it ("gateway", "floor-reqwest" or
+        "floor-hyper"), with `who` (or, for "upstream", the mock) under callgrind; returns the port
+        to call, the model to ask for and the pid to count."""
         up, gw = free_port(), free_port()
         mock = start([lqo, "mock-upstream", "--port", str(up), "--latency-ms", "0"],
-                     under_valgrind=not under_valgrind_gateway)
+                     under_valgrind=who == "upstream")
+        if who.startswith("floor-"):
+            floor = start([floor_bin, "--port", str(gw), "--upstream", f"http://127.0.0.1:{up}",
+                           "--client", who.split("-", 1)[1]], under_valgrind=True)
+            wait_http(f"http://127.0.0.1:{up}/health", 120)
+            wait_http(f"http://127.0.0.1:{gw}/health", 120)
+            return gw, "bench-upstream", floor.pid
         cfg = os.path.join(tmp, "lqo.yaml")
         with open(cfg, "w") as f:
             f.write(f"""
@@ -115,16 +134,18 @@ judge: {{ enabled: false, sample_rate: 0.1 }}
 """)
         env = dict(os.environ, LQO_CONFIG=cfg, DATABASE_URL=db_url, LLM_API_KEY="bench-dummy-key",
                    LOG_LEVEL=args.log_level, PORT=str(gw))
-        gateway = start([lqo, "serve"], env=env, under_valgrind=under_valgrind_gateway)
+        gateway = start([lqo, "serve"], env=env, under_valgrind=who == "gateway")
         wait_http(f"http://127.0.0.1:{up}/health", 120)
         wait_http(f"http://127.0.0.1:{gw}/health", 120)
-        return up, gw, (gateway if under_valgrind_gateway else mock).pid
+        if who == "gateway":
+            return gw, "bench-0ms", gateway.pid
+        return up, "bench-upstream", mock.pid
 
     results = {}
+    programs = ["upstream", "gateway"] + (["floor-hyper", "floor-reqwest"] if args.floor else [])
     try:
-        for who in ("upstream", "gateway"):
-            up, gw, pid = run(who == "gateway")
-            port, model = (gw, "bench-0ms") if who == "gateway" else (up, "bench-upstream")
+        for who in programs:
+            port, model, pid = run(who)
             for stream in (False, True):
                 results[(who, stream)] = measure(pid, tmp, port, model, stream, args.warmup, args.calls, 2.0)
                 print(f"bench: {who} {'streamed' if stream else 'plain'}: done", flush=True)
@@ -140,10 +161,14 @@ judge: {{ enabled: false, sample_rate: 0.1 }}
 
     print(f"\nInstructions per call (callgrind; {args.calls} sequential calls on one connection after "
           f"{args.warmup} to warm up; PostgreSQL logging, judge off)")
-    print(f"{'':10} {'upstream':>10} {'gateway':>10} {'ratio':>7}")
+    floors = ("floor-hyper", "floor-reqwest") if args.floor else ()
+    print(f"{'':10} {'upstream':>10} {'gateway':>10} {'ratio':>7}"
+          + "".join(f" {f:>14}" for f in floors) + (f" {'gw - reqwest floor':>19}" if floors else ""))
     for stream in (False, True):
         u, g = results[("upstream", stream)], results[("gateway", stream)]
-        print(f"{'streamed' if stream else 'plain':10} {u / 1000:>9.1f}k {g / 1000:>9.1f}k {g / u:>6.2f}x")
+        print(f"{'streamed' if stream else 'plain':10} {u / 1000:>9.1f}k {g / 1000:>9.1f}k {g / u:>6.2f}x"
+              + "".join(f" {results[(f, stream)] / 1000:>13.1f}k" for f in floors)
+              + (f" {(g - results[('floor-reqwest', stream)]) / 1000:>18.1f}k" if floors else ""))
     expected = 2 * (args.warmup + args.calls)
     print(f"records: {rows} rows in PostgreSQL for {expected} gateway calls → {'OK' if rows == expected else 'MISMATCH'}")
     return 0 if rows == expected else 1

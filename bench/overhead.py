@@ -212,7 +212,8 @@ def main():
         subprocess.run(["cargo", "install", "oha", "--locked"], check=True)
     if not (args.skip_build or args.bin):
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    lqo = args.bin or os.path.join(ROOT, "target", "release", "lqo")
+    # Absolute: the programs are started in a temporary directory.
+    lqo = os.path.abspath(args.bin) if args.bin else os.path.join(ROOT, "target", "release", "lqo")
     floor_bin = os.path.join(ROOT, "target", "release", "examples", "floor_proxy")
     if args.floor and not (args.skip_build and os.path.exists(floor_bin)):
         subprocess.run(["cargo", "build", "--release", "--quiet", "--example", "floor_proxy"], cwd=ROOT, check=True)
