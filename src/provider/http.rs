@@ -1,15 +1,25 @@
 //! The HTTP side of the OpenAI providers: one pooled client per upstream, one attempt per call
 //! (retries are `retry::with_retries`' job), upstream error bodies turned into error objects with
 //! secrets scrubbed. Streams are decoded by `sse.rs`.
+//!
+//! Two clients: hyper-util's, for plain-http upstreams no proxy from the environment applies to
+//! (self-hosted models, sidecars) — reqwest's layers (a redirect policy that formats and parses
+//! every request's URL, boxing, its timeout wrapper) were ~20 % of the gateway's CPU per call
+//! (bench/README.md) — and reqwest for https (rustls, webpki roots) and proxies (it honours
+//! `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`). `http_client: reqwest` forces reqwest.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http_body_util::{combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Full};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::time::Instant;
 
-use super::config::ProviderConfig;
+use super::config::{HttpClient, ProviderConfig};
 use super::retry::{self, RetryPolicy};
 use super::sse::{drive, SseHandler};
 use super::wire::parse_error_body;
@@ -22,9 +32,33 @@ const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// A completion body larger than this is refused rather than buffered.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
+const USER_AGENT_VALUE: &str = concat!("lqo/", env!("CARGO_PKG_VERSION"));
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An upstream's answer, whichever client fetched it, and the deadline of its call: a
+/// non-streamed call's body must have arrived by then.
+pub struct UpstreamResponse {
+    inner: hyper::Response<Body>,
+    deadline: Instant,
+}
+
+/// A URL of the upstream, parsed once for each client.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    url: reqwest::Url,
+    uri: hyper::Uri,
+}
+
+enum Transport {
+    Direct(Box<Client<HttpConnector, Full<Bytes>>>),
+    Reqwest(reqwest::Client),
+}
+
 /// One upstream server: a pooled client, the auth header, timeouts and the retry policy.
 pub struct HttpUpstream {
-    client: reqwest::Client,
+    client: Transport,
     base_url: String,
     /// `Bearer <key>`, marked sensitive so it never shows in debug output.
     auth: Option<HeaderValue>,
@@ -39,17 +73,36 @@ impl HttpUpstream {
     pub fn new(cfg: &ProviderConfig) -> Result<Self, ProviderError> {
         let base_url = cfg.base_url.trim_end_matches('/').to_string();
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs.max(1)))
-            // No client-wide read timeout: reqwest's starts and drops a timer for every chunk
-            // (~7 % of the CPU of saturated streaming). Non-streaming requests get a total
-            // timeout each; streams a limit on the wait for their head and an idle limit
-            // between chunks (`IdleTimeout`).
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_keepalive(Duration::from_secs(30))
-            .user_agent(concat!("lqo/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ProviderError::Connect(format!("cannot build the HTTP client: {e}")))?;
+        let connect_timeout = Duration::from_secs(cfg.connect_timeout_secs.max(1));
+        // No client-wide read timeout: reqwest's starts and drops a timer for every chunk (~7 %
+        // of the CPU of saturated streaming). A call has one deadline for its head and, when not
+        // streamed, its body; a stream an idle limit between chunks (`IdleTimeout`).
+        let client = if cfg.http_client == HttpClient::Auto
+            && direct_eligible(&base_url, |k| std::env::var(k).ok())
+        {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(connect_timeout));
+            connector.set_keepalive(Some(Duration::from_secs(30)));
+            connector.set_nodelay(true);
+            Transport::Direct(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_timer(TokioTimer::new())
+                    .build(connector),
+            ))
+        } else {
+            Transport::Reqwest(
+                reqwest::Client::builder()
+                    .connect_timeout(connect_timeout)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .tcp_keepalive(Duration::from_secs(30))
+                    .user_agent(USER_AGENT_VALUE)
+                    .build()
+                    .map_err(|e| {
+                        ProviderError::Connect(format!("cannot build the HTTP client: {e}"))
+                    })?,
+            )
+        };
         let api_key = cfg
             .api_key
             .clone()
@@ -79,50 +132,95 @@ impl HttpUpstream {
 
     /// `{base_url}{path}` (`path` like `/chat/completions`), parsed once: parsing it per call
     /// (IDNA included) was ~3 % of the gateway's CPU at saturation.
-    pub fn endpoint(&self, path: &str) -> Result<reqwest::Url, ProviderError> {
-        reqwest::Url::parse(&format!("{}{path}", self.base_url)).map_err(|_| {
-            ProviderError::Connect(format!("base_url {:?} is not a valid URL", self.base_url))
+    pub fn endpoint(&self, path: &str) -> Result<Endpoint, ProviderError> {
+        let text = format!("{}{path}", self.base_url);
+        let invalid =
+            || ProviderError::Connect(format!("base_url {:?} is not a valid URL", self.base_url));
+        Ok(Endpoint {
+            url: reqwest::Url::parse(&text).map_err(|_| invalid())?,
+            uri: text.parse().map_err(|_| invalid())?,
         })
+    }
+
+    /// Whether calls go through the direct (hyper-util) client.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.client, Transport::Direct(_))
     }
 
     /// One POST of a JSON body; a non-2xx answer becomes `ProviderError::Status` with the
     /// upstream's error object and Retry-After.
     pub async fn post(
         &self,
-        url: &reqwest::Url,
+        url: &Endpoint,
         body: Bytes,
         streaming: bool,
-    ) -> Result<reqwest::Response, ProviderError> {
-        let mut request = self
-            .client
-            .post(url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(auth) = &self.auth {
-            request = request.header(AUTHORIZATION, auth.clone());
-        }
-        let response = if streaming {
-            let send = request.header(ACCEPT, "text/event-stream").send();
-            tokio::time::timeout(self.timeout, send)
-                .await
-                .map_err(|_| ProviderError::Timeout(self.timeout))?
+    ) -> Result<UpstreamResponse, ProviderError> {
+        let deadline = Instant::now() + self.timeout;
+        let accept = if streaming {
+            "text/event-stream"
         } else {
-            request.timeout(self.timeout).send().await
-        }
-        .map_err(|e| self.scrub(self.map_send_error(e)))?;
-        let status = response.status();
+            "*/*"
+        };
+        let response = match &self.client {
+            Transport::Direct(client) => {
+                let mut request = hyper::Request::post(url.uri.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(ACCEPT, accept)
+                    .header(USER_AGENT, USER_AGENT_VALUE);
+                if let Some(auth) = &self.auth {
+                    request = request.header(AUTHORIZATION, auth.clone());
+                }
+                let request = request.body(Full::new(body)).map_err(|e| {
+                    ProviderError::Connect(format!("cannot build the request: {e}"))
+                })?;
+                tokio::time::timeout_at(deadline, client.request(request))
+                    .await
+                    .map_err(|_| ProviderError::Timeout(self.timeout))?
+                    .map_err(|e| self.scrub(ProviderError::Connect(error_chain(&e))))?
+                    .map(|b| b.map_err(BoxError::from).boxed_unsync())
+            }
+            Transport::Reqwest(client) => {
+                let mut request = client
+                    .post(url.url.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(ACCEPT, accept)
+                    .body(body);
+                if let Some(auth) = &self.auth {
+                    request = request.header(AUTHORIZATION, auth.clone());
+                }
+                let response = tokio::time::timeout_at(deadline, request.send())
+                    .await
+                    .map_err(|_| ProviderError::Timeout(self.timeout))?
+                    .map_err(|e| self.scrub(self.map_send_error(e)))?;
+                hyper::Response::<reqwest::Body>::from(response)
+                    .map(|b| b.map_err(BoxError::from).boxed_unsync())
+            }
+        };
+        let response = UpstreamResponse {
+            inner: response,
+            deadline,
+        };
+        let status = response.inner.status();
         if status.is_success() {
             return Ok(response);
         }
-        let retry_after = retry::retry_after(response.headers());
-        // A non-streaming request's total timeout covers its body; a stream's error body gets
-        // the same limit here.
-        let body = tokio::time::timeout(self.timeout, read_limited(response, MAX_ERROR_BODY_BYTES))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .map(|(bytes, _)| bytes)
-            .unwrap_or_default();
+        let retry_after = retry::retry_after(response.inner.headers());
+        // The error body gets what is left of the call's time (a stream's error body the whole
+        // limit again, as its head's wait is over).
+        let until = if streaming {
+            Instant::now() + self.timeout
+        } else {
+            deadline
+        };
+        let body = tokio::time::timeout_at(
+            until,
+            read_limited(response.inner.into_body(), MAX_ERROR_BODY_BYTES),
+        )
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .map(|(bytes, _)| bytes)
+        .unwrap_or_default();
         let (message, error) = parse_error_body(
             &body,
             status.canonical_reason().unwrap_or("no error message"),
@@ -141,10 +239,12 @@ impl HttpUpstream {
     }
 
     /// Reads a whole 2xx body.
-    pub async fn read_body(&self, response: reqwest::Response) -> Result<Bytes, ProviderError> {
-        let (body, complete) = read_limited(response, MAX_BODY_BYTES)
+    pub async fn read_body(&self, response: UpstreamResponse) -> Result<Bytes, ProviderError> {
+        let read = read_limited(response.inner.into_body(), MAX_BODY_BYTES);
+        let (body, complete) = tokio::time::timeout_at(response.deadline, read)
             .await
-            .map_err(|e| self.scrub(self.map_body_error(e)))?;
+            .map_err(|_| ProviderError::Timeout(self.timeout))?
+            .map_err(|e| self.scrub(self.map_body_error(&*e)))?;
         if !complete {
             return Err(ProviderError::InvalidResponse(format!(
                 "response body larger than {MAX_BODY_BYTES} bytes"
@@ -156,20 +256,12 @@ impl HttpUpstream {
     /// The response body as SSE events, turned into stream events by `handler`.
     pub fn stream_events<D: SseHandler>(
         &self,
-        response: reqwest::Response,
+        response: UpstreamResponse,
         handler: D,
     ) -> CompletionStream {
-        let timeout = self.timeout;
-        let bytes = response.bytes_stream().map(move |r| {
-            r.map_err(|e| {
-                if e.is_timeout() {
-                    ProviderError::Timeout(timeout)
-                } else {
-                    ProviderError::StreamInterrupted(error_chain(&e))
-                }
-            })
-        });
-        let bytes = IdleTimeout::new(bytes, timeout);
+        let bytes = BodyDataStream::new(response.inner.into_body())
+            .map(|r| r.map_err(|e| ProviderError::StreamInterrupted(error_chain(&*e))));
+        let bytes = IdleTimeout::new(bytes, self.timeout);
         let scrubber = self.scrubber();
         drive(bytes, handler)
             .map(move |item| item.map_err(|e| scrubber.error(e)))
@@ -187,15 +279,8 @@ impl HttpUpstream {
         }
     }
 
-    fn map_body_error(&self, e: reqwest::Error) -> ProviderError {
-        if e.is_timeout() {
-            ProviderError::Timeout(self.timeout)
-        } else {
-            ProviderError::StreamInterrupted(format!(
-                "reading the response failed: {}",
-                error_chain(&e)
-            ))
-        }
+    fn map_body_error(&self, e: &(dyn std::error::Error + 'static)) -> ProviderError {
+        ProviderError::StreamInterrupted(format!("reading the response failed: {}", error_chain(e)))
     }
 
     fn scrubber(&self) -> Scrubber {
@@ -264,13 +349,25 @@ where
     }
 }
 
+/// Whether an upstream can go through the direct client: plain http, and none of the proxy
+/// variables reqwest would honour for it set (`HTTP_PROXY`, `ALL_PROXY`, either case; with one set,
+/// reqwest decides, `NO_PROXY` included).
+fn direct_eligible(base_url: &str, env: impl Fn(&str) -> Option<String>) -> bool {
+    base_url
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        && ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            .iter()
+            .all(|k| env(k).is_none_or(|v| v.trim().is_empty()))
+}
+
 /// Reads at most `limit` bytes of a body; the flag says whether the body ended within the limit.
-async fn read_limited(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<(Vec<u8>, bool), reqwest::Error> {
+async fn read_limited(mut body: Body, limit: usize) -> Result<(Vec<u8>, bool), BoxError> {
     let mut out = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
+    while let Some(frame) = body.frame().await {
+        let Ok(chunk) = frame?.into_data() else {
+            continue; // trailers
+        };
         if out.len() + chunk.len() > limit {
             out.extend_from_slice(&chunk[..limit - out.len()]);
             return Ok((out, false));
@@ -354,9 +451,9 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
 
 /// A reqwest error with its causes (they hold the useful part, e.g. "Connection refused"); the URL
 /// is left out because it is known and may carry credentials.
-fn error_chain(e: &reqwest::Error) -> String {
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         let s_text = s.to_string();
         if !text.contains(&s_text) {

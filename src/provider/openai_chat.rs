@@ -7,7 +7,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::config::ProviderConfig;
-use super::http::{truncate_chars, HttpUpstream, MAX_ERROR_MESSAGE_CHARS};
+use super::http::{truncate_chars, Endpoint, HttpUpstream, MAX_ERROR_MESSAGE_CHARS};
 use super::sse::{SseEvent, SseHandler};
 use super::wire::{self, sse_frame, ChatView, ToolCallParts, DONE_FRAME};
 use super::{
@@ -18,8 +18,8 @@ use super::{
 /// Client for `POST {base_url}/chat/completions` and `/embeddings`.
 pub struct OpenAiChat {
     http: HttpUpstream,
-    chat_url: reqwest::Url,
-    embeddings_url: reqwest::Url,
+    chat_url: Endpoint,
+    embeddings_url: Endpoint,
 }
 
 impl OpenAiChat {
@@ -255,7 +255,7 @@ pub fn read_embeddings(body: Bytes, requested_model: &str) -> Result<Embeddings,
 /// One embeddings call through `http`, shared by both OpenAI providers.
 pub(super) async fn embed_via(
     http: &HttpUpstream,
-    url: &reqwest::Url,
+    url: &Endpoint,
     req: &EmbeddingsRequest,
 ) -> Result<Embeddings, ProviderError> {
     let model = wire::json_string(&req.model);

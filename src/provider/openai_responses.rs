@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::config::ProviderConfig;
-use super::http::{truncate_chars, HttpUpstream};
+use super::http::{truncate_chars, Endpoint, HttpUpstream};
 use super::openai_chat::embed_via;
 use super::sse::{SseEvent, SseHandler};
 use super::translate;
@@ -23,8 +23,8 @@ use super::{
 /// Client for `POST {base_url}/responses` and `/embeddings`.
 pub struct OpenAiResponses {
     http: HttpUpstream,
-    responses_url: reqwest::Url,
-    embeddings_url: reqwest::Url,
+    responses_url: Endpoint,
+    embeddings_url: Endpoint,
 }
 
 impl OpenAiResponses {

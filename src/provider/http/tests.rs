@@ -62,3 +62,21 @@ async fn chunks_inside_the_idle_limit_do_not_time_out() {
     assert!(got.iter().all(Result::is_ok), "{got:?}");
     assert_eq!(start.elapsed(), Duration::from_secs(40));
 }
+
+#[test]
+fn plain_http_without_a_proxy_goes_direct_and_https_or_a_proxy_through_reqwest() {
+    let none = |_: &str| None;
+    assert!(direct_eligible("http://127.0.0.1:8000/v1", none));
+    assert!(direct_eligible("HTTP://vllm:8000/v1", none));
+    assert!(!direct_eligible("https://api.openai.com/v1", none));
+    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        let env = |k: &str| (k == var).then(|| "http://proxy:3128".to_string());
+        assert!(!direct_eligible("http://vllm:8000/v1", env), "{var}");
+    }
+    // HTTPS_PROXY is not for plain-http upstreams; an empty variable sets no proxy.
+    let https_proxy = |k: &str| (k == "HTTPS_PROXY").then(|| "http://proxy:3128".to_string());
+    assert!(direct_eligible("http://vllm:8000/v1", https_proxy));
+    assert!(direct_eligible("http://vllm:8000/v1", |k: &str| {
+        (k == "HTTP_PROXY").then(String::new)
+    }));
+}

@@ -750,3 +750,61 @@ fn stream_without_final_chunk_is_interrupted_and_mid_stream_errors_surface() {
         ("Hi".into(), Some(("stop".into(), None)))
     );
 }
+
+/// Both HTTP clients — the direct one (plain http, no proxy) and reqwest (https, proxies, or
+/// `http_client: reqwest`) — answer, stream, pass an upstream's error status on, and time out and
+/// fail to connect the same way.
+#[tokio::test]
+async fn both_http_clients_answer_stream_and_fail_alike() {
+    use crate::provider::config::HttpClient;
+    let addr = upstream().await;
+    let closed = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap()
+    };
+    for client in [HttpClient::Auto, HttpClient::Reqwest] {
+        let cfg = ProviderConfig {
+            http_client: client,
+            max_retries: 0,
+            ..config(addr)
+        };
+        let p = OpenAiChat::new(&cfg).unwrap();
+        assert_eq!(p.http.is_direct(), client == HttpClient::Auto);
+        let c = p.complete(&request("hello")).await.unwrap();
+        assert!(
+            c.text.starts_with("This is a mock answer to: hello"),
+            "{c:?}"
+        );
+        assert_eq!(c.finish_reason, "stop");
+        let got = collect(p.stream(&request("hello")).await.unwrap()).await;
+        assert!(got.error.is_none(), "{:?}", got.error);
+        assert_eq!(got.text, c.text);
+        let err = p
+            .complete(&request("bad [mock:status=400]"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ProviderError::Status { status: 400, .. }),
+            "{err:?}"
+        );
+        let err = OpenAiChat::new(&ProviderConfig {
+            http_client: client,
+            ..config(closed)
+        })
+        .unwrap()
+        .complete(&request("anyone?"))
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ProviderError::Connect(_)), "{err:?}");
+        let slow = OpenAiChat::new(&ProviderConfig {
+            timeout_secs: 1,
+            ..cfg
+        })
+        .unwrap();
+        let err = slow
+            .complete(&request("slow [mock:delay_ms=3000]"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ProviderError::Timeout(_)), "{err:?}");
+    }
+}
