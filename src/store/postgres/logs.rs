@@ -447,16 +447,20 @@ mod tests {
 
     /// A COPY cut off part-way (the writer's timeout drops the insert) writes all or nothing,
     /// and the connection it was on does not go back to the pool mid-protocol: the next batch
-    /// goes through.
+    /// goes through. A cut-off COPY whose data had all reached the server may still commit after
+    /// the test looked, so each batch is told apart by its user id: at any moment it has all its
+    /// rows or none.
     #[tokio::test]
     async fn a_copy_cut_off_part_way_writes_nothing_and_leaves_the_pool_usable() {
         let (store, _db) = fresh_postgres().await.unwrap();
         let mut stored = 0;
-        for micros in [50u64, 300, 1_000, 3_000, 10_000, 30_000] {
+        let cut_offs = [50u64, 300, 1_000, 3_000, 10_000, 30_000];
+        for micros in cut_offs {
             let batch: Vec<LogRecord> = (0..300)
                 .map(|i| {
                     let mut r = sample_record(i);
                     r.prompt = "x".repeat(40_000);
+                    r.user_id = Some(format!("cut-off-{micros}"));
                     r
                 })
                 .collect();
@@ -472,14 +476,22 @@ mod tests {
                 batch.len()
             );
             stored += landed;
-            let next = [sample_record(1)];
-            assert_eq!(store.logs.insert_batch(&next).await.unwrap(), 1);
+            let mut next = sample_record(1);
+            next.user_id = Some("after-a-cut-off".into());
+            assert_eq!(store.logs.insert_batch(&[next]).await.unwrap(), 1);
             stored += 1;
         }
-        assert_eq!(
-            fetch_i64(&store, "SELECT count(*) FROM llm_logs").await,
-            stored
-        );
+        assert!(fetch_i64(&store, "SELECT count(*) FROM llm_logs").await >= stored);
+        for micros in cut_offs {
+            let sql = format!("SELECT count(*) FROM llm_logs WHERE user_id = 'cut-off-{micros}'");
+            let landed = fetch_i64(&store, &sql).await;
+            assert!(
+                landed == 0 || landed == 300,
+                "cut off after {micros} µs: {landed} of 300 rows landed"
+            );
+        }
+        let sql = "SELECT count(*) FROM llm_logs WHERE user_id = 'after-a-cut-off'";
+        assert_eq!(fetch_i64(&store, sql).await, cut_offs.len() as i64);
     }
 
     #[tokio::test]
