@@ -365,6 +365,9 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                       body(f"bench-{up}", stream), duration, rate, conns, cpus)
             c2 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
             h2 = overhead_buckets(g_port)
+            pcts = ("p50", "p90", "p99", "p99.9")
+            per = lambda a, b, n: (b - a) / max(n, 1) * 1e6
+            non_200 = lambda res: {k: v for k, v in res["statusCodeDistribution"].items() if k != "200"}
             floor = {}
             for kind in floor_kinds:
                 fproc, fport = floors[(kind, up, isolated)]
@@ -374,20 +377,17 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                 f2 = cpu_seconds(fproc.pid)
                 n = res["statusCodeDistribution"].get("200", 0)
                 floor[kind] = {
-                    "latency": [ms(res["latencyPercentiles"][p]) for p in ("p50", "p90", "p99", "p99.9")],
-                    "cpu": (f2 - f1) / max(n, 1) * 1e6,
-                    "rps": res["summary"]["requestsPerSec"],
-                    "errors": {k: v for k, v in res["statusCodeDistribution"].items() if k != "200"},
+                    "latency": [ms(res["latencyPercentiles"][p]) for p in pcts],
+                    "cpu": per(f1, f2, n),
+                    "errors": non_200(res),
                 }
             if isolated:
                 place(False)
             n_direct = max(direct["statusCodeDistribution"].get("200", 0), 1)
             ok = via["statusCodeDistribution"].get("200", 0)
             answered += ok
-            bad = {k: v for k, v in via["statusCodeDistribution"].items() if k != "200"}
+            bad = non_200(via)
             dp, gp = direct["latencyPercentiles"], via["latencyPercentiles"]
-            pcts = ("p50", "p90", "p99", "p99.9")
-            per = lambda a, b, n: (b - a) / max(n, 1) * 1e6
             rows.append({
                 "name": name,
                 "direct": [ms(dp[p]) for p in pcts],

@@ -191,7 +191,7 @@ impl HttpUpstream {
                 let response = tokio::time::timeout_at(deadline, request.send())
                     .await
                     .map_err(|_| ProviderError::Timeout(self.timeout))?
-                    .map_err(|e| self.scrub(self.map_send_error(e)))?;
+                    .map_err(|e| self.scrub(ProviderError::Connect(error_chain(&e))))?;
                 hyper::Response::<reqwest::Body>::from(response)
                     .map(|b| b.map_err(BoxError::from).boxed_unsync())
             }
@@ -266,17 +266,6 @@ impl HttpUpstream {
         drive(bytes, handler)
             .map(move |item| item.map_err(|e| scrubber.error(e)))
             .boxed()
-    }
-
-    fn map_send_error(&self, e: reqwest::Error) -> ProviderError {
-        // A connect timeout is both; it is a connect problem (and worth a retry).
-        if e.is_connect() {
-            ProviderError::Connect(error_chain(&e))
-        } else if e.is_timeout() {
-            ProviderError::Timeout(self.timeout)
-        } else {
-            ProviderError::Connect(error_chain(&e))
-        }
     }
 
     fn map_body_error(&self, e: &(dyn std::error::Error + 'static)) -> ProviderError {
@@ -449,8 +438,8 @@ pub fn truncate_chars(text: &str, max: usize) -> String {
     }
 }
 
-/// A reqwest error with its causes (they hold the useful part, e.g. "Connection refused"); the URL
-/// is left out because it is known and may carry credentials.
+/// An HTTP client's error with its causes (they hold the useful part, e.g. "Connection refused");
+/// the URL reqwest puts in its message is left out because it is known and may carry credentials.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();

@@ -319,11 +319,15 @@ async fn bad_request_is_not_retried_and_keeps_its_code() {
     assert_eq!(requests_seen(addr).await, 1);
 }
 
+/// An address nothing listens on: a port the system handed out and that was closed again.
+async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
 #[tokio::test]
 async fn closed_port_is_a_connect_error() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let addr = closed_port().await;
     let err = OpenAiChat::new(&config(addr))
         .unwrap()
         .complete(&request("anyone?"))
@@ -758,10 +762,7 @@ fn stream_without_final_chunk_is_interrupted_and_mid_stream_errors_surface() {
 async fn both_http_clients_answer_stream_and_fail_alike() {
     use crate::provider::config::HttpClient;
     let addr = upstream().await;
-    let closed = {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        listener.local_addr().unwrap()
-    };
+    let closed = closed_port().await;
     for client in [HttpClient::Auto, HttpClient::Reqwest] {
         let cfg = ProviderConfig {
             http_client: client,
