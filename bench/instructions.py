@@ -35,7 +35,9 @@ import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from overhead import PG_ADMIN, ROOT, body, free_port, psql, stop_processes, wait_http  # noqa: E402
+from overhead import (  # noqa: E402
+    PG_ADMIN, ROOT, body, cpu_seconds, free_port, psql, stop_processes, wait_http,
+)
 
 
 def calls(port, model, stream, n):
@@ -50,9 +52,25 @@ def calls(port, model, stream, n):
     conn.close()
 
 
+def wait_idle(pid, interval=1.0, busy=0.05, deadline_s=300):
+    """Waits until the process `pid` uses under `busy` of a CPU over `interval`: work it starts in
+    the background (the gateway builds its tokenizer after it starts answering, ~10 s under
+    valgrind) must not fall into a measured window."""
+    end = time.time() + deadline_s
+    last = cpu_seconds(pid)
+    while time.time() < end:
+        time.sleep(interval)
+        now = cpu_seconds(pid)
+        if now - last < busy * interval:
+            return
+        last = now
+    raise SystemExit(f"bench: process {pid} still busy after {deadline_s} s")
+
+
 def measure(pid, out_dir, port, model, stream, warmup, n, settle):
     """Instructions the process `pid` (running under callgrind) spends on `n` calls."""
     calls(port, model, stream, warmup)
+    wait_idle(pid)
     time.sleep(settle)  # the warm-up's records reach the database before the counters are zeroed
     subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
     calls(port, model, stream, n)
