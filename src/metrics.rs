@@ -3,7 +3,8 @@
 
 use std::sync::OnceLock;
 
-use std::time::Duration;
+mod series;
+pub use series::{EndpointSeries, ModelSeries};
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -449,23 +450,6 @@ impl Metrics {
             .with_label_values(&[model_version]);
     }
 
-    /// Observes the time per output token of a streamed answer: the time after its first token,
-    /// spread over the tokens that followed it. Answers of fewer than two tokens say nothing.
-    pub fn observe_time_per_output_token(
-        &self,
-        model_version: &str,
-        total: Duration,
-        ttft: Duration,
-        output_tokens: u64,
-    ) {
-        if output_tokens > 1 {
-            let decode = total.saturating_sub(ttft).as_secs_f64();
-            self.time_per_output_token
-                .with_label_values(&[model_version])
-                .observe(decode / (output_tokens - 1) as f64);
-        }
-    }
-
     /// Creates one model version's quality series at zero: every heuristic check × pass|fail,
     /// every label, every feedback rating and agreement outcome.
     pub fn init_quality_series(&self, model_version: &str, checks: &[&str]) {
@@ -607,6 +591,7 @@ pub fn global() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn every_catalog_metric_is_registered_once() {
@@ -707,8 +692,7 @@ mod tests {
         m.cost_per_request
             .with_label_values(&["v1"])
             .observe(0.00002);
-        m.observe_time_per_output_token(
-            "v1",
+        ModelSeries::new(&m, "v1", &[]).observe_time_per_output_token(
             Duration::from_millis(1500),
             Duration::from_millis(500),
             21,
@@ -753,12 +737,13 @@ mod tests {
                 .get_sample_count()
         };
         let second = Duration::from_secs(1);
-        m.observe_time_per_output_token("v1", second * 2, second, 1);
+        let s = ModelSeries::new(&m, "v1", &[]);
+        s.observe_time_per_output_token(second * 2, second, 1);
         assert_eq!(count(&m), 0);
-        m.observe_time_per_output_token("v1", second * 2, second, 2);
+        s.observe_time_per_output_token(second * 2, second, 2);
         assert_eq!(count(&m), 1);
         // A clock that says the first token came after the end counts as no decode time.
-        m.observe_time_per_output_token("v1", second, second * 2, 5);
+        s.observe_time_per_output_token(second, second * 2, 5);
         assert_eq!(count(&m), 2);
     }
 }

@@ -40,6 +40,8 @@ pub struct ModelRoute {
     pub provider: Arc<dyn Provider>,
     pub upstream_model: String,
     pub pricing: Pricing,
+    /// Its series for answered calls, resolved once (`metrics::ModelSeries`).
+    pub series: crate::metrics::ModelSeries,
 }
 
 impl ModelRoute {
@@ -186,6 +188,11 @@ impl Gateway {
                 provider: client.clone(),
                 upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.clone()),
                 pricing: m.pricing.clone(),
+                series: crate::metrics::ModelSeries::new(
+                    &metrics,
+                    name,
+                    &crate::eval::heuristics::CHECKS,
+                ),
             });
             for alias in &m.aliases {
                 aliases.insert(alias.clone(), route.clone());

@@ -79,19 +79,30 @@ impl Gateway {
                     json_schema: input.json_schema.as_deref(),
                 },
             );
-            outcome.observe(&self.metrics, &route.name);
+            outcome.observe(&self.metrics, &route.series, &route.name);
             outcome
         });
         let total = input.started.elapsed();
         let overhead = total.saturating_sub(upstream);
-        let endpoint = input.endpoint.as_str();
-        let mv = route.name.as_str();
         if client_gone {
-            self.observe_err(mv, endpoint, total, &ProviderError::ClientDisconnected);
+            let endpoint = input.endpoint.as_str();
+            self.observe_err(
+                &route.name,
+                endpoint,
+                total,
+                &ProviderError::ClientDisconnected,
+            );
         } else {
-            self.observe_ok(mv, endpoint, total, overhead, ttft, usage.output_tokens);
+            observe_ok(
+                route,
+                input.endpoint,
+                total,
+                overhead,
+                ttft,
+                usage.output_tokens,
+            );
         }
-        self.observe_tokens(mv, &usage, cost_usd, true);
+        observe_tokens(route, &usage, cost_usd, true);
         let latency_ms = total.as_secs_f64() * 1000.0;
         let mut record = self.base_record(
             route,
@@ -176,7 +187,7 @@ impl Gateway {
         };
         let cost_usd = route.cost_usd(&usage);
         if !partial_text.is_empty() {
-            self.observe_tokens(mv, &usage, cost_usd, true);
+            observe_tokens(route, &usage, cost_usd, true);
         }
         let mut record = self.base_record(
             route,
@@ -300,9 +311,8 @@ impl Gateway {
         let cost_usd = route.cost_usd(&usage);
         let total = input.started.elapsed();
         let overhead = total.saturating_sub(upstream);
-        let endpoint = Endpoint::Embeddings.as_str();
-        self.observe_ok(mv, endpoint, total, overhead, None, 0);
-        self.observe_tokens(mv, &usage, cost_usd, false);
+        observe_ok(route, Endpoint::Embeddings, total, overhead, None, 0);
+        observe_tokens(route, &usage, cost_usd, false);
         let mut record = self.base_record(route, self.embed_meta(input), total, &usage, cost_usd);
         record.upstream_model = e.upstream_model;
         self.submit(record);
@@ -407,31 +417,6 @@ impl Gateway {
         }
     }
 
-    pub(super) fn observe_ok(
-        &self,
-        mv: &str,
-        endpoint: &str,
-        total: Duration,
-        overhead: Duration,
-        ttft: Option<Duration>,
-        output_tokens: u64,
-    ) {
-        let m = &self.metrics;
-        m.request_duration
-            .with_label_values(&[mv, endpoint, "ok"])
-            .observe(total.as_secs_f64());
-        m.gateway_overhead
-            .with_label_values(&[mv, endpoint])
-            .observe(overhead.as_secs_f64());
-        if let Some(t) = ttft {
-            m.time_to_first_token
-                .with_label_values(&[mv, endpoint])
-                .observe(t.as_secs_f64());
-            m.observe_time_per_output_token(mv, total, t, output_tokens);
-        }
-        m.requests.with_label_values(&[mv, endpoint, "ok"]).inc();
-    }
-
     /// A call that ended without an answer, under its status (`error`, `rejected` or
     /// `cancelled`).
     pub(super) fn observe_err(&self, mv: &str, endpoint: &str, total: Duration, e: &ProviderError) {
@@ -458,31 +443,6 @@ impl Gateway {
                 tracing::warn!(model_version = mv, endpoint, error_type = e.error_type(), error = %e, "upstream call failed")
             }
         }
-    }
-
-    pub(super) fn observe_tokens(&self, mv: &str, usage: &Usage, cost_usd: f64, with_output: bool) {
-        let m = &self.metrics;
-        m.tokens_per_request
-            .with_label_values(&[mv, "input"])
-            .observe(usage.input_tokens as f64);
-        if with_output {
-            m.tokens_per_request
-                .with_label_values(&[mv, "output"])
-                .observe(usage.output_tokens as f64);
-        }
-        m.tokens
-            .with_label_values(&[mv, "input"])
-            .inc_by(usage.input_tokens);
-        m.tokens
-            .with_label_values(&[mv, "cached_input"])
-            .inc_by(usage.cached_input_tokens);
-        m.tokens
-            .with_label_values(&[mv, "output"])
-            .inc_by(usage.output_tokens);
-        m.cost_per_request
-            .with_label_values(&[mv])
-            .observe(cost_usd);
-        m.cost.with_label_values(&[mv]).inc_by(cost_usd);
     }
 
     /// A successful call's record; the caller fills in the answer.
@@ -664,4 +624,39 @@ pub(super) struct RecordMeta<'a> {
     pub(super) prompt: String,
     pub(super) params: Option<JsonText>,
     pub(super) streamed: bool,
+}
+
+fn observe_ok(
+    route: &ModelRoute,
+    endpoint: Endpoint,
+    total: Duration,
+    overhead: Duration,
+    ttft: Option<Duration>,
+    output_tokens: u64,
+) {
+    let series = route.series.endpoint(endpoint);
+    series.duration_ok.observe(total.as_secs_f64());
+    series.overhead.observe(overhead.as_secs_f64());
+    if let Some(t) = ttft {
+        series.time_to_first_token.observe(t.as_secs_f64());
+        route
+            .series
+            .observe_time_per_output_token(total, t, output_tokens);
+    }
+    series.requests_ok.inc();
+}
+
+fn observe_tokens(route: &ModelRoute, usage: &Usage, cost_usd: f64, with_output: bool) {
+    let s = &route.series;
+    s.input_tokens_per_request
+        .observe(usage.input_tokens as f64);
+    if with_output {
+        s.output_tokens_per_request
+            .observe(usage.output_tokens as f64);
+    }
+    s.input_tokens.inc_by(usage.input_tokens);
+    s.cached_input_tokens.inc_by(usage.cached_input_tokens);
+    s.output_tokens.inc_by(usage.output_tokens);
+    s.cost_per_request.observe(cost_usd);
+    s.cost.inc_by(cost_usd);
 }

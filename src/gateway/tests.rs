@@ -12,6 +12,7 @@ fn cost_uses_cached_and_uncached_prices() {
             cached_input_per_1m: 0.1,
             output_per_1m: 10.0,
         },
+        series: crate::metrics::ModelSeries::new(&crate::metrics::Metrics::new(), "m", &[]),
     };
     let u = Usage {
         input_tokens: 1_000_000,
