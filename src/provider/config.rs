@@ -41,10 +41,14 @@ pub struct ProviderConfig {
     pub mock_latency_ms: u64,
     /// Which HTTP client calls the upstream (`provider/http.rs`).
     pub http_client: HttpClient,
+    /// A PEM file of root certificates trusted for this upstream's TLS besides the public web
+    /// PKI's (an upstream behind a private CA); read at start.
+    pub ca_file: Option<PathBuf>,
 }
 
-/// `auto`: hyper-util's client for plain-http upstreams no proxy from the environment applies to
-/// (~20 % less CPU per call), reqwest for the rest (https, proxies). `reqwest`: reqwest always.
+/// `auto`: hyper-util's client (with rustls for https) for upstreams no proxy from the
+/// environment applies to (~20 % less CPU per call), reqwest for the rest. `reqwest`: reqwest
+/// always.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HttpClient {
@@ -67,6 +71,7 @@ impl Default for ProviderConfig {
             retry_backoff_ms: 200,
             mock_latency_ms: 0,
             http_client: HttpClient::Auto,
+            ca_file: None,
         }
     }
 }

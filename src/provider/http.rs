@@ -2,17 +2,21 @@
 //! (retries are `retry::with_retries`' job), upstream error bodies turned into error objects with
 //! secrets scrubbed. Streams are decoded by `sse.rs`.
 //!
-//! Two clients: hyper-util's, for plain-http upstreams no proxy from the environment applies to
-//! (self-hosted models, sidecars) — reqwest's layers (a redirect policy that formats and parses
-//! every request's URL, boxing, its timeout wrapper) were ~20 % of the gateway's CPU per call
-//! (bench/README.md) — and reqwest for https (rustls, webpki roots) and proxies (it honours
-//! `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`). `http_client: reqwest` forces reqwest.
+//! Two clients: hyper-util's, for upstreams no proxy from the environment applies to (http, and
+//! https through rustls with the webpki roots, ALPN h2 or http/1.1, as reqwest has them) —
+//! reqwest's layers (a redirect policy that formats and parses every request's URL, boxing, its
+//! timeout wrapper) were ~20 % of the gateway's CPU per call (bench/README.md) — and reqwest for
+//! proxies (it honours `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`). `http_client:
+//! reqwest` forces reqwest. `ca_file` adds trusted roots to either.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::{combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
@@ -52,7 +56,7 @@ pub struct Endpoint {
 }
 
 enum Transport {
-    Direct(Box<Client<HttpConnector, Full<Bytes>>>),
+    Direct(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
     Reqwest(reqwest::Client),
 }
 
@@ -77,6 +81,10 @@ impl HttpUpstream {
         // No client-wide read timeout: reqwest's starts and drops a timer for every chunk (~7 %
         // of the CPU of saturated streaming). A call has one deadline for its head and, when not
         // streamed, its body; a stream an idle limit between chunks (`IdleTimeout`).
+        let ca = match &cfg.ca_file {
+            Some(path) => Some(read_ca_file(path)?),
+            None => None,
+        };
         let client = if cfg.http_client == HttpClient::Auto
             && direct_eligible(&base_url, |k| std::env::var(k).ok())
         {
@@ -84,6 +92,13 @@ impl HttpUpstream {
             connector.set_connect_timeout(Some(connect_timeout));
             connector.set_keepalive(Some(Duration::from_secs(30)));
             connector.set_nodelay(true);
+            connector.enforce_http(false); // https URLs reach the TLS layer around it
+            let connector = HttpsConnectorBuilder::new()
+                .with_tls_config(tls_config(ca.as_deref())?)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(connector);
             Transport::Direct(Box::new(
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(90))
@@ -91,17 +106,21 @@ impl HttpUpstream {
                     .build(connector),
             ))
         } else {
-            Transport::Reqwest(
-                reqwest::Client::builder()
-                    .connect_timeout(connect_timeout)
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .tcp_keepalive(Duration::from_secs(30))
-                    .user_agent(USER_AGENT_VALUE)
-                    .build()
-                    .map_err(|e| {
-                        ProviderError::Connect(format!("cannot build the HTTP client: {e}"))
-                    })?,
-            )
+            let mut builder = reqwest::Client::builder()
+                .connect_timeout(connect_timeout)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_keepalive(Duration::from_secs(30))
+                .user_agent(USER_AGENT_VALUE);
+            if let Some(pem) = &ca {
+                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                    .map_err(|e| ca_error(cfg.ca_file.as_deref(), &e))?;
+                for cert in certs {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            Transport::Reqwest(builder.build().map_err(|e| {
+                ProviderError::Connect(format!("cannot build the HTTP client: {e}"))
+            })?)
         };
         let api_key = cfg
             .api_key
@@ -338,16 +357,61 @@ where
     }
 }
 
-/// Whether an upstream can go through the direct client: plain http, and none of the proxy
-/// variables reqwest would honour for it set (`HTTP_PROXY`, `ALL_PROXY`, either case; with one set,
-/// reqwest decides, `NO_PROXY` included).
+/// Whether an upstream can go through the direct client: http or https, and none of the proxy
+/// variables reqwest would honour for its scheme set (`HTTP_PROXY` or `HTTPS_PROXY`, and
+/// `ALL_PROXY`, either case; with one set, reqwest decides, `NO_PROXY` included).
 fn direct_eligible(base_url: &str, env: impl Fn(&str) -> Option<String>) -> bool {
-    base_url
-        .get(..7)
-        .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
-        && ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
-            .iter()
-            .all(|k| env(k).is_none_or(|v| v.trim().is_empty()))
+    let starts = |prefix: &str| {
+        base_url
+            .get(..prefix.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(prefix))
+    };
+    let proxies: [&str; 4] = if starts("http://") {
+        ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+    } else if starts("https://") {
+        ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+    } else {
+        return false;
+    };
+    proxies
+        .iter()
+        .all(|k| env(k).is_none_or(|v| v.trim().is_empty()))
+}
+
+/// rustls as reqwest's `rustls-tls` sets it up: the ring provider, TLS 1.2 and 1.3, the webpki
+/// roots (plus `ca_file`'s), ALPN h2 and http/1.1 (set by the connector builder).
+fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ProviderError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = ca_pem {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| ca_error(None, &e))?;
+            roots.add(cert).map_err(|e| ca_error(None, &e))?;
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .map_err(|e| ProviderError::Connect(format!("cannot set up TLS: {e}")))
+}
+
+/// The PEM text of `ca_file`, which must hold at least one certificate.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, ProviderError> {
+    let pem = std::fs::read(path).map_err(|e| ca_error(Some(path), &e))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(ca_error(Some(path), &"no PEM certificate in it"));
+    }
+    Ok(pem)
+}
+
+fn ca_error(path: Option<&Path>, e: &dyn std::fmt::Display) -> ProviderError {
+    let path = path.map_or(String::new(), |p| format!(" {}", p.display()));
+    ProviderError::Connect(format!("cannot read the CA file{path}: {e}"))
 }
 
 /// Reads at most `limit` bytes of a body; the flag says whether the body ended within the limit.

@@ -314,3 +314,5 @@ impl Provider for OpenAiChat {
 
 #[cfg(test)]
 pub(super) mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -64,19 +64,53 @@ async fn chunks_inside_the_idle_limit_do_not_time_out() {
 }
 
 #[test]
-fn plain_http_without_a_proxy_goes_direct_and_https_or_a_proxy_through_reqwest() {
+fn upstreams_no_proxy_applies_to_go_direct_and_the_rest_through_reqwest() {
     let none = |_: &str| None;
     assert!(direct_eligible("http://127.0.0.1:8000/v1", none));
     assert!(direct_eligible("HTTP://vllm:8000/v1", none));
-    assert!(!direct_eligible("https://api.openai.com/v1", none));
+    assert!(direct_eligible("https://api.openai.com/v1", none));
+    assert!(direct_eligible("HTTPS://api.openai.com/v1", none));
+    assert!(!direct_eligible("ftp://example.com/v1", none));
+    let proxied = |var: &'static str| move |k: &str| (k == var).then(|| "http://proxy:3128".into());
     for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
-        let env = |k: &str| (k == var).then(|| "http://proxy:3128".to_string());
-        assert!(!direct_eligible("http://vllm:8000/v1", env), "{var}");
+        assert!(
+            !direct_eligible("http://vllm:8000/v1", proxied(var)),
+            "{var}"
+        );
     }
-    // HTTPS_PROXY is not for plain-http upstreams; an empty variable sets no proxy.
-    let https_proxy = |k: &str| (k == "HTTPS_PROXY").then(|| "http://proxy:3128".to_string());
-    assert!(direct_eligible("http://vllm:8000/v1", https_proxy));
+    for var in ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"] {
+        assert!(
+            !direct_eligible("https://api.openai.com/v1", proxied(var)),
+            "{var}"
+        );
+    }
+    // Each scheme has its own variable; an empty variable sets no proxy.
+    assert!(direct_eligible(
+        "http://vllm:8000/v1",
+        proxied("HTTPS_PROXY")
+    ));
+    assert!(direct_eligible(
+        "https://api.openai.com/v1",
+        proxied("HTTP_PROXY")
+    ));
     assert!(direct_eligible("http://vllm:8000/v1", |k: &str| {
         (k == "HTTP_PROXY").then(String::new)
     }));
+}
+
+#[test]
+fn a_ca_file_must_hold_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let err = read_ca_file(&missing).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot read the CA file") && err.contains("missing.pem"),
+        "{err}"
+    );
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate").unwrap();
+    let err = read_ca_file(&junk).unwrap_err().to_string();
+    assert!(err.contains("no PEM certificate"), "{err}");
+    let bad = b"-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n";
+    assert!(tls_config(Some(bad)).is_err());
 }
