@@ -692,7 +692,7 @@ mod tests {
         m.cost_per_request
             .with_label_values(&["v1"])
             .observe(0.00002);
-        ModelSeries::new(&m, "v1", &[]).observe_time_per_output_token(
+        ModelSeries::new(&m, "v1", &[], &[], &[]).observe_time_per_output_token(
             Duration::from_millis(1500),
             Duration::from_millis(500),
             21,
@@ -737,7 +737,7 @@ mod tests {
                 .get_sample_count()
         };
         let second = Duration::from_secs(1);
-        let s = ModelSeries::new(&m, "v1", &[]);
+        let s = ModelSeries::new(&m, "v1", &[], &[], &[]);
         s.observe_time_per_output_token(second * 2, second, 1);
         assert_eq!(count(&m), 0);
         s.observe_time_per_output_token(second * 2, second, 2);

@@ -78,7 +78,7 @@ impl Outcome {
         for f in &self.failed {
             series.count_check(metrics, model_version, f.check, false);
         }
-        series.count_label(self.label);
+        series.count_label(self.label as usize);
     }
 }
 

@@ -33,6 +33,18 @@ pub use stream::GatewayStreamItem;
 /// Which public route a call came through; the `endpoint` label and column.
 pub use crate::store::record::Endpoint;
 
+/// A model version's per-call series, indexed by `Endpoint as usize` and
+/// `HeuristicLabel as usize` (the order of their `NAMES`).
+pub fn model_series(metrics: &Metrics, model_version: &str) -> crate::metrics::ModelSeries {
+    crate::metrics::ModelSeries::new(
+        metrics,
+        model_version,
+        Endpoint::NAMES,
+        &crate::eval::heuristics::CHECKS,
+        crate::store::record::HeuristicLabel::NAMES,
+    )
+}
+
 /// A configured model version, resolved to its client and prices.
 pub struct ModelRoute {
     pub name: String,
@@ -188,11 +200,7 @@ impl Gateway {
                 provider: client.clone(),
                 upstream_model: m.upstream_model.clone().unwrap_or_else(|| name.clone()),
                 pricing: m.pricing.clone(),
-                series: crate::metrics::ModelSeries::new(
-                    &metrics,
-                    name,
-                    &crate::eval::heuristics::CHECKS,
-                ),
+                series: model_series(&metrics, name),
             });
             for alias in &m.aliases {
                 aliases.insert(alias.clone(), route.clone());

@@ -634,7 +634,7 @@ fn observe_ok(
     ttft: Option<Duration>,
     output_tokens: u64,
 ) {
-    let series = route.series.endpoint(endpoint);
+    let series = route.series.endpoint(endpoint as usize);
     series.duration_ok.observe(total.as_secs_f64());
     series.overhead.observe(overhead.as_secs_f64());
     if let Some(t) = ttft {

@@ -12,7 +12,7 @@ fn cost_uses_cached_and_uncached_prices() {
             cached_input_per_1m: 0.1,
             output_per_1m: 10.0,
         },
-        series: crate::metrics::ModelSeries::new(&crate::metrics::Metrics::new(), "m", &[]),
+        series: model_series(&crate::metrics::Metrics::new(), "m"),
     };
     let u = Usage {
         input_tokens: 1_000_000,
@@ -56,4 +56,16 @@ fn upstream_errors_keep_their_status_but_credentials_and_outages_are_502() {
         502
     );
     assert_eq!(http_status_for(&ProviderError::Connect("x".into())), 502);
+}
+
+/// `ModelSeries` is indexed by the enums' positions; their `NAMES` must be in the same order.
+#[test]
+fn series_indices_follow_the_names() {
+    for e in Endpoint::ALL {
+        assert_eq!(Endpoint::NAMES[*e as usize], e.as_str());
+    }
+    use crate::store::record::HeuristicLabel;
+    for l in HeuristicLabel::ALL {
+        assert_eq!(HeuristicLabel::NAMES[*l as usize], l.as_str());
+    }
 }

@@ -7,7 +7,6 @@
 use prometheus::{Counter, Histogram, IntCounter};
 
 use super::Metrics;
-use crate::store::record::{Endpoint, HeuristicLabel};
 
 /// An endpoint's series of one model version for answered calls (`status="ok"`).
 #[derive(Clone)]
@@ -21,7 +20,7 @@ pub struct EndpointSeries {
 /// A model version's per-call series; see the module's doc.
 #[derive(Clone)]
 pub struct ModelSeries {
-    /// In `Endpoint::ALL` order.
+    /// In the order of the endpoint names it was built with.
     endpoints: Vec<EndpointSeries>,
     pub input_tokens: IntCounter,
     pub cached_input_tokens: IntCounter,
@@ -34,7 +33,7 @@ pub struct ModelSeries {
     /// The heuristic checks' names and their `pass` and `fail` counters, in the same order.
     check_names: &'static [&'static str],
     checks: Vec<[IntCounter; 2]>,
-    /// In `HeuristicLabel::ALL` order.
+    /// In the order of the heuristic label names it was built with.
     labels: Vec<IntCounter>,
 }
 
@@ -45,14 +44,22 @@ impl std::fmt::Debug for ModelSeries {
 }
 
 impl ModelSeries {
-    /// Resolves (creating them at zero, if need be) `model_version`'s series for every endpoint,
-    /// its token and cost series and its heuristic series for `checks`.
-    pub fn new(m: &Metrics, model_version: &str, checks: &'static [&'static str]) -> ModelSeries {
+    /// Resolves (creating them at zero, if need be) `model_version`'s series for every endpoint
+    /// in `endpoints`, its token and cost series and its heuristic series for `checks` and
+    /// `labels`. The gateway passes `Endpoint::NAMES` and `HeuristicLabel::NAMES` and indexes by
+    /// the enums' positions (metrics does not import the store, where they are defined).
+    pub fn new(
+        m: &Metrics,
+        model_version: &str,
+        endpoints: &[&str],
+        checks: &'static [&'static str],
+        labels: &[&str],
+    ) -> ModelSeries {
         let mv = model_version;
-        let endpoints = Endpoint::ALL
+        let endpoints = endpoints
             .iter()
             .map(|e| {
-                let e = e.as_str();
+                let e = *e;
                 EndpointSeries {
                     requests_ok: m.requests.with_label_values(&[mv, e, "ok"]),
                     duration_ok: m.request_duration.with_label_values(&[mv, e, "ok"]),
@@ -81,15 +88,16 @@ impl ModelSeries {
                     ]
                 })
                 .collect(),
-            labels: HeuristicLabel::ALL
+            labels: labels
                 .iter()
-                .map(|l| m.heuristic_labels.with_label_values(&[mv, l.as_str()]))
+                .map(|l| m.heuristic_labels.with_label_values(&[mv, l]))
                 .collect(),
         }
     }
 
-    pub fn endpoint(&self, endpoint: Endpoint) -> &EndpointSeries {
-        &self.endpoints[endpoint as usize]
+    /// The series of the endpoint at `index` in the names the series was built with.
+    pub fn endpoint(&self, index: usize) -> &EndpointSeries {
+        &self.endpoints[index]
     }
 
     /// Counts one heuristic check's result; a check this series was not built with is counted
@@ -104,8 +112,9 @@ impl ModelSeries {
         }
     }
 
-    pub fn count_label(&self, label: HeuristicLabel) {
-        self.labels[label as usize].inc();
+    /// Counts the heuristic label at `index` in the names the series was built with.
+    pub fn count_label(&self, index: usize) {
+        self.labels[index].inc();
     }
 
     /// The time per output token of a streamed answer: the time after its first token, spread
@@ -131,18 +140,18 @@ mod tests {
     #[test]
     fn handles_count_into_the_same_series_as_the_vectors() {
         let m = Metrics::new();
-        let s = ModelSeries::new(&m, "v1", &["empty", "length"]);
-        for e in Endpoint::ALL {
-            s.endpoint(*e).requests_ok.inc();
+        let endpoints = ["chat", "responses"];
+        let labels = ["good", "bad"];
+        let s = ModelSeries::new(&m, "v1", &endpoints, &["empty", "length"], &labels);
+        for (i, e) in endpoints.iter().enumerate() {
+            s.endpoint(i).requests_ok.inc();
             assert_eq!(
-                m.requests
-                    .with_label_values(&["v1", e.as_str(), "ok"])
-                    .get(),
+                m.requests.with_label_values(&["v1", e, "ok"]).get(),
                 1,
                 "{e}"
             );
         }
-        s.endpoint(Endpoint::Responses).duration_ok.observe(0.5);
+        s.endpoint(1).duration_ok.observe(0.5);
         let h = m
             .request_duration
             .with_label_values(&["v1", "responses", "ok"]);
@@ -167,14 +176,9 @@ mod tests {
                 .get(),
             1
         );
-        for l in HeuristicLabel::ALL {
-            s.count_label(*l);
-            assert_eq!(
-                m.heuristic_labels
-                    .with_label_values(&["v1", l.as_str()])
-                    .get(),
-                1
-            );
+        for (i, l) in labels.iter().enumerate() {
+            s.count_label(i);
+            assert_eq!(m.heuristic_labels.with_label_values(&["v1", l]).get(), 1);
         }
         s.output_tokens.inc_by(7);
         assert_eq!(m.tokens.with_label_values(&["v1", "output"]).get(), 7);

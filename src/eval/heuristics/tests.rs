@@ -304,7 +304,7 @@ fn truncation_is_a_warning_and_the_worst_failure_wins() {
 fn observe_counts_checks_and_the_label() {
     let m = Metrics::new();
     let h = Heuristics::new(&cfg());
-    let series = ModelSeries::new(&m, "v1", &CHECKS);
+    let series = ModelSeries::new(&m, "v1", &[], &CHECKS, Label::NAMES);
     h.evaluate("", stop()).observe(&m, &series, "v1");
     h.evaluate("fine answer", stop()).observe(&m, &series, "v1");
     let get = |check: &str, result: &str| {
