@@ -100,6 +100,11 @@ impl ProviderConfig {
         if self.timeout_secs == 0 {
             problems.push(format!("providers.{name}.timeout_secs must be > 0"));
         }
+        if let Some(path) = &self.ca_file {
+            if let Err(e) = super::http::read_ca_file(path) {
+                problems.push(format!("providers.{name}.ca_file: {e}"));
+            }
+        }
         problems
     }
 }

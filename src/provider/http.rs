@@ -398,7 +398,7 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ProviderErr
 }
 
 /// The PEM text of `ca_file`, which must hold at least one certificate.
-fn read_ca_file(path: &Path) -> Result<Vec<u8>, ProviderError> {
+pub(super) fn read_ca_file(path: &Path) -> Result<Vec<u8>, ProviderError> {
     let pem = std::fs::read(path).map_err(|e| ca_error(Some(path), &e))?;
     if !pem
         .windows(b"-----BEGIN CERTIFICATE-----".len())

@@ -111,6 +111,18 @@ fn a_ca_file_must_hold_a_certificate() {
     std::fs::write(&junk, "not a certificate").unwrap();
     let err = read_ca_file(&junk).unwrap_err().to_string();
     assert!(err.contains("no PEM certificate"), "{err}");
+    // `lqo check-config` and start-up validation say so before any call.
+    let cfg = ProviderConfig {
+        ca_file: Some(missing),
+        ..ProviderConfig::default()
+    };
+    let problems = cfg.problems("internal");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("providers.internal.ca_file:") && p.contains("missing.pem")),
+        "{problems:?}"
+    );
     let bad = b"-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n";
     assert!(tls_config(Some(bad)).is_err());
 }
