@@ -66,6 +66,9 @@ pub struct HttpUpstream {
     base_url: String,
     /// `Bearer <key>`, marked sensitive so it never shows in debug output.
     auth: Option<HeaderValue>,
+    /// The direct client's headers of every call but `accept` (content type, user agent, auth),
+    /// built once: `Request::builder().header(…)` parsed and inserted them one by one per call.
+    headers: hyper::HeaderMap,
     /// Kept only to scrub the key from upstream error text that might echo it.
     api_key: Option<SecretString>,
     /// Whole-call limit for non-streaming calls; read (idle) limit for streams.
@@ -139,10 +142,17 @@ impl HttpUpstream {
             }
             None => None,
         };
+        let mut headers = hyper::HeaderMap::with_capacity(4);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(auth) = &auth {
+            headers.insert(AUTHORIZATION, auth.clone());
+        }
         Ok(HttpUpstream {
             client,
             base_url,
             auth,
+            headers,
             api_key,
             timeout,
             policy: RetryPolicy::from_config(cfg),
@@ -182,16 +192,12 @@ impl HttpUpstream {
         };
         let response = match &self.client {
             Transport::Direct(client) => {
-                let mut request = hyper::Request::post(url.uri.clone())
-                    .header(CONTENT_TYPE, "application/json")
-                    .header(ACCEPT, accept)
-                    .header(USER_AGENT, USER_AGENT_VALUE);
-                if let Some(auth) = &self.auth {
-                    request = request.header(AUTHORIZATION, auth.clone());
-                }
-                let request = request.body(Full::new(body)).map_err(|e| {
-                    ProviderError::Connect(format!("cannot build the request: {e}"))
-                })?;
+                let mut request = hyper::Request::new(Full::new(body));
+                *request.method_mut() = hyper::Method::POST;
+                *request.uri_mut() = url.uri.clone();
+                let headers = request.headers_mut();
+                *headers = self.headers.clone();
+                headers.insert(ACCEPT, HeaderValue::from_static(accept));
                 tokio::time::timeout_at(deadline, client.request(request))
                     .await
                     .map_err(|_| ProviderError::Timeout(self.timeout))?

@@ -126,3 +126,74 @@ fn a_ca_file_must_hold_a_certificate() {
     let bad = b"-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n";
     assert!(tls_config(Some(bad)).is_err());
 }
+
+/// What reaches the upstream: the same headers through either client, the key as a bearer token.
+#[tokio::test]
+async fn both_clients_send_the_same_headers() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let heads_tx = heads_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = tcp.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "connection closed before the head");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                let head = String::from_utf8_lossy(&buf).to_lowercase();
+                let _ = heads_tx.send(head);
+                let body = "{}";
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    for client in [HttpClient::Auto, HttpClient::Reqwest] {
+        for streaming in [false, true] {
+            let up = HttpUpstream::new(&ProviderConfig {
+                base_url: format!("http://{addr}/v1"),
+                api_key: Some(SecretString::from("test-key-123456")),
+                http_client: client,
+                ..ProviderConfig::default()
+            })
+            .unwrap();
+            assert_eq!(up.is_direct(), client == HttpClient::Auto);
+            let ep = up.endpoint("/chat/completions").unwrap();
+            let response = up
+                .post(&ep, Bytes::from_static(b"{}"), streaming)
+                .await
+                .unwrap();
+            assert_eq!(&up.read_body(response).await.unwrap()[..], b"{}");
+            let head = heads.recv().await.unwrap();
+            assert!(
+                head.starts_with("post /v1/chat/completions http/1.1\r\n"),
+                "{head}"
+            );
+            let accept = if streaming {
+                "text/event-stream"
+            } else {
+                "*/*"
+            };
+            for want in [
+                "authorization: bearer test-key-123456\r\n".to_string(),
+                "content-type: application/json\r\n".to_string(),
+                format!("accept: {accept}\r\n"),
+                format!("user-agent: {}\r\n", USER_AGENT_VALUE.to_lowercase()),
+                "content-length: 2\r\n".to_string(),
+            ] {
+                assert!(
+                    head.contains(&want),
+                    "{client:?} streaming={streaming}: no {want:?} in {head}"
+                );
+            }
+        }
+    }
+}
