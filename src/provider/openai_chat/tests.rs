@@ -755,6 +755,29 @@ fn stream_without_final_chunk_is_interrupted_and_mid_stream_errors_surface() {
     );
 }
 
+/// A call, a stream of the same prompt with the same text, and an upstream 400 passed on: what
+/// every client set-up must do against the mock upstream.
+pub async fn call_stream_and_get_a_400(p: &OpenAiChat, prompt: &str) {
+    let c = p.complete(&request(prompt)).await.unwrap();
+    assert!(
+        c.text
+            .starts_with(&format!("This is a mock answer to: {prompt}")),
+        "{c:?}"
+    );
+    assert_eq!(c.finish_reason, "stop");
+    let got = collect(p.stream(&request(prompt)).await.unwrap()).await;
+    assert!(got.error.is_none(), "{:?}", got.error);
+    assert_eq!(got.text, c.text);
+    let err = p
+        .complete(&request("bad [mock:status=400]"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ProviderError::Status { status: 400, .. }),
+        "{err:?}"
+    );
+}
+
 /// Both HTTP clients — the direct one (plain http, no proxy) and reqwest (https, proxies, or
 /// `http_client: reqwest`) — answer, stream, pass an upstream's error status on, and time out and
 /// fail to connect the same way.
@@ -771,23 +794,7 @@ async fn both_http_clients_answer_stream_and_fail_alike() {
         };
         let p = OpenAiChat::new(&cfg).unwrap();
         assert_eq!(p.http.is_direct(), client == HttpClient::Auto);
-        let c = p.complete(&request("hello")).await.unwrap();
-        assert!(
-            c.text.starts_with("This is a mock answer to: hello"),
-            "{c:?}"
-        );
-        assert_eq!(c.finish_reason, "stop");
-        let got = collect(p.stream(&request("hello")).await.unwrap()).await;
-        assert!(got.error.is_none(), "{:?}", got.error);
-        assert_eq!(got.text, c.text);
-        let err = p
-            .complete(&request("bad [mock:status=400]"))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(err, ProviderError::Status { status: 400, .. }),
-            "{err:?}"
-        );
+        call_stream_and_get_a_400(&p, "hello").await;
         let err = OpenAiChat::new(&ProviderConfig {
             http_client: client,
             ..config(closed)

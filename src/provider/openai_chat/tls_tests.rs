@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 
-use super::tests::{collect, config, request, upstream};
+use super::tests::{call_stream_and_get_a_400, config, request, upstream};
 use super::*;
 use crate::provider::config::HttpClient;
 
@@ -111,23 +111,7 @@ async fn both_clients_call_and_stream_over_tls_with_http1_and_http2() {
         for client in [HttpClient::Auto, HttpClient::Reqwest] {
             let p = OpenAiChat::new(&https_config(front, client, Some(&pki.ca_file))).unwrap();
             assert_eq!(p.http.is_direct(), client == HttpClient::Auto);
-            let c = p.complete(&request("hello over tls")).await.unwrap();
-            assert!(
-                c.text
-                    .starts_with("This is a mock answer to: hello over tls"),
-                "{c:?}"
-            );
-            let got = collect(p.stream(&request("hello over tls")).await.unwrap()).await;
-            assert!(got.error.is_none(), "{:?}", got.error);
-            assert_eq!(got.text, c.text);
-            let err = p
-                .complete(&request("bad [mock:status=400]"))
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, ProviderError::Status { status: 400, .. }),
-                "{err:?}"
-            );
+            call_stream_and_get_a_400(&p, "hello over tls").await;
             let seen = std::mem::take(&mut *negotiated.lock().unwrap());
             assert!(
                 !seen.is_empty(),
