@@ -20,6 +20,7 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, USER_AGENT};
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
@@ -64,10 +65,9 @@ enum Transport {
 pub struct HttpUpstream {
     client: Transport,
     base_url: String,
-    /// `Bearer <key>`, marked sensitive so it never shows in debug output.
-    auth: Option<HeaderValue>,
-    /// The direct client's headers of every call but `accept` (content type, user agent, auth),
-    /// built once: `Request::builder().header(…)` parsed and inserted them one by one per call.
+    /// The headers of every call but `accept`: content type, user agent and, when there is a key,
+    /// `Bearer <key>` (marked sensitive so it never shows in debug output). Built once:
+    /// `Request::builder().header(…)` parsed and inserted them one by one per call.
     headers: hyper::HeaderMap,
     /// Kept only to scrub the key from upstream error text that might echo it.
     api_key: Option<SecretString>,
@@ -85,8 +85,8 @@ impl HttpUpstream {
         // of the CPU of saturated streaming). A call has one deadline for its head and, when not
         // streamed, its body; a stream an idle limit between chunks (`IdleTimeout`).
         let ca = match &cfg.ca_file {
-            Some(path) => Some(read_ca_file(path)?),
-            None => None,
+            Some(path) => read_ca_file(path)?,
+            None => Vec::new(),
         };
         let client = if cfg.http_client == HttpClient::Auto
             && direct_eligible(&base_url, |k| std::env::var(k).ok())
@@ -97,7 +97,7 @@ impl HttpUpstream {
             connector.set_nodelay(true);
             connector.enforce_http(false); // https URLs reach the TLS layer around it
             let connector = HttpsConnectorBuilder::new()
-                .with_tls_config(tls_config(ca.as_deref())?)
+                .with_tls_config(tls_config(&ca)?)
                 .https_or_http()
                 .enable_http1()
                 .enable_http2()
@@ -112,14 +112,11 @@ impl HttpUpstream {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(connect_timeout)
                 .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_keepalive(Duration::from_secs(30))
-                .user_agent(USER_AGENT_VALUE);
-            if let Some(pem) = &ca {
-                let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .tcp_keepalive(Duration::from_secs(30));
+            for cert in &ca {
+                let cert = reqwest::Certificate::from_der(cert)
                     .map_err(|e| ca_error(cfg.ca_file.as_deref(), &e))?;
-                for cert in certs {
-                    builder = builder.add_root_certificate(cert);
-                }
+                builder = builder.add_root_certificate(cert);
             }
             Transport::Reqwest(builder.build().map_err(|e| {
                 ProviderError::Connect(format!("cannot build the HTTP client: {e}"))
@@ -129,29 +126,22 @@ impl HttpUpstream {
             .api_key
             .clone()
             .filter(|k| !k.expose_secret().is_empty());
-        let auth = match &api_key {
-            Some(key) => {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
-                    .map_err(|_| {
+        let mut headers = hyper::HeaderMap::with_capacity(4);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(key) = &api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                .map_err(|_| {
                     ProviderError::Connect(
                         "the API key contains characters not allowed in an HTTP header".into(),
                     )
                 })?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        let mut headers = hyper::HeaderMap::with_capacity(4);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        if let Some(auth) = &auth {
-            headers.insert(AUTHORIZATION, auth.clone());
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
         }
         Ok(HttpUpstream {
             client,
             base_url,
-            auth,
             headers,
             api_key,
             timeout,
@@ -205,14 +195,11 @@ impl HttpUpstream {
                     .map(|b| b.map_err(BoxError::from).boxed_unsync())
             }
             Transport::Reqwest(client) => {
-                let mut request = client
+                let request = client
                     .post(url.url.clone())
-                    .header(CONTENT_TYPE, "application/json")
+                    .headers(self.headers.clone())
                     .header(ACCEPT, accept)
                     .body(body);
-                if let Some(auth) = &self.auth {
-                    request = request.header(AUTHORIZATION, auth.clone());
-                }
                 let response = tokio::time::timeout_at(deadline, request.send())
                     .await
                     .map_err(|_| ProviderError::Timeout(self.timeout))?
@@ -386,16 +373,14 @@ fn direct_eligible(base_url: &str, env: impl Fn(&str) -> Option<String>) -> bool
 
 /// rustls as reqwest's `rustls-tls` sets it up: the ring provider, TLS 1.2 and 1.3, the webpki
 /// roots (plus `ca_file`'s), ALPN h2 and http/1.1 (set by the connector builder).
-fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ProviderError> {
+fn tls_config(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, ProviderError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
-    if let Some(pem) = ca_pem {
-        use rustls::pki_types::{pem::PemObject, CertificateDer};
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| ca_error(None, &e))?;
-            roots.add(cert).map_err(|e| ca_error(None, &e))?;
-        }
+    for cert in extra_roots {
+        roots.add(cert.clone()).map_err(|e| ca_error(None, &e))?;
     }
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
@@ -403,16 +388,17 @@ fn tls_config(ca_pem: Option<&[u8]>) -> Result<rustls::ClientConfig, ProviderErr
         .map_err(|e| ProviderError::Connect(format!("cannot set up TLS: {e}")))
 }
 
-/// The PEM text of `ca_file`, which must hold at least one certificate.
-pub(super) fn read_ca_file(path: &Path) -> Result<Vec<u8>, ProviderError> {
+/// The certificates of `ca_file`, parsed once for either client (and for config validation);
+/// a file that cannot be read, holds broken PEM or no certificate at all is an error.
+pub(super) fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, ProviderError> {
     let pem = std::fs::read(path).map_err(|e| ca_error(Some(path), &e))?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ca_error(Some(path), &e))?;
+    if certs.is_empty() {
         return Err(ca_error(Some(path), &"no PEM certificate in it"));
     }
-    Ok(pem)
+    Ok(certs)
 }
 
 fn ca_error(path: Option<&Path>, e: &dyn std::fmt::Display) -> ProviderError {

@@ -123,8 +123,17 @@ fn a_ca_file_must_hold_a_certificate() {
             .any(|p| p.starts_with("providers.internal.ca_file:") && p.contains("missing.pem")),
         "{problems:?}"
     );
-    let bad = b"-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n";
-    assert!(tls_config(Some(bad)).is_err());
+    // Broken PEM is refused when the file is read, naming the file; bytes that are no
+    // certificate are refused as a root.
+    let broken = dir.path().join("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nAAAA!!!!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let err = read_ca_file(&broken).unwrap_err().to_string();
+    assert!(err.contains("broken.pem"), "{err}");
+    assert!(tls_config(&[CertificateDer::from(vec![1u8, 2, 3])]).is_err());
 }
 
 /// What reaches the upstream: the same headers through either client, the key as a bearer token.
