@@ -8,6 +8,7 @@ pub mod blocking;
 pub mod config;
 pub mod eval;
 pub mod gateway;
+pub mod logfmt;
 pub mod metrics;
 pub mod mock_upstream;
 pub mod provider;

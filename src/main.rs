@@ -132,7 +132,9 @@ fn init_tracing(cfg: &Config) {
         .with_ansi(std::io::stdout().is_terminal());
     let fmt = match cfg.logging.format {
         LogFormat::Json => fmt.json().boxed(),
-        LogFormat::Text => fmt.boxed(),
+        LogFormat::Text => fmt
+            .fmt_fields(llm_quality_observer::logfmt::PlainFields)
+            .boxed(),
     };
     let _ = tracing_subscriber::registry()
         .with(fmt)
