@@ -105,9 +105,13 @@ pub fn read_chat_completion(
     body: &[u8],
     requested_model: &str,
 ) -> Result<Completion, ProviderError> {
-    let view: ChatView = serde_json::from_slice(body).map_err(|e| {
-        ProviderError::InvalidResponse(format!("cannot parse the response body: {e}"))
-    })?;
+    // One UTF-8 pass over the body; `from_str` then skips the check per string.
+    let view: ChatView = std::str::from_utf8(body)
+        .map_err(|e| format!("it is not UTF-8 (at byte {})", e.valid_up_to()))
+        .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+        .map_err(|e| {
+            ProviderError::InvalidResponse(format!("cannot parse the response body: {e}"))
+        })?;
     let choice = view
         .first_choice()
         .ok_or_else(|| ProviderError::InvalidResponse("the response has no choices".into()))?;
