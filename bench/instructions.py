@@ -11,6 +11,7 @@ the counters, sends the measured calls, waits for the writer's batch and reads t
     python3 bench/instructions.py                 # ~3 minutes: plain and streamed, both programs
     python3 bench/instructions.py --calls 500 --bin target/release/lqo
     python3 bench/instructions.py --floor         # also the forward-only proxy of examples/floor_proxy.rs
+    python3 bench/instructions.py --keep /tmp/cg  # keep the profiles: callgrind_annotate /tmp/cg/cg.gateway.plain
 
 `--floor` counts the same calls through `examples/floor_proxy.rs` (a proxy that only forwards, on the
 gateway's stack; bench/README.md), once with reqwest as its client and once with hyper-util's: what
@@ -67,8 +68,9 @@ def wait_idle(pid, interval=1.0, busy=0.05, deadline_s=300):
     raise SystemExit(f"bench: process {pid} still busy after {deadline_s} s")
 
 
-def measure(pid, out_dir, port, model, stream, warmup, n, settle):
-    """Instructions the process `pid` (running under callgrind) spends on `n` calls."""
+def measure(pid, out_dir, port, model, stream, warmup, n, settle, keep_as=None):
+    """Instructions the process `pid` (running under callgrind) spends on `n` calls; the profile
+    is copied to `keep_as` when given."""
     calls(port, model, stream, warmup)
     wait_idle(pid)
     time.sleep(settle)  # the warm-up's records reach the database before the counters are zeroed
@@ -83,6 +85,8 @@ def measure(pid, out_dir, port, model, stream, warmup, n, settle):
             break
         time.sleep(0.1)
     (dump,) = dumps
+    if keep_as:
+        shutil.copy(dump, keep_as)
     with open(dump) as f:
         for line in f:
             if line.startswith("summary:"):
@@ -98,6 +102,8 @@ def main():
     ap.add_argument("--log-level", default="info", help="gateway LOG_LEVEL (default info)")
     ap.add_argument("--floor", action="store_true",
                     help="also count the forward-only proxy of examples/floor_proxy.rs (reqwest and hyper-util clients)")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="copy callgrind's profiles (one per program and row) to DIR, for callgrind_annotate")
     args = ap.parse_args()
     for tool in ("valgrind", "callgrind_control"):
         if not shutil.which(tool):
@@ -165,7 +171,12 @@ judge: {{ enabled: false, sample_rate: 0.1 }}
         for who in programs:
             port, model, pid = run(who)
             for stream in (False, True):
-                results[(who, stream)] = measure(pid, tmp, port, model, stream, args.warmup, args.calls, 2.0)
+                keep_as = None
+                if args.keep:
+                    os.makedirs(args.keep, exist_ok=True)
+                    keep_as = os.path.join(args.keep, f"cg.{who}.{'streamed' if stream else 'plain'}")
+                results[(who, stream)] = measure(pid, tmp, port, model, stream, args.warmup, args.calls, 2.0,
+                                                 keep_as)
                 print(f"bench: {who} {'streamed' if stream else 'plain'}: done", flush=True)
             stop_all()
         rows = int(psql("SELECT count(*) FROM llm_logs", db_url))
