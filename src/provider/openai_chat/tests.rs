@@ -588,6 +588,21 @@ fn parses_a_real_chat_completion() {
         read_chat_completion(br#"{"choices": []}"#, "m"),
         Err(ProviderError::InvalidResponse(_))
     ));
+    // The body is checked for UTF-8 once; non-ASCII text (and its escapes) reads as before.
+    let c = read_chat_completion(
+        "{\"choices\":[{\"message\":{\"content\":\"Héllo \\u00e9 🌍\"}}]}".as_bytes(),
+        "m",
+    )
+    .unwrap();
+    assert_eq!(c.text, "Héllo é 🌍");
+    let mut bad = br#"{"choices":[{"message":{"content":"Hxllo"}}]}"#.to_vec();
+    bad[36] = 0xff;
+    match read_chat_completion(&bad, "m") {
+        Err(ProviderError::InvalidResponse(m)) => {
+            assert!(m.contains("not UTF-8 (at byte 36)"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 const CHAT_SSE_FIXTURE: &str = concat!(

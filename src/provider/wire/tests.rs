@@ -43,6 +43,20 @@ fn members_are_found_and_rewritten_in_place() {
 }
 
 #[test]
+fn non_ascii_names_and_values_are_read_as_they_came() {
+    let text = r#"{"mödel": "ü", "model" :"m", "messages":[{"role":"user","content":"héllo 🌍 \u00e9"}],"nè":{"ключ":"值"}}"#;
+    let b = body(text);
+    assert_eq!(
+        b.names().collect::<Vec<_>>(),
+        ["mödel", "model", "messages", "nè"]
+    );
+    assert_eq!(b.member::<String>("model").unwrap().as_deref(), Some("m"));
+    let messages: Vec<Value> = b.member("messages").unwrap().unwrap();
+    assert_eq!(messages[0]["content"], "héllo 🌍 é");
+    assert_eq!(value(&b.rewrite(&[])), value(text.as_bytes()));
+}
+
+#[test]
 fn escaped_and_duplicate_known_names_are_caught() {
     let b = body(r#"{"mod\u0065l": "x"}"#);
     assert_eq!(b.get("model"), Some(&b"\"x\""[..]));
@@ -80,7 +94,9 @@ fn malformed_bodies_are_refused() {
         b'{', b'"', 0xff, b'"', b':', b'1', b'}'
     ]))
     .is_err());
-    assert!(JsonBody::parse(Bytes::from_static(b"{\"a\":\"\xff\"}")).is_err());
+    let err = JsonBody::parse(Bytes::from_static(b"{\"a\":\"\xff\"}")).unwrap_err();
+    assert!(err.syntax);
+    assert!(err.message.contains("not UTF-8 (at byte 6)"), "{err}");
     let err = JsonBody::parse(Bytes::from_static(b"[1,2]")).unwrap_err();
     assert!(!err.syntax);
     let b = body("{}");
