@@ -27,6 +27,7 @@ what of the gateway's overhead is its own work.
     python3 bench/overhead.py --only '1 conn' --duration 10   # the one-connection tail
     python3 bench/overhead.py --duration 20 --soak 600
     python3 bench/overhead.py --floor --only saturated        # against the forward-only floor
+    python3 bench/overhead.py --env TOKIO_WORKER_THREADS=1     # a setting of the gateways' environment
 
 Numbers from one run on one machine: the load generator, both upstreams, PostgreSQL and the
 gateway all share its cores, so read the ratios, not the absolute values.
@@ -205,7 +206,11 @@ def main():
     ap.add_argument("--judge", type=float, default=0.0,
                     help="LLM-judge sample rate (default 0: the judge's own upstream calls and database "
                          "work would be measured as gateway overhead)")
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="set an environment variable for the gateways only (repeatable), e.g. "
+                         "TOKIO_WORKER_THREADS=1")
     args = ap.parse_args()
+    gateway_env = dict(e.split("=", 1) for e in args.env)
 
     if not shutil.which("oha"):
         print("bench: installing oha (cargo install oha --locked)", flush=True)
@@ -265,6 +270,7 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
         gw_cpus = cpu_list(half, ncpu - 1) if ncpu >= 2 else all_cpus  # isolated runs need 2 CPUs
         env = dict(os.environ, LQO_CONFIG=cfg, DATABASE_URL=db_url, LLM_API_KEY="bench-dummy-key",
                    LOG_LEVEL=args.log_level, PORT=str(ports["gw"]))
+        env.update(gateway_env)
         gw_log = open(os.path.join(tmp, "gateway.log"), "w")
         gw = subprocess.Popen([lqo, "serve"], env=env, stdout=gw_log, stderr=subprocess.STDOUT, cwd=tmp)
         procs.append(gw)
