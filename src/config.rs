@@ -98,6 +98,12 @@ pub struct ServerConfig {
     /// upstream call is dropped with the client (nothing more is spent; the record has the
     /// usage known so far). On: it runs on to its end, so the record has its usage and cost.
     pub finish_abandoned_calls: bool,
+    /// Threads that serve client connections, each with a runtime of its own (default: one per
+    /// CPU the process may use). A connection stays on one of them with its upstream calls
+    /// (each thread has its own upstream connection pool), so a call never wakes another thread:
+    /// 30-40 % less CPU per streamed call (bench/README.md). 0 serves connections on the
+    /// process's shared runtime, whose worker threads take work from each other.
+    pub connection_threads: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -134,6 +140,7 @@ impl Default for ServerConfig {
             // Above the 60 s idle timeout of common load balancers, so they close first.
             idle_timeout_secs: 75,
             finish_abandoned_calls: false,
+            connection_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -366,6 +373,9 @@ impl Config {
         if self.server.max_connections == 0 {
             problems.push("server.max_connections must be > 0".into());
         }
+        if self.server.connection_threads > 1024 {
+            problems.push("server.connection_threads must be at most 1024".into());
+        }
         if self.server.header_read_timeout_secs == 0 {
             problems.push("server.header_read_timeout_secs must be > 0".into());
         }
@@ -428,6 +438,7 @@ impl Config {
             max_connections: crate::server::connection_cap(self.server.max_connections),
             header_read_timeout: Duration::from_secs(self.server.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(self.server.idle_timeout_secs),
+            threads: self.server.connection_threads,
         }
     }
 

@@ -4,8 +4,10 @@
 //! backlog, and reaching it is logged). A connection that has not sent a whole request head
 //! within the header timeout, or has been idle (nothing read or written, no request being
 //! handled) for the idle timeout, is closed: 1,200 connections that never finished their headers
-//! made every new client time out before. On shutdown, accepting stops and open connections
-//! finish their requests. Imports nothing of ours.
+//! made every new client time out before. Accepted connections are served on connection
+//! threads, a single-threaded runtime each, in turn (`ConnectionThreads`), or on the caller's
+//! runtime when there are none. On shutdown, accepting stops and open connections finish their
+//! requests. Imports nothing of ours.
 
 use std::future::Future;
 use std::io;
@@ -42,6 +44,9 @@ pub struct ConnectionLimits {
     /// Nothing read or written while no request is being handled (a keep-alive connection
     /// between requests, or a response the client stopped reading).
     pub idle_timeout: Duration,
+    /// Connection threads (`server.connection_threads`); 0 serves connections on the runtime
+    /// that calls [`serve`].
+    pub threads: usize,
 }
 
 /// Raises the soft open-file limit to the hard one and returns the connection cap that fits
@@ -83,6 +88,13 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
+    let threads = match ConnectionThreads::start(limits.threads) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the connection threads; serving on the shared runtime");
+            None
+        }
+    };
     let mut shutdown = std::pin::pin!(shutdown);
     let mut last_cap_log: Option<Instant> = None;
     loop {
@@ -113,6 +125,18 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        // On a connection thread, the socket is registered with that thread's runtime, so its
+        // readiness wakes that thread and no other.
+        let (tcp, runtime) = match &threads {
+            Some(t) => match t.adopt(tcp) {
+                Ok((tcp, handle)) => (tcp, Some(handle)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot move a connection to a connection thread");
+                    continue;
+                }
+            },
+            None => (tcp, None),
+        };
         // Small SSE frames must leave at once: without TCP_NODELAY, Nagle's algorithm and
         // delayed ACKs hold streamed chunks back by ~40 ms.
         let _ = tcp.set_nodelay(true);
@@ -135,7 +159,7 @@ pub async fn serve(
             }
         });
         let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-        tokio::spawn(async move {
+        let task = async move {
             tokio::select! {
                 result = conn => {
                     if let Err(e) = result {
@@ -147,10 +171,66 @@ pub async fn serve(
                 }
             }
             drop(slot);
-        });
+        };
+        match runtime {
+            Some(handle) => drop(handle.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
     }
     drop(listener);
     graceful.shutdown().await;
+    // Dropping `threads` now stops them; every connection has finished.
+}
+
+/// Threads with a single-threaded runtime each, which serve the connections handed to them in
+/// turn. A connection, its requests and the upstream connections they use (the direct upstream
+/// client keeps a pool per such thread) stay on one thread, so a call needs no wake-up of
+/// another thread: on a 2-core VM the shared runtime's cross-thread wake-ups (a futex call and
+/// a context switch each, several per call) were a large part of the gateway's CPU per call.
+struct ConnectionThreads {
+    handles: Vec<tokio::runtime::Handle>,
+    next: AtomicUsize,
+    /// Dropped with the struct: each thread's runtime then returns from `block_on` and stops.
+    _stop: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ConnectionThreads {
+    fn start(n: usize) -> io::Result<Option<ConnectionThreads>> {
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut handles = Vec::with_capacity(n);
+        let mut stop = Vec::with_capacity(n);
+        for i in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            handles.push(runtime.handle().clone());
+            stop.push(tx);
+            std::thread::Builder::new()
+                .name(format!("lqo-conn-{i}"))
+                .spawn(move || {
+                    let _ = runtime.block_on(rx);
+                })?;
+        }
+        tracing::info!(threads = n, "serving connections on {n} connection threads");
+        Ok(Some(ConnectionThreads {
+            handles,
+            next: AtomicUsize::new(0),
+            _stop: stop,
+        }))
+    }
+
+    /// Moves an accepted connection to the next thread: the socket leaves the accepting
+    /// runtime's I/O driver and joins the thread's.
+    fn adopt(&self, tcp: TcpStream) -> io::Result<(TcpStream, tokio::runtime::Handle)> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
+        let handle = self.handles[i].clone();
+        let std = tcp.into_std()?;
+        let _in_thread_runtime = handle.enter();
+        Ok((TcpStream::from_std(std)?, handle))
+    }
 }
 
 /// An accept error: the client's own (reset before it was accepted) is skipped; running out of
@@ -326,24 +406,51 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const SHORT: Duration = Duration::from_millis(300);
+    /// A `/slow-signalled` request has reached its handler.
+    static SLOW_STARTED: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
     async fn start(
         limits: ConnectionLimits,
     ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
-        let router = Router::new().route("/", get(|| async { "ok" })).route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(SHORT * 3).await;
-                "slow but fine"
-            }),
-        );
+        let (addr, tx, _) = start_joinable(limits).await;
+        (addr, tx)
+    }
+
+    async fn start_joinable(
+        limits: ConnectionLimits,
+    ) -> (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let router = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(SHORT * 3).await;
+                    "slow but fine"
+                }),
+            )
+            .route(
+                "/slow-signalled",
+                get(|| async {
+                    SLOW_STARTED.notify_one();
+                    tokio::time::sleep(SHORT * 3).await;
+                    "slow but fine"
+                }),
+            )
+            .route(
+                "/thread",
+                get(|| async { std::thread::current().name().unwrap_or("").to_string() }),
+            );
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(serve(listener, router, limits, async move {
+        let server = tokio::spawn(serve(listener, router, limits, async move {
             let _ = rx.await;
         }));
-        (addr, tx)
+        (addr, tx, server)
     }
 
     fn limits(max_connections: usize) -> ConnectionLimits {
@@ -351,6 +458,7 @@ mod tests {
             max_connections,
             header_read_timeout: SHORT,
             idle_timeout: SHORT,
+            threads: 0,
         }
     }
 
@@ -372,7 +480,54 @@ mod tests {
 
     #[tokio::test]
     async fn half_sent_heads_and_idle_connections_are_closed_but_busy_ones_are_not() {
-        let (addr, _stop) = start(limits(100)).await;
+        for threads in [0, 2] {
+            timeouts_apply(ConnectionLimits {
+                threads,
+                ..limits(100)
+            })
+            .await;
+        }
+    }
+
+    /// Each connection is served on one connection thread, in turn; requests finish on shutdown.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connection_threads_serve_each_connection_on_one_of_them() {
+        let (addr, stop, server) = start_joinable(ConnectionLimits {
+            threads: 2,
+            ..limits(100)
+        })
+        .await;
+        let mut names = Vec::new();
+        for _ in 0..4 {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let first = request(&mut tcp, "/thread").await;
+            let second = request(&mut tcp, "/thread").await;
+            let name = first.rsplit("\r\n").next().unwrap().to_string();
+            assert!(name.starts_with("lqo-conn-"), "{first}");
+            assert!(second.ends_with(&name), "{second}");
+            names.push(name);
+        }
+        assert_eq!(
+            names,
+            ["lqo-conn-0", "lqo-conn-1", "lqo-conn-0", "lqo-conn-1"]
+        );
+        // A request in flight when shutdown begins is answered, then the server returns.
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /slow-signalled HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        SLOW_STARTED.notified().await;
+        stop.send(()).unwrap();
+        assert!(until_closed(&mut busy).await.ends_with("slow but fine"));
+        tokio::time::timeout(SHORT * 10, server)
+            .await
+            .expect("the server returns once its connections are done")
+            .unwrap();
+        assert!(TcpStream::connect(addr).await.is_err());
+    }
+
+    async fn timeouts_apply(limits: ConnectionLimits) {
+        let (addr, _stop) = start(limits).await;
         // Never finishes its head: closed without an answer.
         let mut half = TcpStream::connect(addr).await.unwrap();
         half.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n")

@@ -165,6 +165,10 @@ pub struct Gateway {
     /// `server.finish_abandoned_calls`: a call whose client hangs up runs on to its end, so its
     /// record has the usage and cost; else the upstream call is dropped with the client.
     finish_abandoned: bool,
+    /// The runtime the gateway was built on (the process's shared one), for work that outlives
+    /// a request: a connection thread (`server.connection_threads`) stops once its connections
+    /// are done, and a record still being finished there would be lost with it.
+    background: Option<tokio::runtime::Handle>,
 }
 
 /// What a failed or finished call leaves for its record, besides the answer.
@@ -173,6 +177,26 @@ struct Attempted {
 }
 
 impl Gateway {
+    /// The runtime for work that outlives its request: the one the gateway was built on, else
+    /// the current one; None outside any runtime.
+    fn background_runtime(&self) -> Option<tokio::runtime::Handle> {
+        self.background
+            .clone()
+            .or_else(|| tokio::runtime::Handle::try_current().ok())
+    }
+
+    /// Spawns `task` on [`Self::background_runtime`] (the current runtime when there is none).
+    fn spawn_background<F>(&self, task: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match self.background_runtime() {
+            Some(rt) => rt.spawn(task),
+            None => tokio::spawn(task),
+        }
+    }
+
     pub fn new(
         cfg: &Config,
         metrics: Arc<Metrics>,
@@ -208,6 +232,7 @@ impl Gateway {
             models.insert(name.clone(), route);
         }
         Ok(Gateway {
+            background: tokio::runtime::Handle::try_current().ok(),
             models,
             aliases,
             default_model: cfg.default_model.clone(),
@@ -314,7 +339,7 @@ impl Gateway {
         let gone = Arc::new(AtomicBool::new(false));
         let mark = SetOnDrop(Some(gone.clone()));
         let this = self.clone();
-        let task = tokio::spawn(async move { this.run_complete(input, Some(gone)).await });
+        let task = self.spawn_background(async move { this.run_complete(input, Some(gone)).await });
         let out = join(task).await;
         mark.disarm();
         out

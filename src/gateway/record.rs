@@ -215,15 +215,15 @@ impl Gateway {
         streamed: bool,
     ) {
         let e = ProviderError::ClientDisconnected;
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
+        match self.background_runtime() {
+            Some(rt) => {
                 let this = self.clone();
                 rt.spawn(async move {
                     this.finish_err(&route, &input, &e, partial_text, ttft, streamed)
                         .await
                 });
             }
-            Err(_) => self.finish_err_now(&route, &input, &e, partial_text, ttft, streamed),
+            None => self.finish_err_now(&route, &input, &e, partial_text, ttft, streamed),
         }
     }
 
@@ -353,12 +353,12 @@ impl Gateway {
         input: Arc<EmbeddingsInput>,
     ) {
         let e = ProviderError::ClientDisconnected;
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
+        match self.background_runtime() {
+            Some(rt) => {
                 let this = self.clone();
                 rt.spawn(async move { this.finish_embed_err(&route, &input, &e).await });
             }
-            Err(_) => self.finish_embed_err_now(&route, &input, &e),
+            None => self.finish_embed_err_now(&route, &input, &e),
         }
     }
 

@@ -44,7 +44,7 @@ impl Gateway {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let this = self.clone();
         let flag = gone.clone();
-        tokio::spawn(async move {
+        self.spawn_background(async move {
             let mut frames = match this.start_stream(input, Some(flag.clone())).await {
                 Ok((model_version, frames)) => {
                     if started_tx.send(Ok(model_version)).is_err() {

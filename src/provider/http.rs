@@ -1,4 +1,5 @@
-//! The HTTP side of the OpenAI providers: one pooled client per upstream, one attempt per call
+//! The HTTP side of the OpenAI providers: one pooled client per upstream (the direct client
+//! keeps one pool per connection thread, `DirectClient`), one attempt per call
 //! (retries are `retry::with_retries`' job), upstream error bodies turned into error objects with
 //! secrets scrubbed. Streams are decoded by `sse.rs`.
 //!
@@ -56,9 +57,43 @@ pub struct Endpoint {
     uri: hyper::Uri,
 }
 
+type DirectConnector = HttpsConnector<HttpConnector>;
+
 enum Transport {
-    Direct(Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>),
+    Direct(Box<DirectClient>),
     Reqwest(reqwest::Client),
+}
+
+/// hyper-util's pooled client, plus one more per thread that runs a single-threaded runtime
+/// (the connection threads of `server.connection_threads`): a call made there uses upstream
+/// connections whose tasks run on the same thread, so it never wakes another. Calls from the
+/// shared multi-threaded runtime share one pool, as before.
+struct DirectClient {
+    shared: Client<DirectConnector, Full<Bytes>>,
+    builder: hyper_util::client::legacy::Builder,
+    connector: DirectConnector,
+    per_thread: thread_local::ThreadLocal<Client<DirectConnector, Full<Bytes>>>,
+}
+
+impl DirectClient {
+    fn new(builder: hyper_util::client::legacy::Builder, connector: DirectConnector) -> Self {
+        DirectClient {
+            shared: builder.build(connector.clone()),
+            builder,
+            connector,
+            per_thread: thread_local::ThreadLocal::new(),
+        }
+    }
+
+    fn client(&self) -> &Client<DirectConnector, Full<Bytes>> {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::CurrentThread => self
+                .per_thread
+                .get_or(|| self.builder.build(self.connector.clone())),
+            _ => &self.shared,
+        }
+    }
 }
 
 /// One upstream server: a pooled client, the auth header, timeouts and the retry policy.
@@ -102,12 +137,11 @@ impl HttpUpstream {
                 .enable_http1()
                 .enable_http2()
                 .wrap_connector(connector);
-            Transport::Direct(Box::new(
-                Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_timer(TokioTimer::new())
-                    .build(connector),
-            ))
+            let mut builder = Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_timer(TokioTimer::new());
+            Transport::Direct(Box::new(DirectClient::new(builder, connector)))
         } else {
             let mut builder = reqwest::Client::builder()
                 .connect_timeout(connect_timeout)
@@ -188,7 +222,7 @@ impl HttpUpstream {
                 let headers = request.headers_mut();
                 *headers = self.headers.clone();
                 headers.insert(ACCEPT, HeaderValue::from_static(accept));
-                tokio::time::timeout_at(deadline, client.request(request))
+                tokio::time::timeout_at(deadline, client.client().request(request))
                     .await
                     .map_err(|_| ProviderError::Timeout(self.timeout))?
                     .map_err(|e| self.scrub(ProviderError::Connect(error_chain(&e))))?

@@ -598,11 +598,29 @@ async fn hang_ups_are_recorded_as_cancelled_on_sqlite() {
     hang_ups_are_recorded_as_cancelled(Harness::sqlite().await).await;
 }
 
+/// The same with connections served on connection threads, which stop with the server: the
+/// records of calls whose clients left are finished on the gateway's own runtime.
+#[tokio::test]
+async fn hang_ups_are_recorded_as_cancelled_on_connection_threads() {
+    let h = Harness::sqlite_with(|c| c.server.connection_threads = 2).await;
+    hang_ups_are_recorded_as_cancelled(h).await;
+}
+
 /// With `server.finish_abandoned_calls` the call runs on to its end after the client left, and
 /// its `cancelled` record has the answer, its usage and its cost.
 #[tokio::test]
 async fn abandoned_calls_can_be_finished_for_their_usage() {
-    let h = Harness::sqlite_with(|c| c.server.finish_abandoned_calls = true).await;
+    for threads in [0, 2] {
+        let h = Harness::sqlite_with(|c| {
+            c.server.finish_abandoned_calls = true;
+            c.server.connection_threads = threads;
+        })
+        .await;
+        abandoned_calls_are_finished(h).await;
+    }
+}
+
+async fn abandoned_calls_are_finished(h: Harness) {
     let slow = "[mock:delay_ms=800] finish me anyway";
     hang_up(
         &h,

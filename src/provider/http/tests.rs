@@ -206,3 +206,108 @@ async fn both_clients_send_the_same_headers() {
         }
     }
 }
+
+/// An upstream that keeps connections open and records the client address of every request.
+async fn keep_alive_upstream() -> (
+    std::net::SocketAddr,
+    Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, peer)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // One request: its head, then the body its content-length announces.
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < head_end + length {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + length);
+                    seen.lock().unwrap().push(peer);
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if tcp.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, peers)
+}
+
+/// On the connection threads (`server.connection_threads`, a single-threaded runtime each) a
+/// call uses an upstream connection of its own thread, whose task runs there: two threads taking
+/// turns never share one. (One pool for all would hand the second thread the first one's idle
+/// connection.)
+#[test]
+fn single_threaded_runtimes_keep_their_own_upstream_connections() {
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+    let upstream_runtime = tokio::runtime::Runtime::new().unwrap();
+    let (addr, peers) = upstream_runtime.block_on(keep_alive_upstream());
+    let up = Arc::new(
+        HttpUpstream::new(&ProviderConfig {
+            base_url: format!("http://{addr}/v1"),
+            ..ProviderConfig::default()
+        })
+        .unwrap(),
+    );
+    assert!(up.is_direct());
+    // Each thread calls when handed the turn, then hands it to the other.
+    let turns =
+        |up: Arc<HttpUpstream>, mut mine: UnboundedReceiver<()>, other: UnboundedSender<()>| {
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    for _ in 0..3 {
+                        mine.recv().await.unwrap();
+                        let ep = up.endpoint("/chat/completions").unwrap();
+                        let response = up
+                            .post(&ep, Bytes::from_static(b"{}"), false)
+                            .await
+                            .unwrap();
+                        assert_eq!(&up.read_body(response).await.unwrap()[..], b"{}");
+                        let _ = other.send(());
+                    }
+                });
+            })
+        };
+    let (a_tx, a_rx) = unbounded_channel();
+    let (b_tx, b_rx) = unbounded_channel();
+    a_tx.send(()).unwrap();
+    let a = turns(up.clone(), a_rx, b_tx);
+    let b = turns(up.clone(), b_rx, a_tx);
+    a.join().unwrap();
+    b.join().unwrap();
+    let peers = peers.lock().unwrap().clone();
+    // Calls alternate A, B, A, B, A, B.
+    assert_eq!(peers.len(), 6, "{peers:?}");
+    assert!(peers[0] == peers[2] && peers[2] == peers[4], "{peers:?}");
+    assert!(peers[1] == peers[3] && peers[3] == peers[5], "{peers:?}");
+    assert_ne!(peers[0], peers[1], "{peers:?}");
+}
