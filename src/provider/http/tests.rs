@@ -139,7 +139,7 @@ fn a_ca_file_must_hold_a_certificate() {
 /// What reaches the upstream: the same headers through either client, the key as a bearer token.
 #[tokio::test]
 async fn both_clients_send_the_same_headers() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (heads_tx, mut heads) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -148,12 +148,9 @@ async fn both_clients_send_the_same_headers() {
             let heads_tx = heads_tx.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    let n = tcp.read(&mut chunk).await.unwrap();
-                    assert!(n > 0, "connection closed before the head");
-                    buf.extend_from_slice(&chunk[..n]);
-                }
+                read_head(&mut tcp, &mut buf)
+                    .await
+                    .expect("connection closed before the head");
                 let head = String::from_utf8_lossy(&buf).to_lowercase();
                 let _ = heads_tx.send(head);
                 let body = "{}";
@@ -175,12 +172,7 @@ async fn both_clients_send_the_same_headers() {
             })
             .unwrap();
             assert_eq!(up.is_direct(), client == HttpClient::Auto);
-            let ep = up.endpoint("/chat/completions").unwrap();
-            let response = up
-                .post(&ep, Bytes::from_static(b"{}"), streaming)
-                .await
-                .unwrap();
-            assert_eq!(&up.read_body(response).await.unwrap()[..], b"{}");
+            post_and_read_back(&up, streaming).await;
             let head = heads.recv().await.unwrap();
             assert!(
                 head.starts_with("post /v1/chat/completions http/1.1\r\n"),
@@ -207,6 +199,32 @@ async fn both_clients_send_the_same_headers() {
     }
 }
 
+/// Posts `{}` as a chat completion request and checks that the answer's body is `{}`.
+async fn post_and_read_back(up: &HttpUpstream, streaming: bool) {
+    let ep = up.endpoint("/chat/completions").unwrap();
+    let response = up
+        .post(&ep, Bytes::from_static(b"{}"), streaming)
+        .await
+        .unwrap();
+    assert_eq!(&up.read_body(response).await.unwrap()[..], b"{}");
+}
+
+/// Reads from `tcp` into `buf` until it holds a whole request head; where the head ends (after its
+/// blank line), or None if the connection closes first.
+async fn read_head(tcp: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            return Some(i + 4);
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// An upstream that keeps connections open and records the client address of every request.
 async fn keep_alive_upstream() -> (
     std::net::SocketAddr,
@@ -225,14 +243,8 @@ async fn keep_alive_upstream() -> (
                 let mut chunk = [0u8; 4096];
                 loop {
                     // One request: its head, then the body its content-length announces.
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some(head_end) = read_head(&mut tcp, &mut buf).await else {
+                        return;
                     };
                     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
                     let length: usize = head
@@ -286,12 +298,7 @@ fn single_threaded_runtimes_keep_their_own_upstream_connections() {
                 runtime.block_on(async move {
                     for _ in 0..3 {
                         mine.recv().await.unwrap();
-                        let ep = up.endpoint("/chat/completions").unwrap();
-                        let response = up
-                            .post(&ep, Bytes::from_static(b"{}"), false)
-                            .await
-                            .unwrap();
-                        assert_eq!(&up.read_body(response).await.unwrap()[..], b"{}");
+                        post_and_read_back(&up, false).await;
                         let _ = other.send(());
                     }
                 });
