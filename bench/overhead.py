@@ -48,6 +48,8 @@ import time
 import urllib.request
 import uuid
 
+import sched_blame
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PG_ADMIN = os.environ.get("LQO_BENCH_PG", "postgres://postgres@127.0.0.1:5432/postgres")
 
@@ -159,6 +161,14 @@ def bucket_quantile(before, after, q):
     return None
 
 
+def steal_ms():
+    """Milliseconds of CPU time the hypervisor gave to others while this VM's vCPUs wanted to run
+    (the `steal` column of /proc/stat's `cpu` line, summed over CPUs; 0 on bare metal)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def pin(pid, cpus):
     """Moves every thread of a running process onto `cpus` (a taskset list like "0" or "0-1")."""
     subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
@@ -176,6 +186,22 @@ def oha(url, body, duration, rate, connections, cpus=None):
         cmd = ["taskset", "-c", cpus] + cmd
     out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
+
+
+def sched_recorded(tmp, tag, seconds, run):
+    """Runs `run()` under `perf sched record -a` for its first `seconds`; returns run()'s result and
+    the path of the `perf sched timehist` text."""
+    data, text = os.path.join(tmp, f"sched-{tag}.data"), os.path.join(tmp, f"sched-{tag}.txt")
+    rec = subprocess.Popen(["perf", "sched", "record", "-a", "-o", data, "--", "sleep", str(seconds)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = run()
+    if rec.wait() != 0:
+        raise SystemExit("bench: perf sched record failed (apt-get install linux-perf; root or "
+                         "kernel.perf_event_paranoid <= -1)")
+    with open(text, "w") as out:
+        subprocess.run(["perf", "sched", "timehist", "-i", data], stdout=out, stderr=subprocess.DEVNULL, check=True)
+    os.unlink(data)
+    return result, text
 
 
 def body(model, stream):
@@ -206,6 +232,10 @@ def main():
     ap.add_argument("--judge", type=float, default=0.0,
                     help="LLM-judge sample rate (default 0: the judge's own upstream calls and database "
                          "work would be measured as gateway overhead)")
+    ap.add_argument("--sched", action="store_true",
+                    help="record `perf sched` (linux-perf) during the one-connection runs, direct and through "
+                         "the gateway, and print which processes held the CPU while a call's threads waited "
+                         "for one (bench/sched_blame.py); perf's own recording perturbs those runs a little")
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                     help="set an environment variable for the gateways only (repeatable), e.g. "
                          "TOKIO_WORKER_THREADS=1")
@@ -353,6 +383,12 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                 print(f"bench: {len(backends)} PostgreSQL backends of the isolated gateway on CPUs {gw_cpus}",
                       flush=True)
 
+        def role(name, pid):
+            """The chain of a call, for --sched: the load generator, the gateway, the upstream."""
+            if name.startswith("oha"):
+                return "load generator"
+            return {gw.pid: "gateway", procs[0].pid: "upstream 0ms", procs[1].pid: "upstream 50ms"}.get(pid)
+
         rows = []
         for name, up, stream, rate, conns, isolated in scenarios:
             up_port = ports["up0" if up == "0ms" else "up50"]
@@ -361,15 +397,23 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             cpus = load_cpus if isolated else None
             g, g_port = gateways[1] if isolated else gateways[0]
             c0 = (children_cpu(), cpu_seconds(upstream_pid[up]))
+            s0 = steal_ms()
             # A tail needs enough calls: the one-connection rows run at least 10 s.
             duration = max(args.duration, 10) if conns == 1 else args.duration
-            direct = oha(f"http://127.0.0.1:{up_port}/v1/chat/completions",
-                         body("bench-upstream", stream), duration, rate, conns, cpus)
+            sched = args.sched and conns == 1
+            recorded = (lambda tag, run: sched_recorded(tmp, f"{len(rows)}-{tag}", duration - 1, run)) if sched \
+                else (lambda tag, run: (run(), None))
+            direct, sched_direct = recorded("direct", lambda: oha(
+                f"http://127.0.0.1:{up_port}/v1/chat/completions", body("bench-upstream", stream), duration, rate,
+                conns, cpus))
             c1 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
+            s1 = steal_ms()
             h1 = overhead_buckets(g_port)
-            via = oha(f"http://127.0.0.1:{g_port}/v1/chat/completions",
-                      body(f"bench-{up}", stream), duration, rate, conns, cpus)
+            via, sched_via = recorded("gateway", lambda: oha(
+                f"http://127.0.0.1:{g_port}/v1/chat/completions", body(f"bench-{up}", stream), duration, rate,
+                conns, cpus))
             c2 = (children_cpu(), cpu_seconds(upstream_pid[up]), cpu_seconds(g.pid), postgres_cpu())
+            s2 = steal_ms()
             h2 = overhead_buckets(g_port)
             pcts = ("p50", "p90", "p99", "p99.9")
             per = lambda a, b, n: (b - a) / max(n, 1) * 1e6
@@ -409,6 +453,12 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
                 # the gateway's own share of each call, from its histogram (bucket upper bounds)
                 "inside": [bucket_quantile(h1, h2, q) for q in (0.5, 0.9, 0.99, 0.999)],
                 "floor": floor,
+                # the VM's steal time during each run (ms, all CPUs): the host running something
+                # else while a vCPU had work, which the run's tail absorbs
+                "steal": [s1 - s0, s2 - s1],
+                "sched": None if not sched else [
+                    sched_blame.report(sched_blame.blame(sched_blame.parse(path), role))
+                    for path in (sched_direct, sched_via)],
             })
             print(f"bench: {name}: done", flush=True)
 
@@ -431,14 +481,15 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
               " holding each quantile, ms) against the added latency. What is added beyond it lies in the upstream"
               " call (the HTTP client's send and read, the second pair of loopback hops, the wake-ups of each"
               " process and thread on the way) or in hyper's server before the router")
-        hdr1 = f"{'scenario':26} {'inside p50/p90/p99/p99.9':>28} {'added p50/p90/p99/p99.9':>28}"
+        hdr1 = (f"{'scenario':26} {'inside p50/p90/p99/p99.9':>28} {'added p50/p90/p99/p99.9':>28}"
+                f" {'steal ms direct/gateway':>24}")
         print(hdr1)
         print("-" * len(hdr1))
         for r in rows:
             inside = "/".join("?" if v is None else ("inf" if v == float("inf") else f"{v * 1000:g}")
                               for v in r["inside"])
             added = "/".join(f"{g - d:.3f}" for g, d in zip(r["gateway"], r["direct"]))
-            print(f"{r['name']:26} {inside:>28} {added:>28}")
+            print(f"{r['name']:26} {inside:>28} {added:>28} {r['steal'][0]:>12.0f}/{r['steal'][1]:<11.0f}")
 
         print()
         print("CPU time per call by process (µs; from /proc and getrusage). Direct: load generator + upstream."
@@ -469,6 +520,16 @@ judge: {{ enabled: {"true" if args.judge > 0 else "false"}, sample_rate: {args.j
             print(f"{r['name']:26} {up:>9.0f} {gateway_cpu:>9.0f} {gateway_cpu / up if up else 0:>5.2f}x"
                   f" {up_same:>9.0f} {gateway_cpu / up_same if up_same else 0:>8.2f}x {pg:>9.0f}"
                   + ("  (saturated)" if r["saturated"] else ""))
+
+        if any(r["sched"] for r in rows):
+            print()
+            print("Off-CPU (--sched, `perf sched record -a` during the first seconds of each run): the wake-ups of the"
+                  " call's threads that waited for a CPU, what ran on that CPU meanwhile, and how much of the wait"
+                  " another CPU sat idle")
+            for r in rows:
+                if r["sched"]:
+                    for side, text in zip(("direct", "gateway"), r["sched"]):
+                        print(f"{r['name']}, {side}: {text}")
 
         if floor_kinds:
             print()
