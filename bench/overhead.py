@@ -18,6 +18,10 @@ separate machines; every other run shares all CPUs between everything. `--only R
 scenarios whose name matches; `--config YAML` appends settings to both gateways' configuration
 (e.g. `--config 'writer: { flush_interval_ms: 10 }'`) to compare them side by side.
 
+Each run also prints the VM's steal time during each direct and gateway run (a tail that moves with
+it is the host's); `--sched` records `perf sched` during the one-connection runs and prints what
+held the CPU while a call's threads waited for one (`bench/sched_blame.py`).
+
 `--floor` also runs every scenario through `examples/floor_proxy.rs`, a proxy that only forwards
 (no parsing, record, metrics or heuristics) on the gateway's stack, once with reqwest as its client
 and once with hyper-util's: the latency and CPU any proxy built this way adds on this machine, so
@@ -28,6 +32,7 @@ what of the gateway's overhead is its own work.
     python3 bench/overhead.py --duration 20 --soak 600
     python3 bench/overhead.py --floor --only saturated        # against the forward-only floor
     python3 bench/overhead.py --env TOKIO_WORKER_THREADS=1     # a setting of the gateways' environment
+    python3 bench/overhead.py --only '1 conn' --sched          # the tail's off-CPU side (linux-perf)
 
 Numbers from one run on one machine: the load generator, both upstreams, PostgreSQL and the
 gateway all share its cores, so read the ratios, not the absolute values.
