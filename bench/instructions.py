@@ -168,13 +168,12 @@ judge: {{ enabled: false, sample_rate: 0.1 }}
     results = {}
     programs = ["upstream", "gateway"] + (["floor-hyper", "floor-reqwest"] if args.floor else [])
     try:
+        if args.keep:
+            os.makedirs(args.keep, exist_ok=True)
         for who in programs:
             port, model, pid = run(who)
             for stream in (False, True):
-                keep_as = None
-                if args.keep:
-                    os.makedirs(args.keep, exist_ok=True)
-                    keep_as = os.path.join(args.keep, f"cg.{who}.{'streamed' if stream else 'plain'}")
+                keep_as = os.path.join(args.keep, f"cg.{who}.{'streamed' if stream else 'plain'}") if args.keep else None
                 results[(who, stream)] = measure(pid, tmp, port, model, stream, args.warmup, args.calls, 2.0,
                                                  keep_as)
                 print(f"bench: {who} {'streamed' if stream else 'plain'}: done", flush=True)
